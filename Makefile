@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make demo` (set up + run the main job) and `make test` (set up + run tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: setup demo test lint typecheck check bench clean
+
+$(BIN)/fmscope: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(BIN)/fmscope
+
+setup: $(BIN)/fmscope
+
+demo: setup
+	$(BIN)/fmscope quickstart --out quickstart_out --overwrite
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) quickstart_out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,2 @@
+"""fmscope: foundation models for raw scientific images."""
+__version__ = "0.1.0"
