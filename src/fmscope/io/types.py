@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +19,6 @@ from fmscope.errors import InvalidInputError
 
 SPATIAL_AXES = "ZYX"
 CANONICAL_AXES = ("YX", "ZYX", "CYX", "CZYX", "TYX", "TZYX", "TCYX", "TCZYX")
-
-# Array types the I/O layer hands out: numpy for in-memory data, dask for lazy (Zarr, HDF5, memmapped TIFF).
-ArrayLike = Union[np.ndarray, "dask.array.Array"]  # noqa: F821  (dask imported lazily)
 
 
 def spatial_axes(axes: str) -> str:
@@ -151,3 +148,18 @@ class Image:
             return self.data
         compute = getattr(self.data, "compute", None)
         return np.asarray(compute() if compute is not None else self.data)
+
+    def channel(self, index: int) -> Image:
+        """The image of one channel (drops the ``C`` axis); an image without a ``C`` axis accepts only index 0."""
+        if "C" not in self.meta.axes:
+            if index != 0:
+                raise InvalidInputError(f"channel: image has no channel axis (axes '{self.meta.axes}'), got {index}")
+            return self
+        c = self.meta.axes.index("C")
+        n = self.meta.shape[c]
+        if not 0 <= index < n:
+            raise InvalidInputError(f"channel: expected an index in 0..{n - 1}, got {index}")
+        data = self.data[(slice(None),) * c + (index,)]
+        axes = self.meta.axes.replace("C", "")
+        meta = self.meta.replace(axes=axes, shape=tuple(data.shape), notes=(*self.meta.notes, f"channel {index}"))
+        return Image(data, meta)

@@ -1,0 +1,1 @@
+"""The ``fmscope`` command line: a thin consumer of the public API."""

@@ -1,0 +1,150 @@
+"""Segmentation commands: ``segment``, ``evaluate``, ``quickstart``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmscope.cli.common import (
+    add_dataset_option,
+    add_input,
+    add_overwrite,
+    finish_output,
+    print_json,
+    print_table,
+    read_spatial,
+)
+from fmscope.errors import InvalidInputError
+from fmscope.evaluation import evaluate_segmentation
+from fmscope.io import write_image
+from fmscope.segment import ClassicalConfig, segment_classical
+from fmscope.utils.atomic import check_output_path
+
+logger = logging.getLogger(__name__)
+
+CLASSICAL_METHODS = ("otsu", "li", "triangle", "multiotsu", "local", "watershed")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("segment", help="segment an image or volume (classical thresholds and watershed)")
+    add_input(p)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output label image (format from extension)")
+    p.add_argument("--method", choices=CLASSICAL_METHODS, default="otsu", help="segmentation method (default otsu)")
+    add_dataset_option(p)
+    p.add_argument("--channel", type=int, default=None, help="channel to use for a multi-channel image")
+    p.add_argument("--per-slice", action="store_true", help="2D per Z slice instead of 3D")
+    p.add_argument("--dark", action="store_true", help="segment dark structures (e.g. EM membranes)")
+    p.add_argument("--smooth", type=float, default=0.0, help="Gaussian pre-smoothing sigma in voxels")
+    p.add_argument("--block-size", type=int, default=51, help="local threshold: neighbourhood size (odd)")
+    p.add_argument("--offset", type=float, default=0.0, help="local threshold: offset subtracted from the local mean")
+    p.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this many voxels")
+    p.add_argument("--fill-holes", action="store_true", help="fill holes inside objects")
+    p.add_argument("--min-distance", type=int, default=3, help="watershed: minimum distance between seeds")
+    p.add_argument("--classes", type=int, default=3, help="multiotsu: number of intensity phases (default 3)")
+    p.add_argument("--phase", type=int, default=-1, help="multiotsu: phase to keep, 0 = darkest, -1 = brightest")
+    p.add_argument("--instances", action="store_true", help="write instance labels (connected components)")
+    add_overwrite(p)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="score a prediction against ground truth (Dice, IoU, ...; matched instances)")
+    add_input(p, "pred", "predicted labels")
+    add_input(p, "gt", "ground-truth labels")
+    p.add_argument("--instances", action="store_true", help="also match objects by IoU (F1/AP at 0.5 and 0.75)")
+    p.add_argument("--multiclass", action="store_true", help="score every class value separately (macro mean)")
+    p.add_argument("--gt-foreground", type=float, nargs="+", default=None, help="GT values that are foreground")
+    p.add_argument("--pred-foreground", type=float, nargs="+", default=None, help="prediction foreground values")
+    p.add_argument("--roi", default=None, help="evaluate inside a region, numpy slice syntax, e.g. '0:704,:'")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("quickstart", help="phantoms -> classical segmentation -> evaluation -> report with PNGs")
+    p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="report folder (default quickstart_out)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
+    add_overwrite(p)
+    p.set_defaults(func=cmd_quickstart)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    check_output_path(args.output, args.overwrite)
+    image = read_spatial(args.input, args.dataset, args.channel)
+    config = ClassicalConfig(
+        method=args.method,
+        per_slice=args.per_slice,
+        dark_objects=args.dark,
+        smooth_sigma=args.smooth,
+        block_size=args.block_size,
+        offset=args.offset,
+        min_size=args.min_size,
+        fill_holes=args.fill_holes,
+        min_distance=args.min_distance,
+        classes=args.classes,
+        phase=args.phase,
+    )
+    result = segment_classical(image.numpy(), config, instances=args.instances)
+    if result.labels is not None:
+        out = result.labels.astype(np.uint16 if result.labels.max() < 2**16 else np.uint32)
+        what = f"{int(result.labels.max())} objects"
+    else:
+        out = result.mask.astype(np.uint8)
+        what = f"foreground fraction {result.mask.mean():.4f}"
+    meta = image.meta.replace(dtype=str(out.dtype), format="array", notes=())
+    written = write_image(args.output, out, meta, overwrite=args.overwrite, labels=True)
+    finish_output(written, "segment", args, (args.input,))
+    thr = ", ".join(f"{t:g}" for t in result.thresholds[:5]) + (" ..." if len(result.thresholds) > 5 else "")
+    print(f"wrote {written}: {args.method}, threshold(s) {thr}; {what}")
+    return 0
+
+
+def parse_roi(text: str, ndim: int) -> tuple[slice, ...]:
+    """Parse numpy slice syntax such as ``'0:704,:'`` into slices (missing trailing axes are full)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > ndim:
+        raise InvalidInputError(f"--roi: '{text}' has {len(parts)} axes, the image has {ndim}")
+    slices = []
+    for part in parts:
+        try:
+            bounds = [int(b) if b.strip() else None for b in part.split(":")]
+        except ValueError:
+            raise InvalidInputError(f"--roi: cannot parse '{part}' in '{text}' (expected start:stop)") from None
+        if len(bounds) != 2:
+            raise InvalidInputError(f"--roi: expected start:stop per axis, got '{part}' in '{text}'")
+        slices.append(slice(bounds[0], bounds[1]))
+    return tuple(slices)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    pred = read_spatial(args.pred).numpy()
+    gt = read_spatial(args.gt).numpy()
+    if pred.shape != gt.shape:
+        raise InvalidInputError(f"{args.pred} has shape {pred.shape} but {args.gt} has shape {gt.shape}")
+    if args.roi:
+        roi = parse_roi(args.roi, pred.ndim)
+        pred, gt = pred[roi], gt[roi]
+    result = evaluate_segmentation(
+        pred,
+        gt,
+        instances=args.instances,
+        multiclass=args.multiclass,
+        pred_foreground=args.pred_foreground,
+        gt_foreground=args.gt_foreground,
+    )
+    scores = result.to_dict()
+    if args.json:
+        print_json(scores)
+        return 0
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in scores.items() if not isinstance(v, dict | list)]
+    print_table(rows)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from fmscope.evaluation.quickstart import run_quickstart
+
+    result = run_quickstart(args.out, seed=args.seed, overwrite=args.overwrite, progress=True)
+    print(result.summary_markdown)
+    print(f"\nreport: {result.report_path}")
+    return 0

@@ -1,0 +1,163 @@
+"""Global and local intensity thresholds (scikit-image) on 2D/3D images, optionally slice by slice.
+
+Rules shared by every function here:
+
+* Non-finite voxels (NaN, +-Inf) are left out of the threshold computation and are never foreground.
+* Foreground is ``image > t`` (bright objects) or, with ``dark_objects=True``, ``image < t`` (e.g. EM membranes).
+* A constant image (or slice) has no threshold to find: the threshold is that constant, the mask is empty, and a
+  warning is logged. A slice with no finite voxel gets threshold NaN and an empty mask (warning); a whole image with
+  no finite voxel raises InvalidInputError.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from skimage.filters import threshold_li, threshold_local, threshold_otsu, threshold_triangle
+
+from fmscope.errors import InvalidInputError
+from fmscope.segment._image import as_image, check_int, check_per_slice, finite_float, map_slices
+
+logger = logging.getLogger(__name__)
+
+GlobalMethod = Literal["otsu", "li", "triangle"]
+GLOBAL_METHODS: dict[str, Any] = {"otsu": threshold_otsu, "li": threshold_li, "triangle": threshold_triangle}
+
+
+def _check_method(method: Any) -> str:
+    if method not in GLOBAL_METHODS:
+        raise InvalidInputError(f"method: expected one of {sorted(GLOBAL_METHODS)}, got {method!r}")
+    return str(method)
+
+
+def _value(values: NDArray[Any], method: str, where: str) -> float:
+    """Threshold of a 1D array of finite values (NaN when empty, the constant when constant)."""
+    if values.size == 0:
+        logger.warning("%s has no finite voxel: threshold NaN, empty mask", where)
+        return float("nan")
+    lo, hi = values.min(), values.max()
+    if lo == hi:
+        logger.warning("%s is constant (%s): no threshold to find, empty mask", where, lo)
+        return float(lo)
+    return float(GLOBAL_METHODS[method](values))
+
+
+def threshold_value(image: Any, method: GlobalMethod) -> float:
+    """Global threshold (``"otsu"``, ``"li"`` or ``"triangle"``) of the finite voxels of a 2D/3D image.
+
+    Returns the constant value for a constant image (with a logged warning).
+
+    Raises:
+        InvalidInputError: bad shape, unknown method, or no finite voxel.
+    """
+    m = _check_method(method)
+    arr = as_image(image)
+    values = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr.ravel()
+    if values.size == 0:
+        raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {arr.shape})")
+    return _value(values, m, "image")
+
+
+def threshold_mask(
+    image: Any, method: GlobalMethod, *, per_slice: bool = False, dark_objects: bool = False
+) -> tuple[NDArray[np.bool_], tuple[float, ...]]:
+    """Foreground mask by a global threshold, over the whole image or one threshold per Z slice.
+
+    Returns:
+        ``(mask, thresholds)``: bool mask of the image's shape, and one threshold (whole image) or one per slice.
+    """
+    m = _check_method(method)
+    arr = as_image(image)
+    check_per_slice(arr, per_slice)
+    finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, dtype=bool)
+    if not finite.any():
+        raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {arr.shape})")
+    planes = range(arr.shape[0]) if per_slice else [None]
+    mask = np.zeros(arr.shape, dtype=bool)
+    thresholds = []
+    for z in planes:
+        sl = (slice(None),) * arr.ndim if z is None else (z,)
+        part, fin = arr[sl], finite[sl]
+        t = _value(part[fin], m, "image" if z is None else f"slice {z}")
+        thresholds.append(t)
+        if np.isnan(t):
+            continue
+        with np.errstate(invalid="ignore"):
+            mask[sl] = ((part < t) if dark_objects else (part > t)) & fin
+    return mask, tuple(thresholds)
+
+
+def local_threshold_mask(
+    image: Any, *, block_size: int = 51, offset: float = 0.0, per_slice: bool = True, dark_objects: bool = False
+) -> NDArray[np.bool_]:
+    """Foreground mask by a local (adaptive) threshold: Gaussian-weighted local mean over ``block_size`` voxels.
+
+    A voxel is foreground when it is brighter than its local mean minus ``offset`` (``skimage.filters.
+    threshold_local``, method "gaussian"); with ``dark_objects`` when it is darker than its local mean plus
+    ``offset``. ``per_slice=True`` (default) works on each Z slice in 2D; ``False`` uses a 3D block (cubic).
+    """
+    arr = as_image(image)
+    block = check_int(block_size, "block_size", 3)
+    if block % 2 == 0:
+        raise InvalidInputError(f"block_size: expected an odd integer >= 3, got {block_size!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or not np.isfinite(offset):
+        raise InvalidInputError(f"offset: expected a finite number, got {offset!r}")
+    check_per_slice(arr, per_slice)
+    work, finite = finite_float(arr)
+    if dark_objects:
+        work = -work
+
+    def one(plane: NDArray[np.float64]) -> NDArray[np.bool_]:
+        if plane.min() == plane.max():
+            logger.warning("local threshold: constant image or slice, empty mask")
+            return np.zeros(plane.shape, dtype=bool)
+        return np.asarray(plane > threshold_local(plane, block, method="gaussian", offset=float(offset)))
+
+    return map_slices(one, work, per_slice) & finite
+
+
+def multiotsu_mask(
+    image: Any, *, classes: int = 3, phase: int = -1, per_slice: bool = False
+) -> tuple[NDArray[np.bool_], tuple[float, ...]]:
+    """Mask of one intensity phase found by multi-level Otsu (``skimage.filters.threshold_multiotsu``).
+
+    Multi-phase materials (FIB-SEM of pores / ionomer / catalyst particles) need more than one threshold: the voxels
+    are split into ``classes`` phases by ``classes - 1`` thresholds and phase ``phase`` (0 = darkest, -1 = brightest)
+    is returned. Non-finite voxels are left out and never foreground.
+
+    Returns:
+        ``(mask, thresholds)``: all ``classes - 1`` thresholds of the image, or of each slice in turn when per_slice.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    n = check_int(classes, "classes", 2)
+    if n > 5:
+        raise InvalidInputError(f"classes: expected 2 to 5 phases, got {classes!r}")
+    if isinstance(phase, bool) or not isinstance(phase, int) or not -n <= phase < n:
+        raise InvalidInputError(f"phase: expected an integer in {-n}..{n - 1} (of {n} phases), got {phase!r}")
+    index = phase % n
+    arr = as_image(image)
+    check_per_slice(arr, per_slice)
+    finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, dtype=bool)
+    if not finite.any():
+        raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {arr.shape})")
+    mask = np.zeros(arr.shape, dtype=bool)
+    thresholds: list[float] = []
+    for z in range(arr.shape[0]) if per_slice else [None]:
+        sl = (slice(None),) * arr.ndim if z is None else (z,)
+        part, fin = arr[sl], finite[sl]
+        values = part[fin]
+        if np.unique(values[: 10 * n]).size < n and np.unique(values).size < n:
+            logger.warning("%s has fewer than %d distinct values: empty mask", "image" if z is None else f"slice {z}", n)
+            thresholds.extend([float("nan")] * (n - 1))
+            continue
+        t = [float(v) for v in threshold_multiotsu(values, classes=n)]
+        thresholds.extend(t)
+        lo = -np.inf if index == 0 else t[index - 1]
+        hi = np.inf if index == n - 1 else t[index]
+        with np.errstate(invalid="ignore"):
+            mask[sl] = (part > lo) & (part <= hi) & fin
+    return mask, tuple(thresholds)
