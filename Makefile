@@ -18,7 +18,10 @@ setup: $(BIN)/fmscope
 demo: setup
 	$(BIN)/fmscope quickstart --out quickstart_out --overwrite
 
+# CI runs this (.ci/run): lint, type-check, then the test suite.
 test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -29,6 +32,10 @@ typecheck: setup
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+bench: setup
+	$(BIN)/python benchmarks/bench_percentiles.py
+	$(BIN)/python benchmarks/real_data_otsu.py
 
 clean:
 	rm -rf $(VENV) quickstart_out .pytest_cache .mypy_cache .ruff_cache

@@ -62,12 +62,21 @@ def cases(data: Path, limit: int | None) -> list[Case]:
     isbi = data / "isbi2012_em_membranes"
     if isbi.exists():
         out.append(
-            Case("isbi2012 membranes", isbi / "raw.tif", isbi / "membrane_labels_isbi.tif",
-                 ("--dark", "--per-slice"), ("--gt-foreground", "0"))
+            Case(
+                "isbi2012 membranes",
+                isbi / "raw.tif",
+                isbi / "membrane_labels_isbi.tif",
+                ("--dark", "--per-slice"),
+                ("--gt-foreground", "0"),
+            )
         )
         out.append(
-            Case("isbi2012 mitochondria", isbi / "raw.tif", isbi / "cardona2010_multiclass" / "mitochondria.tif",
-                 ("--dark", "--per-slice", "--smooth", "2"))
+            Case(
+                "isbi2012 mitochondria",
+                isbi / "raw.tif",
+                isbi / "cardona2010_multiclass" / "mitochondria.tif",
+                ("--dark", "--per-slice", "--smooth", "2"),
+            )
         )
     ves = data / "vesselnn_2pm_vasculature"
     if ves.exists():
@@ -79,13 +88,22 @@ def cases(data: Path, limit: int | None) -> list[Case]:
     dsb = data / "dsb2018_bbbc038_nuclei_subset"
     if dsb.exists():
         for img in sorted((dsb / "images").glob("*.png"))[:limit]:
-            out.append(Case("dsb2018 nuclei", img, dsb / "labels" / (img.stem + ".tif"), ("--channel", "0"),
-                            instances=True))
+            out.append(
+                Case("dsb2018 nuclei", img, dsb / "labels" / (img.stem + ".tif"), ("--channel", "0"), instances=True)
+            )
     tio2 = data / "tio2_sem_particles_bam"
     if tio2.exists():
         for img in sorted((tio2 / "images_sem").glob("*.tif"))[:limit]:
-            out.append(Case("tio2 particles", img, tio2 / "masks_manual_4connected" / (img.stem + "_m.tif"), (),
-                            ("--roi", "0:704,:"), instances=True))
+            out.append(
+                Case(
+                    "tio2 particles",
+                    img,
+                    tio2 / "masks_manual_4connected" / (img.stem + "_m.tif"),
+                    (),
+                    ("--roi", "0:704,:"),
+                    instances=True,
+                )
+            )
     lsm = data / "lsm_selma3d_wu_patches" / "finetune"
     if lsm.exists():
         for split in ("train", "val"):

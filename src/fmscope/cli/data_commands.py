@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
     add_overwrite(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("normalize", help="robust percentile normalisation to [0, 1] (or 8-bit), with a replayable profile")
+    p = sub.add_parser(
+        "normalize", help="robust percentile normalisation to [0, 1] (or 8-bit), with a replayable profile"
+    )
     add_input(p)
     p.add_argument("output", type=Path, help="output path; the profile is written beside it as OUTPUT.profile.json")
     add_dataset_option(p)

@@ -136,7 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print_json(scores)
         return 0
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in scores.items() if not isinstance(v, dict | list)]
+    rows = [
+        (k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in scores.items() if not isinstance(v, dict | list)
+    ]
     print_table(rows)
     return 0
 

@@ -52,8 +52,9 @@ def binarize(labels: np.ndarray, foreground: Sequence[float] | None = None) -> n
 
 
 def _instance_labels(labels: np.ndarray, connectivity: int) -> np.ndarray:
-    """Instance ids: a binary mask becomes connected components; a map with more ids is taken as it is."""
-    if np.unique(labels).size <= 2:
+    """Instance ids: a binary mask (one nonzero value) becomes connected components; a map with more ids is taken
+    as it is."""
+    if np.unique(labels[labels != 0]).size <= 1:
         structure = ndi.generate_binary_structure(labels.ndim, connectivity)
         out, _ = ndi.label(labels != 0, structure=structure)
         return out

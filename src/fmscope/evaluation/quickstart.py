@@ -77,12 +77,12 @@ def _cases() -> tuple[_Case, ...]:
     )
 
 
+_UNION_TARGETS = ("all structures", "layer + particle")
+
+
 def _target(phantom: Phantom, target: str) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth (mask, instances) for a target name."""
-    if target in ("all structures", "layer + particle"):
-        mask = phantom.semantic > 0
-    else:
-        mask = phantom.mask(target)
+    mask = phantom.semantic > 0 if target in _UNION_TARGETS else phantom.mask(target)
     return mask, np.where(mask, phantom.instances, 0)
 
 
@@ -117,7 +117,7 @@ def run_quickstart(
     }
     cases = _cases()
     rows: list[QuickstartRow] = []
-    best: dict[str, tuple[float, str, np.ndarray]] = {}
+    best: dict[str, tuple[float, str, str, np.ndarray]] = {}  # phantom -> (dice, method, target, mask)
     out = Path(out_dir)
     with atomic_output(out, overwrite=overwrite) as tmp, make_progress(progress, len(cases) + 2, "quickstart") as step:
         tmp.mkdir()
@@ -146,23 +146,23 @@ def run_quickstart(
                 QuickstartRow(case.phantom, case.target, case.method, s.dice, s.iou, s.precision, s.recall, f1, seconds)
             )
             if case.phantom not in best or s.dice > best[case.phantom][0]:
-                best[case.phantom] = (s.dice, case.method, result.mask)
+                best[case.phantom] = (s.dice, case.method, case.target, result.mask)
             logger.info("%s / %s / %s: Dice %.3f", case.phantom, case.target, case.method, s.dice)
             step(1)
         figures = []
         for name, ph in phantoms.items():
-            dice, method, mask = best[name]
-            gt_mask, _ = _target(ph, _cases_target(name))
+            dice, method, target, mask = best[name]
+            gt_mask, _ = _target(ph, target)
             z = int(np.argmax(gt_mask.sum(axis=(1, 2))))
             fig = save_overlay(
                 tmp / f"{name}_overlay.png",
                 ph.image[z],
-                {"ground truth": gt_mask[z], f"{method} (Dice {dice:.3f})": mask[z]},
+                {f"ground truth: {target}": gt_mask[z], f"{method} (Dice {dice:.3f})": mask[z]},
                 title=f"{name} phantom, slice z={z}",
             )
             figures.append(fig.name)
             write_image(
-                tmp / f"{name}_best_{method}.tif",
+                tmp / f"{name}_best_{method.split()[0]}.tif",
                 mask.astype(np.uint8),
                 ImageMetadata.for_array(mask, spacing=ph.spacing, unit=ph.unit),
                 labels=True,
@@ -182,10 +182,6 @@ def run_quickstart(
     return QuickstartResult(out, out / "report.md", tuple(rows), table)
 
 
-def _cases_target(phantom: str) -> str:
-    return next(c.target for c in _cases() if c.phantom == phantom)
-
-
 def _report_markdown(phantoms: dict[str, Phantom], table: str, figures: list[str], seed: int, elapsed: float) -> str:
     lines = ["# fmscope quickstart report", ""]
     lines.append(
@@ -195,7 +191,9 @@ def _report_markdown(phantoms: dict[str, Phantom], table: str, figures: list[str
     )
     lines.append("")
     for name, ph in phantoms.items():
-        lines.append(f"- **{name}**: {ph.image.shape} {ph.image.dtype}, classes {', '.join(ph.class_names)}. {ph.caption}")
+        lines.append(
+            f"- **{name}**: {ph.image.shape} {ph.image.dtype}, classes {', '.join(ph.class_names)}. {ph.caption}"
+        )
     lines += ["", "## Scores", "", table, "", "## Overlays (best Dice per phantom)", ""]
     lines += [f"![{f}]({f})" for f in figures]
     lines += ["", f"Seed {seed}; total time {elapsed:.1f} s. Run record: `run.fmscope.json`.", ""]

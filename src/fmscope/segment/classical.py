@@ -149,9 +149,7 @@ def segment_classical(
             dark_objects=config.dark_objects,
         )
     elif config.method == "multiotsu":
-        mask, thresholds = multiotsu_mask(
-            work, classes=config.classes, phase=config.phase, per_slice=config.per_slice
-        )
+        mask, thresholds = multiotsu_mask(work, classes=config.classes, phase=config.phase, per_slice=config.per_slice)
     else:
         method = config.watershed_threshold if config.method == "watershed" else config.method
         mask, thresholds = threshold_mask(work, method, per_slice=config.per_slice, dark_objects=config.dark_objects)

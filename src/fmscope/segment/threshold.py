@@ -149,12 +149,12 @@ def multiotsu_mask(
     for z in range(arr.shape[0]) if per_slice else [None]:
         sl = (slice(None),) * arr.ndim if z is None else (z,)
         part, fin = arr[sl], finite[sl]
-        values = part[fin]
-        if np.unique(values[: 10 * n]).size < n and np.unique(values).size < n:
-            logger.warning("%s has fewer than %d distinct values: empty mask", "image" if z is None else f"slice {z}", n)
+        try:
+            t = [float(v) for v in threshold_multiotsu(part[fin], classes=n)]
+        except ValueError:  # fewer distinct values than phases (e.g. a constant slice)
+            logger.warning("%s: fewer than %d distinct values, empty mask", "image" if z is None else f"slice {z}", n)
             thresholds.extend([float("nan")] * (n - 1))
             continue
-        t = [float(v) for v in threshold_multiotsu(values, classes=n)]
         thresholds.extend(t)
         lo = -np.inf if index == 0 else t[index - 1]
         hi = np.inf if index == n - 1 else t[index]

@@ -30,8 +30,12 @@ def make_progress(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, leave=False)
+
+        def update(n: int = 1) -> None:
+            bar.update(n)
+
         try:
-            yield bar.update
+            yield update
         finally:
             bar.close()
         return

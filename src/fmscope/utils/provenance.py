@@ -15,7 +15,19 @@ from typing import Any
 
 from fmscope.utils.atomic import atomic_output
 
-_PACKAGES = ("fmscope", "numpy", "scipy", "scikit-image", "tifffile", "zarr", "dask", "nibabel", "h5py", "torch", "monai")
+_PACKAGES = (
+    "fmscope",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "tifffile",
+    "zarr",
+    "dask",
+    "nibabel",
+    "h5py",
+    "torch",
+    "monai",
+)
 
 
 def package_versions(packages: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
