@@ -10,8 +10,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
-
 _SPEC = importlib.util.spec_from_file_location(
     "real_data_otsu", Path(__file__).resolve().parents[1] / "benchmarks" / "real_data_otsu.py"
 )
