@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     image = read_image(args.path, dataset=args.dataset)
     meta = image.meta
-    stats = None if args.no_stats else compute_stats(image.data)
+    stats = None if args.no_stats else compute_stats(image.data, progress=image.is_lazy)
     if args.json:
         out: dict[str, Any] = {"path": str(args.path), **meta.to_dict(), "lazy": image.is_lazy}
         if stats is not None:
@@ -96,7 +96,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.overwrite)
     image = read_image(args.input, dataset=args.dataset)
     written = write_image(
-        args.output, image.data, image.meta, overwrite=args.overwrite, dataset=args.out_dataset, labels=args.labels
+        args.output,
+        image.data,
+        image.meta,
+        overwrite=args.overwrite,
+        dataset=args.out_dataset,
+        labels=args.labels,
+        progress=image.is_lazy,
     )
     finish_output(written, "convert", args, (args.input,))
     print(f"wrote {written} ({image.meta.axes} {image.meta.shape} {image.meta.dtype})")
