@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmscope.errors import InvalidInputError
-from fmscope.io import Image, read_image, write_image
+from fmscope.io import Image, read_image
 from fmscope.utils.provenance import RunRecord, write_run_record
 
 
@@ -72,5 +72,4 @@ __all__ = [
     "finish_output",
     "print_json",
     "print_table",
-    "write_image",
 ]
