@@ -1,0 +1,25 @@
+"""Self-supervised multimodal pretraining: student-teacher distillation, masked reconstruction, image-text alignment."""
+
+from fmscope.pretrain.ema import cosine_momentum, make_teacher, update_teacher
+from fmscope.pretrain.losses import (
+    EmbeddingQueue,
+    LogitScale,
+    TeacherCenter,
+    alignment_loss,
+    clip_loss,
+    distillation_loss,
+    masked_l1_loss,
+)
+
+__all__ = [
+    "EmbeddingQueue",
+    "LogitScale",
+    "TeacherCenter",
+    "alignment_loss",
+    "clip_loss",
+    "cosine_momentum",
+    "make_teacher",
+    "distillation_loss",
+    "masked_l1_loss",
+    "update_teacher",
+]
