@@ -1,0 +1,182 @@
+"""Typed configuration: frozen dataclasses with defaults, overridden by a YAML file, then by ``key=value`` pairs.
+
+Resolved once at the entry point::
+
+    cfg = resolve_config(PretrainConfig, yaml_path, ["optim.lr=3e-4", "model.name=unet-cpu"])
+    save_config(cfg, out_dir / "config.yaml")
+
+Nested dataclasses are addressed with dots. Values are parsed with YAML rules (``1e-4``, ``true``, ``[8, 8, 8]``) and
+then checked against the field's type annotation; an unknown key or a wrong type raises an error naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from fmscope.errors import InvalidInputError
+from fmscope.utils.atomic import atomic_output
+
+T = TypeVar("T")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type (dataclass, tuple, list, Literal, Optional, scalars)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except InvalidInputError as exc:
+                errors.append(str(exc))
+        raise InvalidInputError(f"{key}: {value!r} matches none of {annotation} ({'; '.join(errors)})")
+    if origin is typing.Literal:
+        if value not in args:
+            raise InvalidInputError(f"{key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise InvalidInputError(f"{key}: expected a mapping for {annotation.__name__}, got {value!r}")
+        return from_dict(annotation, value, prefix=key)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise InvalidInputError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise InvalidInputError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+            items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+        else:
+            item_type = args[0] if args else Any
+            items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InvalidInputError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInputError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{key}: expected a string, got {value!r}")
+        return value
+    if annotation is Path:
+        return Path(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) mapping; missing keys keep their defaults, unknown keys raise."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f" in '{prefix}'" if prefix else ""
+        raise InvalidInputError(f"unknown config key(s){where}: {unknown}; known: {sorted(fields)}")
+    kwargs = {name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a (nested) dataclass (tuples become lists, paths strings)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    out = plain(config)
+    if not isinstance(out, dict):
+        raise InvalidInputError(f"config: expected a dataclass instance, got {type(config).__name__}")
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[2, 3]"]`` -> nested ``{"a": {"b": 1}, "c": [2, 3]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"override: expected key=value, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise InvalidInputError(f"override: '{key}' conflicts with another override of '{part}'")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping (an empty file is an empty mapping)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError(f"config file '{p}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"config file '{p}': invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"config file '{p}': expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> T:
+    """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``key=value``), validated into ``cls``."""
+    data: dict[str, Any] = load_yaml(path) if path is not None else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    return from_dict(cls, data)
+
+
+def save_config(config: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return Path(path)
