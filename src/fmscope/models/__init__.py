@@ -1,0 +1,40 @@
+"""Backbones (MONAI UNet / SwinUNETR) behind one interface, a registry by name, and self-describing save/load.
+
+>>> model = create_model("unet-tiny")
+>>> out = model(torch.zeros(1, 1, 32, 32, 32))   # BackboneOutput(encoder_features, bottleneck, dense)
+>>> save_model(model, "run/model", profile=profile, extra={"step": 1000})
+>>> loaded = load_model("run/model")              # strict: raises on any key mismatch, with a key report
+"""
+
+from fmscope.models.backbone import Backbone, BackboneOutput
+from fmscope.models.config import BackboneConfig
+from fmscope.models.registry import create_model, get_config, list_models, register_model
+from fmscope.models.serialization import (
+    InputContract,
+    LoadedModel,
+    ModelMetadata,
+    load_model,
+    read_model_config,
+    save_model,
+)
+from fmscope.models.state import KeyReport, compare_state_dict, load_state_dict_report, map_prefixes
+
+__all__ = [
+    "Backbone",
+    "BackboneConfig",
+    "BackboneOutput",
+    "InputContract",
+    "KeyReport",
+    "LoadedModel",
+    "ModelMetadata",
+    "compare_state_dict",
+    "create_model",
+    "get_config",
+    "list_models",
+    "load_model",
+    "load_state_dict_report",
+    "map_prefixes",
+    "read_model_config",
+    "register_model",
+    "save_model",
+]
