@@ -1,0 +1,242 @@
+"""The multimodal student-teacher method: one module holding everything that trains, and its four loss terms.
+
+Student and teacher are the same backbone; the teacher is an EMA of the student (parameters and buffers) and sees
+the unmasked volume, the student the masked one. Heads:
+
+* a distillation head (1x1x1 conv MLP to ``n_prototypes`` channels) on the dense features, EMA-copied for the teacher;
+* a light reconstruction decoder (conv, then 1x1x1 conv to one channel) on the student's dense features;
+* an image projection of the pooled bottleneck into the shared image-text space;
+* the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
+
+A weight of 0 switches a term off (and image-only pretraining builds no text tower at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fmscope.errors import InvalidInputError
+from fmscope.models import Backbone, create_model
+from fmscope.pretrain.ema import make_teacher, update_teacher
+from fmscope.pretrain.losses import (
+    EmbeddingQueue,
+    LogitScale,
+    TeacherCenter,
+    alignment_loss,
+    clip_loss,
+    distillation_loss,
+    masked_l1_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each term (reference UNet values); 0 turns a term off."""
+
+    distill: float = 0.29
+    recon: float = 0.20
+    align: float = 0.06
+    clip: float = 0.36
+
+    def __post_init__(self) -> None:
+        for name in ("distill", "recon", "align", "clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidInputError(f"weights.{name}: expected a number >= 0, got {value!r}")
+        if self.distill + self.recon + self.align + self.clip <= 0:
+            raise InvalidInputError("weights: at least one loss term must have a positive weight")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.align > 0 or self.clip > 0
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Architecture of the pretraining method (the training schedule lives in the engine config)."""
+
+    model: str = "unet-cpu"
+    weights: LossWeights = field(default_factory=LossWeights)
+    n_prototypes: int = 256
+    head_hidden: int = 128
+    embed_dim: int = 256
+    student_temperature: float = 0.1
+    teacher_temperature: float = 0.1
+    center_momentum: float = 0.9
+    clip_init_scale: float = 10.0
+    queue_size: int = 64
+    text_source: str = "minilm"
+    text_max_length: int = 128
+    text_trainable_top_layers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("n_prototypes", "head_hidden", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.queue_size < 0:
+            raise InvalidInputError(f"queue_size: expected >= 0, got {self.queue_size}")
+
+
+@dataclass
+class LossTerms:
+    """The weighted total (with graph) and each raw term (detached floats for logging)."""
+
+    total: Tensor
+    distill: float
+    recon: float
+    align: float
+    clip: float
+    clip_scale: float
+    mask_fraction: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "loss": float(self.total.detach()),
+            "distill": self.distill,
+            "recon": self.recon,
+            "align": self.align,
+            "clip": self.clip,
+            "clip_scale": self.clip_scale,
+            "mask_fraction": self.mask_fraction,
+        }
+
+
+def caption_ids(captions: Sequence[str | None]) -> Tensor:
+    """Stable integer id per caption text (CRC32), equal for equal captions in any process and any step."""
+    ids = []
+    for i, caption in enumerate(captions):
+        if caption is None:
+            raise InvalidInputError(f"captions[{i}]: missing caption, but a text loss term is switched on")
+        ids.append(zlib.crc32(caption.encode("utf-8")))
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _head(in_dim: int, hidden: int, out_dim: int, spatial_dims: int) -> nn.Module:
+    conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+    return nn.Sequential(conv(in_dim, hidden, 1), nn.GELU(), conv(hidden, out_dim, 1))
+
+
+class MultimodalPretrainer(nn.Module):
+    """Everything that pretraining trains (student side) plus the EMA teacher side; call it on a masked batch."""
+
+    def __init__(self, config: MethodConfig = MethodConfig(), backbone: Backbone | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.student = backbone if backbone is not None else create_model(config.model)
+        spatial = self.student.config.spatial_dims
+        dense = self.student.dense_dim
+        self.student_head = _head(dense, config.head_hidden, config.n_prototypes, spatial)
+        conv = nn.Conv3d if spatial == 3 else nn.Conv2d
+        self.decoder = nn.Sequential(conv(dense, dense, 3, padding=1), nn.GELU(), conv(dense, 1, 1))
+        self.teacher = make_teacher(self.student)
+        self.teacher_head = make_teacher(self.student_head)
+        self.center = TeacherCenter(config.n_prototypes, config.center_momentum)
+        self.text_encoder: nn.Module | None = None
+        if config.weights.uses_text:
+            from fmscope.text import TextEncoder, TextEncoderConfig
+
+            self.image_projection = nn.Linear(self.student.bottleneck_dim, config.embed_dim)
+            self.text_encoder = TextEncoder(
+                TextEncoderConfig(
+                    source=config.text_source if config.text_source == "minilm" else Path(config.text_source),
+                    max_length=config.text_max_length,
+                    embed_dim=config.embed_dim,
+                    trainable_top_layers=config.text_trainable_top_layers,
+                )
+            )
+            self.logit_scale = LogitScale(config.clip_init_scale)
+            self.text_queue = EmbeddingQueue(config.queue_size, config.embed_dim)
+            self.image_queue = EmbeddingQueue(config.queue_size, config.embed_dim)
+
+    # -- what the optimiser sees --------------------------------------------------------------------------------
+    def parameters_to_optimise(self) -> list[nn.Parameter]:
+        """Student, heads, decoder, projections, temperature and the text encoder's trainable set (fixed for the run;
+        staged freezing toggles ``requires_grad`` inside it). The teacher side is never optimised."""
+        params: list[nn.Parameter] = [
+            *self.student.parameters(),
+            *self.student_head.parameters(),
+            *self.decoder.parameters(),
+        ]
+        if self.text_encoder is not None:
+            params += [*self.image_projection.parameters(), *self.logit_scale.parameters()]
+            params += list(self.text_encoder.parameters_to_optimise())  # type: ignore[operator]
+        return params
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """EMA step of the teacher backbone and head (call once per optimiser step)."""
+        update_teacher(self.student, self.teacher, momentum)
+        update_teacher(self.student_head, self.teacher_head, momentum)
+
+    def image_embedding(self, images: Tensor) -> Tensor:
+        """L2-normalised image embedding in the shared image-text space (needs a text-enabled config)."""
+        if self.text_encoder is None:
+            raise InvalidInputError("image_embedding: this method was built image-only (no image-text space)")
+        return F.normalize(self.image_projection(self.student.pooled(images)), dim=-1)
+
+    # -- one training forward --------------------------------------------------------------------------------------
+    def forward(self, images: Tensor, masks: Tensor, captions: Sequence[str | None] | None = None) -> LossTerms:
+        """Loss terms of one batch: ``images`` (B, 1, *spatial) in [0, 1], ``masks`` bool of the same shape."""
+        if masks.shape != images.shape or masks.dtype != torch.bool:
+            raise InvalidInputError(
+                f"masks: expected a bool tensor of the images' shape {tuple(images.shape)}, got "
+                f"{masks.dtype} {tuple(masks.shape)}"
+            )
+        w = self.config.weights
+        zero = images.new_zeros(())
+        student_out = self.student(images * (~masks).to(images.dtype))
+        total = zero
+        terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0}
+        if w.distill > 0:
+            with torch.no_grad():
+                teacher_logits = self.teacher_head(self.teacher(images).dense)
+            student_logits = self.student_head(student_out.dense)
+            distill = distillation_loss(
+                student_logits,
+                teacher_logits,
+                masks,
+                student_temperature=self.config.student_temperature,
+                teacher_temperature=self.config.teacher_temperature,
+                center=self.center.center,
+            )
+            if self.training:
+                self.center.update(teacher_logits)
+            total = total + w.distill * distill
+            terms["distill"] = float(distill.detach())
+        if w.recon > 0:
+            recon = masked_l1_loss(self.decoder(student_out.dense), images, masks)
+            total = total + w.recon * recon
+            terms["recon"] = float(recon.detach())
+        scale_value = 0.0
+        if w.uses_text:
+            if captions is None or self.text_encoder is None:
+                raise InvalidInputError("captions: a text loss term is switched on but no captions were given")
+            ids = caption_ids(captions).to(images.device)
+            image_emb = F.normalize(self.image_projection(student_out.bottleneck.flatten(2).mean(dim=2)), dim=-1)
+            text_emb = self.text_encoder([str(c) for c in captions])
+            if w.align > 0:
+                align = alignment_loss(image_emb, text_emb)
+                total = total + w.align * align
+                terms["align"] = float(align.detach())
+            if w.clip > 0:
+                scale = self.logit_scale()
+                clip = clip_loss(
+                    image_emb, text_emb, scale, ids, text_queue=self.text_queue, image_queue=self.image_queue
+                )
+                total = total + w.clip * clip
+                terms["clip"] = float(clip.detach())
+                scale_value = float(scale.detach())
+            if self.training:
+                self.text_queue.push(text_emb.detach(), ids)
+                self.image_queue.push(image_emb.detach(), ids)
+        return LossTerms(total=total, clip_scale=scale_value, mask_fraction=float(masks.float().mean()), **terms)

@@ -1,0 +1,129 @@
+"""The multimodal method: every term switchable, every trainable part receives gradient, the teacher none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmscope.data import make_block_mask
+from fmscope.errors import InvalidInputError
+from fmscope.pretrain.method import LossWeights, MethodConfig, MultimodalPretrainer, caption_ids
+
+pytest.importorskip("transformers")
+from test_text_encoder import make_tiny_bert  # noqa: E402  (tests folder is on sys.path under pytest)
+
+CAPTIONS = ["nuclei stained with dapi", "a photo of a cat", "em volume of mitochondria"]
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert"), layers=2)
+
+
+def batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, 32, 32, 32, generator=g)
+    masks = torch.stack([make_block_mask((32, 32, 32), 8, 0.3, g) for _ in range(n)]).unsqueeze(1)
+    return images, masks
+
+
+def method(bert: Path | None, **weights: float) -> MultimodalPretrainer:
+    config = MethodConfig(
+        model="unet-tiny",
+        weights=LossWeights(**weights),
+        n_prototypes=16,
+        head_hidden=8,
+        embed_dim=16,
+        queue_size=8,
+        text_source=str(bert) if bert else "minilm",
+    )
+    torch.manual_seed(0)
+    return MultimodalPretrainer(config)
+
+
+def test_image_only_builds_no_text_tower_and_trains_the_student() -> None:
+    m = method(None, align=0.0, clip=0.0)
+    assert m.text_encoder is None
+    images, masks = batch(2)
+    terms = m(images, masks)
+    assert terms.distill > 0 and terms.recon > 0 and terms.align == 0 and terms.clip == 0
+    terms.total.backward()
+    assert all(p.grad is not None for p in m.student.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in m.teacher.parameters())
+    assert all(p.grad is None for p in m.teacher_head.parameters())
+
+
+def test_all_four_terms_and_gradients_reach_both_sides(bert: Path) -> None:
+    m = method(bert)
+    m.text_encoder.set_stage("top")  # type: ignore[union-attr]
+    images, masks = batch(3)
+    terms = m(images, masks, CAPTIONS)
+    assert min(terms.distill, terms.recon, terms.align, terms.clip) > 0
+    assert terms.clip_scale == pytest.approx(10.0)
+    terms.total.backward()
+    optimised = m.parameters_to_optimise()
+    ids = {id(p) for p in optimised}
+    for name, p in m.named_parameters():
+        if name.startswith(("teacher", "teacher_head")):
+            assert id(p) not in ids and p.grad is None, name
+    with_grad = [p for p in optimised if p.requires_grad]
+    assert all(p.grad is not None for p in with_grad)
+    assert m.logit_scale.log_scale.grad is not None
+    text_trainable = list(m.text_encoder.parameters_to_optimise())  # type: ignore[union-attr]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in text_trainable)
+
+
+def test_batch_of_one_contrasts_against_the_queue(bert: Path) -> None:
+    m = method(bert)
+    first = m(*batch(1, seed=1), CAPTIONS[:1])
+    assert first.clip == 0.0  # nothing to contrast yet: empty queues, one pair
+    second = m(*batch(1, seed=2), CAPTIONS[1:2])
+    assert second.clip > 0.0  # the previous step's pair is a negative now
+    same_caption = m(*batch(1, seed=3), CAPTIONS[1:2])
+    assert same_caption.clip > 0.0  # the queue still holds the other caption; the shared one is masked out
+
+
+def test_optimiser_and_teacher_steps(bert: Path) -> None:
+    m = method(bert)
+    opt = torch.optim.AdamW(m.parameters_to_optimise(), lr=1e-2)
+    teacher_before = {k: v.clone() for k, v in m.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in m.student.state_dict().items()}
+    terms = m(*batch(2), CAPTIONS[:2])
+    terms.total.backward()
+    opt.step()
+    m.update_teacher(0.5)
+    changed = [k for k, v in m.teacher.state_dict().items() if not torch.equal(v, teacher_before[k])]
+    assert changed and any("running" in k or "weight" in k for k in changed)
+    assert any(not torch.equal(v, student_before[k]) for k, v in m.student.state_dict().items())
+
+
+def test_caption_ids_are_stable_and_missing_captions_error(bert: Path) -> None:
+    assert torch.equal(caption_ids(["a", "b", "a"]), caption_ids(["a", "b", "a"]))
+    assert caption_ids(["a"])[0] != caption_ids(["b"])[0]
+    m = method(bert)
+    with pytest.raises(InvalidInputError, match="captions"):
+        m(*batch(2), None)
+    with pytest.raises(InvalidInputError, match=r"captions\[1\]"):
+        m(*batch(2), ["x", None])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: LossWeights(0, 0, 0, 0), "at least one"),
+        (lambda: LossWeights(distill=-1), "weights.distill"),
+        (lambda: MethodConfig(queue_size=-1), "queue_size"),
+    ],
+)
+def test_bad_config(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match=message):
+        call()
+
+
+def test_bad_masks() -> None:
+    m = method(None, align=0.0, clip=0.0)
+    images, masks = batch(1)
+    with pytest.raises(InvalidInputError, match="masks"):
+        m(images, masks.float())
