@@ -43,6 +43,12 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     assert to_dict(cfg)["optim"] == {"lr": 0.5, "betas": [0.9, 0.999]}
 
 
+def test_exponent_without_dot_is_a_float() -> None:
+    assert resolve_config(Cfg, None, ["optim.lr=1e-3"]).optim.lr == 1e-3
+    with pytest.raises(InvalidInputError, match="optim.lr: expected a number"):
+        resolve_config(Cfg, None, ["optim.lr=fast"])
+
+
 def test_override_parsing() -> None:
     assert parse_overrides(["a.b=1", "a.c=true", "d=x y"]) == {"a": {"b": 1, "c": True}, "d": "x y"}
 

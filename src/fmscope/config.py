@@ -76,6 +76,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise InvalidInputError(f"{key}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise InvalidInputError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInputError(f"{key}: expected a number, got {value!r}")
         return float(value)
