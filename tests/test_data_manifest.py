@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,15 @@ def test_save_roundtrip(folder: Path, tmp_path: Path, suffix: str) -> None:
         save_manifest(Manifest((), str(tmp_path)), tmp_path / "e.csv")
     with pytest.raises(InvalidInputError, match=".csv or .json"):
         save_manifest(m, tmp_path / "m.txt")
+
+
+def test_relative_folder_path_from_another_working_directory(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a relative folder path was joined onto itself (``a/b/../a/b/x.nii.gz``)."""
+    folder = shared_data / "lsm_selma3d_wu_patches" / "pretrain"
+    monkeypatch.chdir(tmp_path)
+    rel = os.path.relpath(folder, tmp_path)
+    manifest = load_manifest(rel)
+    assert len(manifest.entries) == 10
+    assert all(Path(e.path).is_file() and Path(e.path).is_absolute() for e in manifest.entries)

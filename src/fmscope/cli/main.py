@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from fmscope import __version__
-from fmscope.cli import data_commands, seg_commands
+from fmscope.cli import data_commands, pretrain_commands, seg_commands
 from fmscope.errors import FmscopeError
 from fmscope.utils.logging import configure_logging
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_commands.register(sub)
     seg_commands.register(sub)
+    pretrain_commands.register(sub)
     return parser
 
 

@@ -237,9 +237,10 @@ def load_manifest(
         FileFormatError: missing path or volumes, unreadable or malformed manifest.
         InvalidInputError: no volume, missing captions (naming the files), bad captions mapping.
     """
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileFormatError(f"manifest '{p}' does not exist")
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise FileFormatError(f"manifest '{given}' does not exist")
+    p = given.resolve()  # entries are absolute, whatever the working directory
     if p.is_dir() and not _is_volume(p):
         rows = _from_folder(p, captions, allow_missing_captions)
         return _build(rows, p, str(p), None, allow_missing_captions, sources)

@@ -9,6 +9,8 @@ from fmscope.pretrain.losses import (
     clip_loss,
     distillation_loss,
     masked_l1_loss,
+    masked_tokens,
+    token_distillation_loss,
 )
 
 __all__ = [
@@ -21,5 +23,7 @@ __all__ = [
     "make_teacher",
     "distillation_loss",
     "masked_l1_loss",
+    "masked_tokens",
+    "token_distillation_loss",
     "update_teacher",
 ]

@@ -1,7 +1,8 @@
 """The four pretraining loss terms, written so that each one actually teaches (spec section 2, "Defects").
 
-* ``distillation_loss``: per-voxel KL divergence between teacher and student distributions over feature channels, at
-  masked positions only; the teacher side is detached and centred (``TeacherCenter``) against collapse.
+* ``distillation_loss`` / ``token_distillation_loss``: per-voxel KL divergence between teacher and student
+  distributions over feature channels, computed at masked voxels only (gathered as tokens first, so the cost follows
+  the mask ratio); the teacher side is detached and centred (``TeacherCenter``) against collapse.
 * ``masked_l1_loss``: L1 between the reconstruction and the original voxels, at masked positions only.
 * ``alignment_loss``: cosine distance between pooled image embeddings and caption embeddings, with gradient on *both*
   sides (the reference detached the text side).
@@ -31,6 +32,47 @@ def _check_mask(mask: Tensor, like: Tensor, name: str) -> Tensor:
     return mask
 
 
+def masked_tokens(features: Tensor, mask: Tensor) -> Tensor:
+    """Features at masked voxels as tokens: (B, C, *spatial) and bool (B, 1, *spatial) -> (N_masked, C)."""
+    _check_mask(mask, features, "mask")
+    return features.movedim(1, -1)[mask[:, 0]]
+
+
+def token_distillation_loss(
+    student: Tensor,
+    teacher: Tensor,
+    *,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.1,
+    center: Tensor | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    """Mean KL(teacher || student) over tokens (N, K) of per-voxel channel distributions; the teacher is detached.
+
+    ``center`` (K,) is subtracted from the teacher logits (prevents collapse); ``normalize`` L2-normalises each token
+    before the softmax (as in the reference). Returns 0 (with a graph) for N = 0.
+    """
+    if student.shape != teacher.shape or student.ndim != 2:
+        raise InvalidInputError(
+            f"teacher: expected (N, K) tokens of the student's shape {tuple(student.shape)}, got {tuple(teacher.shape)}"
+        )
+    if student_temperature <= 0 or teacher_temperature <= 0:
+        raise InvalidInputError(
+            f"temperatures: expected > 0, got student {student_temperature}, teacher {teacher_temperature}"
+        )
+    if student.shape[0] == 0:
+        return student.sum() * 0.0
+    teacher = teacher.detach()
+    if normalize:
+        student = F.normalize(student, dim=1)
+        teacher = F.normalize(teacher, dim=1)
+    if center is not None:
+        teacher = teacher - center.view(1, -1)
+    log_p_student = F.log_softmax(student / student_temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher / teacher_temperature, dim=1)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1).mean()
+
+
 def distillation_loss(
     student: Tensor,
     teacher: Tensor,
@@ -46,29 +88,18 @@ def distillation_loss(
     Args:
         student, teacher: projected dense features (B, K, *spatial); the teacher is detached here.
         mask: bool (B, 1, *spatial), True where the student's input was masked.
-        center: (K,) running centre subtracted from the teacher logits (prevents collapse onto one channel).
-        normalize: L2-normalise features over channels before the softmax (as in the reference).
-    Returns a scalar; exactly 0 (with a graph) when no voxel is masked.
+    Only masked voxels are computed (see :func:`token_distillation_loss`); 0 when no voxel is masked.
     """
     if student.shape != teacher.shape:
         raise InvalidInputError(f"teacher: expected the student's shape {tuple(student.shape)}, got {teacher.shape}")
-    _check_mask(mask, student, "mask")
-    if student_temperature <= 0 or teacher_temperature <= 0:
-        raise InvalidInputError(
-            f"temperatures: expected > 0, got student {student_temperature}, teacher {teacher_temperature}"
-        )
-    teacher = teacher.detach()
-    if normalize:
-        student = F.normalize(student, dim=1)
-        teacher = F.normalize(teacher, dim=1)
-    if center is not None:
-        teacher = teacher - center.view(1, -1, *([1] * (teacher.ndim - 2)))
-    log_p_student = F.log_softmax(student / student_temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher / teacher_temperature, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1, keepdim=True)  # (B, 1, *spatial)
-    weight = mask.to(kl.dtype)
-    n = weight.sum()
-    return (kl * weight).sum() / n.clamp(min=1.0)
+    return token_distillation_loss(
+        masked_tokens(student, mask),
+        masked_tokens(teacher, mask),
+        student_temperature=student_temperature,
+        teacher_temperature=teacher_temperature,
+        center=center,
+        normalize=normalize,
+    )
 
 
 class TeacherCenter(nn.Module):

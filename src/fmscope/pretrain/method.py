@@ -3,7 +3,8 @@
 Student and teacher are the same backbone; the teacher is an EMA of the student (parameters and buffers) and sees
 the unmasked volume, the student the masked one. Heads:
 
-* a distillation head (1x1x1 conv MLP to ``n_prototypes`` channels) on the dense features, EMA-copied for the teacher;
+* a distillation head (per-voxel MLP to ``n_prototypes`` channels) on the dense features at masked voxels, EMA-copied
+  for the teacher;
 * a light reconstruction decoder (conv, then 1x1x1 conv to one channel) on the student's dense features;
 * an image projection of the pooled bottleneck into the shared image-text space;
 * the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
@@ -32,8 +33,9 @@ from fmscope.pretrain.losses import (
     TeacherCenter,
     alignment_loss,
     clip_loss,
-    distillation_loss,
     masked_l1_loss,
+    masked_tokens,
+    token_distillation_loss,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,9 +123,9 @@ def caption_ids(captions: Sequence[str | None]) -> Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _head(in_dim: int, hidden: int, out_dim: int, spatial_dims: int) -> nn.Module:
-    conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
-    return nn.Sequential(conv(in_dim, hidden, 1), nn.GELU(), conv(hidden, out_dim, 1))
+def _head(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    """Per-voxel MLP applied to (N, C) tokens of masked voxels (equivalent to 1x1x1 convolutions)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
 class MultimodalPretrainer(nn.Module):
@@ -135,7 +137,7 @@ class MultimodalPretrainer(nn.Module):
         self.student = backbone if backbone is not None else create_model(config.model)
         spatial = self.student.config.spatial_dims
         dense = self.student.dense_dim
-        self.student_head = _head(dense, config.head_hidden, config.n_prototypes, spatial)
+        self.student_head = _head(dense, config.head_hidden, config.n_prototypes)
         conv = nn.Conv3d if spatial == 3 else nn.Conv2d
         self.decoder = nn.Sequential(conv(dense, dense, 3, padding=1), nn.GELU(), conv(dense, 1, 1))
         self.teacher = make_teacher(self.student)
@@ -198,13 +200,13 @@ class MultimodalPretrainer(nn.Module):
         total = zero
         terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0}
         if w.distill > 0:
+            # heads and KL only at masked voxels (tokens): the cost follows the mask ratio, not the volume
             with torch.no_grad():
-                teacher_logits = self.teacher_head(self.teacher(images).dense)
-            student_logits = self.student_head(student_out.dense)
-            distill = distillation_loss(
+                teacher_logits = self.teacher_head(masked_tokens(self.teacher(images).dense, masks))
+            student_logits = self.student_head(masked_tokens(student_out.dense, masks))
+            distill = token_distillation_loss(
                 student_logits,
                 teacher_logits,
-                masks,
                 student_temperature=self.config.student_temperature,
                 teacher_temperature=self.config.teacher_temperature,
                 center=self.center.center,

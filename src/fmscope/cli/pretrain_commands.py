@@ -1,0 +1,63 @@
+"""Pretraining command: ``fmscope pretrain --config NAME|FILE [--data PATH] [--out DIR] [--resume] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fmscope.errors import InvalidInputError
+
+SHIPPED = ("unet-cpu", "image-only", "unet", "swinunetr")
+
+
+def shipped_config_path(name_or_path: str) -> Path:
+    """A shipped config name (``unet-cpu``...) or a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InvalidInputError(f"--config: '{path}' does not exist")
+        return path
+    if name_or_path not in SHIPPED:
+        raise InvalidInputError(f"--config: expected a YAML file or one of {list(SHIPPED)}, got '{name_or_path}'")
+    return Path(str(resources.files("fmscope") / "configs" / f"{name_or_path}.yaml"))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised image(+text) pretraining of a 3D backbone",
+        description="Pretrain a backbone on unlabelled volumes (and their captions). Shipped configs: "
+        + ", ".join(SHIPPED)
+        + ". Any config key can be overridden as key=value, e.g. train.steps=500 optim.lr=1e-4.",
+    )
+    p.add_argument("--config", default="unet-cpu", help="shipped config name or YAML file (default unet-cpu)")
+    p.add_argument("--data", default=None, help="folder of volumes (+ captions.json), or a CSV/JSON manifest")
+    p.add_argument("--out", type=Path, default=Path("pretrain_out"), help="run folder (default pretrain_out)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
+    p.add_argument("--allow-missing-captions", action="store_true", help="volumes without a caption are allowed")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from fmscope.config import resolve_config
+    from fmscope.pretrain.config import PretrainConfig
+    from fmscope.pretrain.train import pretrain
+
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.append(f"data.path={args.data}")
+    if args.allow_missing_captions:
+        overrides.append("data.allow_missing_captions=true")
+    config = resolve_config(PretrainConfig, shipped_config_path(args.config), overrides)
+    result = pretrain(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=True)
+    terms = ", ".join(
+        f"{k} {result.last[k]:.4f}" for k in ("loss", "distill", "recon", "align", "clip") if k in result.last
+    )
+    print(f"pretrained {result.steps_done} steps into {result.out_dir}: {terms}")
+    if result.model_dir is not None:
+        print(f"model: {result.model_dir}")
+    return 0
