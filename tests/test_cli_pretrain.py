@@ -67,7 +67,9 @@ def test_pretrain_then_resume(data: tuple[Path, Path], tmp_path: Path, capsys: p
     assert code == 1 and "not empty" in err and len(err.strip().splitlines()) == 1
 
 
-def test_image_only_without_captions(data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_image_only_without_captions(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     vols, _ = data
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -75,9 +77,7 @@ def test_image_only_without_captions(data: tuple[Path, Path], tmp_path: Path, ca
         (bare / f.name).write_bytes(f.read_bytes())
     code, _, err = run(capsys, "pretrain", "--data", bare, "--out", tmp_path / "a", *TINY)
     assert code == 1 and "captions" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run(
-        capsys, "pretrain", "--config", "image-only", "--data", bare, "--out", tmp_path / "b", *TINY
-    )
+    code, _, err = run(capsys, "pretrain", "--config", "image-only", "--data", bare, "--out", tmp_path / "b", *TINY)
     assert code == 0, err
 
 

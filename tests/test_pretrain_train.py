@@ -89,6 +89,7 @@ def test_outputs_and_model_folder(volumes: Path, bert: Path, tmp_path: Path) -> 
     cfg = config(volumes, bert, "train.steps=2", "method.weights.align=0", "method.weights.clip=0")
     result = pretrain(cfg, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "config.yaml").exists()
+    assert (tmp_path / "run" / "loss_curves.png").stat().st_size > 5_000
     loaded = load_model(result.model_dir)  # type: ignore[arg-type]
     assert loaded.config == get_config("unet-tiny")
     rows = read_metrics(tmp_path / "run" / "metrics.csv")

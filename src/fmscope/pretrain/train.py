@@ -248,6 +248,10 @@ def pretrain(
             advance(1)
     if metrics is not None:
         metrics.close()
+        from fmscope.engine.logs import read_metrics
+        from fmscope.engine.plots import plot_training_curves
+
+        plot_training_curves(read_metrics(metrics.path), out / "loss_curves.png", title=f"pretraining {out.name}")
     model_dir = None
     if rank == 0 and end == total:
         model_dir = export_pretrained(method, out / "model", config, steps=total)
