@@ -100,3 +100,55 @@ def test_bad_input(
     )
     assert code == 1 and fragment in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def models(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny image+text model and a tiny image-only model, pretrained for 2 steps."""
+    vols, bert = data
+    root = tmp_path_factory.mktemp("models")
+    assert main(["pretrain", "--data", str(vols), "--out", str(root / "mm"), *TINY, f"method.text_source={bert}"]) == 0
+    assert main(["pretrain", "--config", "image-only", "--data", str(vols), "--out", str(root / "io"), *TINY]) == 0
+    return root / "mm" / "model", root / "io" / "model"
+
+
+def test_embed_writes_embeddings_and_map(
+    models: tuple[Path, Path], data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    capsys.readouterr()
+    code, out, err = run(capsys, "embed", models[0], data[0], "-o", tmp_path / "emb")
+    assert code == 0, err
+    assert "2 image and caption embeddings (image-text, dim 8)" in out
+    arrays = np.load(tmp_path / "emb" / "embeddings.npz")
+    assert arrays["image"].shape == (2, 8) and arrays["text"].shape == (2, 8)
+    np.testing.assert_allclose(np.linalg.norm(arrays["image"], axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "emb" / "map.png").stat().st_size > 5_000
+    code, out, err = run(capsys, "embed", models[1], data[0], "-o", tmp_path / "emb2")
+    assert code == 0 and "(backbone, dim 16)" in out, err  # unet-tiny bottleneck has 16 channels
+
+
+def test_retrieve_ranks_all_volumes(
+    models: tuple[Path, Path], data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    code, out, err = run(capsys, "retrieve", models[0], data[0], "nuclei", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["score"] >= rows[1]["score"]
+    code, _, err = run(capsys, "retrieve", models[1], data[0], "nuclei")
+    assert code == 1 and "image-only" in err
+
+
+def test_embed_refuses_a_backbone_only_folder(
+    models: tuple[Path, Path], data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(models[1], bare)
+    (bare / "pretrainer.json").unlink()
+    code, _, err = run(capsys, "embed", bare, data[0], "-o", tmp_path / "e")
+    assert code == 1 and "pretraining heads" in err and len(err.strip().splitlines()) == 1

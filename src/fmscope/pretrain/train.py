@@ -8,7 +8,6 @@ Under ``torchrun`` (WORLD_SIZE > 1) every process takes its own slice of each ba
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -27,9 +26,10 @@ from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fmscope.engine.schedule import warmup_cosine
 from fmscope.errors import FmscopeError, InvalidInputError, OutputExistsError
-from fmscope.models import save_model
+from fmscope.models import compare_state_dict
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.ema import cosine_momentum
+from fmscope.pretrain.export import export_pretrained
 from fmscope.pretrain.method import MultimodalPretrainer
 from fmscope.utils.progress import ProgressCallback, make_progress
 
@@ -172,12 +172,10 @@ def pretrain(
                 f"--resume: checkpoint '{ckpt.path}' is for model '{saved_model}', the config asks for "
                 f"'{config.method.model}'"
             )
-        try:
-            method.load_state_dict(ckpt.payload["method"])
-        except RuntimeError as exc:
-            raise InvalidInputError(
-                f"--resume: checkpoint '{ckpt.path}' does not fit this architecture: {exc}"
-            ) from None
+        report = compare_state_dict(method, ckpt.payload["method"])
+        if not report.ok:
+            raise InvalidInputError(f"--resume: checkpoint '{ckpt.path}' does not fit this config: {report.summary()}")
+        method.load_state_dict(ckpt.payload["method"])
         optimizer.load_state_dict(ckpt.payload["optimizer"])
         scheduler.load_state_dict(ckpt.payload["scheduler"])
         set_rng_state(ckpt.payload["rng"])
@@ -256,19 +254,3 @@ def pretrain(
     if rank == 0 and end == total:
         model_dir = export_pretrained(method, out / "model", config, steps=total)
     return PretrainResult(out, model_dir, end, last)
-
-
-def export_pretrained(method: MultimodalPretrainer, folder: Path, config: PretrainConfig, *, steps: int) -> Path:
-    """Save the student backbone as a model folder, plus the full method (heads, text tower) for embed/retrieve."""
-    from safetensors.torch import save_file
-
-    from fmscope.utils.atomic import atomic_output
-
-    extra = {"pretrain": {"steps": steps, "config": to_dict(config)}}
-    path = save_model(method.student, folder, extra=extra, overwrite=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
-    with atomic_output(path / "pretrainer.safetensors", overwrite=True) as tmp:
-        save_file(state, str(tmp))
-    with atomic_output(path / "pretrainer.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(to_dict(config.method), indent=2) + "\n")
-    return path
