@@ -17,6 +17,7 @@ from fmscope.pretrain import (
     LogitScale,
     TeacherCenter,
     alignment_loss,
+    clip_chance_level,
     clip_loss,
     cosine_momentum,
     distillation_loss,
@@ -72,6 +73,20 @@ def test_pairs_sharing_a_caption_are_not_negatives() -> None:
         expected_t2i.append(-(col[keep.index(i)] - torch.logsumexp(col, 0)))
     expected = 0.5 * (torch.stack(expected_i2t).mean() + torch.stack(expected_t2i).mean())
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_clip_chance_level_counts_valid_candidates() -> None:
+    ids = torch.tensor([1, 1, 2])
+    # rows with caption 1: itself + the caption-2 key = 2 candidates; the caption-2 row: itself + two keys = 3
+    expected = (2 * math.log(2) + math.log(3)) / 3
+    assert clip_chance_level(ids) == pytest.approx(expected)
+    queue = EmbeddingQueue(4, 2)
+    queue.push(torch.zeros(2, 2), torch.tensor([3, 1]))
+    with_queue = clip_chance_level(ids, text_queue=queue)  # text side gains candidates, image side does not
+    assert with_queue > expected
+    # an uninformed model (all similarities equal) scores exactly the chance level
+    loss = clip_loss(torch.zeros(3, 2) + 0.5, torch.zeros(3, 2) + 0.5, torch.tensor(1.0), ids)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_queue_entries_with_the_same_caption_are_masked() -> None:

@@ -16,7 +16,7 @@ def plot_training_curves(
     rows: list[dict[str, float]],
     path: str | os.PathLike[str],
     *,
-    keys: tuple[str, ...] = ("distill", "recon", "align", "clip", "loss"),
+    keys: tuple[str, ...] = ("distill", "recon", "align", "clip", "clip_chance", "loss"),
     extra: tuple[str, ...] = ("clip_scale", "lr"),
     smooth: int = 10,
     title: str = "",

@@ -268,3 +268,22 @@ def clip_loss(
         same = caption_ids[:, None] == key_ids[None, :]
         losses.append(_info_nce(queries, keys, positives, same, logit_scale))
     return 0.5 * (losses[0] + losses[1])
+
+
+@torch.no_grad()
+def clip_chance_level(
+    caption_ids: Tensor, *, text_queue: EmbeddingQueue | None = None, image_queue: EmbeddingQueue | None = None
+) -> float:
+    """The CLIP loss of an uninformed model: mean over queries and both directions of ln(number of candidates).
+
+    Candidates are the positive plus every in-batch or queued key with another caption (as in :func:`clip_loss`).
+    The raw CLIP loss rises while the queues fill, because each query gets more negatives; compare it to this level.
+    """
+    levels = []
+    for queue in (text_queue, image_queue):
+        key_ids = caption_ids
+        if queue is not None:
+            key_ids = torch.cat([key_ids, queue.contents()[1].to(caption_ids.device)])
+        valid = (caption_ids[:, None] != key_ids[None, :]).sum(dim=1) + 1
+        levels.append(torch.log(valid.double()).mean())
+    return float(torch.stack(levels).mean())

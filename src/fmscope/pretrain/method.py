@@ -32,6 +32,7 @@ from fmscope.pretrain.losses import (
     LogitScale,
     TeacherCenter,
     alignment_loss,
+    clip_chance_level,
     clip_loss,
     masked_l1_loss,
     masked_tokens,
@@ -100,6 +101,7 @@ class LossTerms:
     clip: float
     clip_scale: float
     mask_fraction: float
+    clip_chance: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -108,6 +110,7 @@ class LossTerms:
             "recon": self.recon,
             "align": self.align,
             "clip": self.clip,
+            "clip_chance": self.clip_chance,
             "clip_scale": self.clip_scale,
             "mask_fraction": self.mask_fraction,
         }
@@ -198,7 +201,7 @@ class MultimodalPretrainer(nn.Module):
         zero = images.new_zeros(())
         student_out = self.student(images * (~masks).to(images.dtype))
         total = zero
-        terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0}
+        terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0, "clip_chance": 0.0}
         if w.distill > 0:
             # heads and KL only at masked voxels (tokens): the cost follows the mask ratio, not the volume
             with torch.no_grad():
@@ -237,6 +240,7 @@ class MultimodalPretrainer(nn.Module):
                 )
                 total = total + w.clip * clip
                 terms["clip"] = float(clip.detach())
+                terms["clip_chance"] = clip_chance_level(ids, text_queue=self.text_queue, image_queue=self.image_queue)
                 scale_value = float(scale.detach())
             if self.training:
                 self.text_queue.push(text_emb.detach(), ids)
