@@ -115,15 +115,18 @@ def test_evaluate_table(blobs: tuple[Path, Path, np.ndarray], capsys: pytest.Cap
 
 def test_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
-    code, stdout, err = run(capsys, "quickstart", "--out", out)
+    code, stdout, err = run(capsys, "quickstart", "--out", out, "--pretrain-steps", "3")
     assert code == 0, err
     report = (out / "report.md").read_text()
     assert "| lightsheet |" in report and "| em |" in report
+    assert "## Pretraining (image + text)" in report and "| last step |" in report
+    assert (out / "pretrain" / "run" / "model" / "pretrainer.safetensors").exists()
+    assert (out / "pretrain" / "run" / "loss_curves.png").exists()
     assert (out / "lightsheet_overlay.png").stat().st_size > 10_000
     rows = json.loads((out / "metrics.json").read_text())
     assert all(0 <= r["dice"] <= 1 for r in rows)
     # a second run refuses to overwrite and leaves the first report untouched
-    code, _, err = run(capsys, "quickstart", "--out", out)
+    code, _, err = run(capsys, "quickstart", "--out", out, "--pretrain-steps", "0")
     assert code == 1 and "exists" in err
     assert (out / "report.md").read_text() == report
 

@@ -127,3 +127,24 @@ def test_bad_masks() -> None:
     images, masks = batch(1)
     with pytest.raises(InvalidInputError, match="masks"):
         m(images, masks.float())
+
+
+def test_optimiser_groups_cover_the_trainable_set_with_the_right_decay_and_rates(bert: Path) -> None:
+    m = method(bert)
+    groups = m.optimiser_groups(lr=1e-3, weight_decay=0.05)
+    grouped = [p for g in groups for p in g["params"]]  # type: ignore[attr-defined]
+    assert len(grouped) == len({id(p) for p in grouped})  # no parameter twice
+    assert {id(p) for p in grouped} == {id(p) for p in m.parameters_to_optimise()}
+    by_param = {id(p): g for g in groups for p in g["params"]}  # type: ignore[attr-defined]
+    scale = by_param[id(m.logit_scale.log_scale)]
+    assert scale["weight_decay"] == 0.0 and scale["lr"] == 1e-3  # decaying log_scale would pull the scale to 1
+    text_backbone = [g for g in groups if str(g["name"]).startswith("text_backbone")]
+    assert text_backbone and all(g["lr"] == pytest.approx(1e-4) for g in text_backbone)  # text_lr_factor 0.1
+    assert m.image_projection.bias is None
+
+
+def test_embedding_similarity_is_reported(bert: Path) -> None:
+    m = method(bert)
+    m(*batch(2, seed=1), CAPTIONS[:2])
+    terms = m(*batch(2, seed=2), CAPTIONS[1:3])
+    assert -1.0 <= terms.embed_similarity <= 1.0 and terms.embed_similarity != 0.0

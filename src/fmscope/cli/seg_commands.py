@@ -61,9 +61,12 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("quickstart", help="phantoms -> classical segmentation -> evaluation -> report with PNGs")
+    p = sub.add_parser(
+        "quickstart", help="phantoms -> classical segmentation -> evaluation -> short pretraining -> report with PNGs"
+    )
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="report folder (default quickstart_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
+    p.add_argument("--pretrain-steps", type=int, default=30, help="steps of the short pretraining run (0 = skip)")
     add_overwrite(p)
     p.set_defaults(func=cmd_quickstart)
 
@@ -146,7 +149,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from fmscope.evaluation.quickstart import run_quickstart
 
-    result = run_quickstart(args.out, seed=args.seed, overwrite=args.overwrite, progress=True)
+    result = run_quickstart(
+        args.out, seed=args.seed, overwrite=args.overwrite, pretrain_steps=args.pretrain_steps, progress=True
+    )
     print(result.summary_markdown)
     print(f"\nreport: {result.report_path}")
     return 0

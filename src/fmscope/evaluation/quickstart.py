@@ -18,6 +18,7 @@ import numpy as np
 from fmscope.data import Phantom, em_stack_phantom, lightsheet_phantom
 from fmscope.evaluation.figures import save_overlay
 from fmscope.evaluation.masks import evaluate_segmentation
+from fmscope.evaluation.quickstart_pretrain import pretrain_markdown, pretrain_on_phantoms
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, write_image
 from fmscope.metrics import instance_scores
@@ -107,9 +108,11 @@ def run_quickstart(
     overwrite: bool = False,
     lightsheet_shape: tuple[int, int, int] = (48, 96, 96),
     em_shape: tuple[int, int, int] = (24, 128, 128),
+    pretrain_steps: int = 30,
     progress: ProgressCallback | bool | None = None,
 ) -> QuickstartResult:
-    """Make two phantoms, adapt their intensities, segment them classically, evaluate and write a report folder."""
+    """Make two phantoms, adapt their intensities, segment them classically, evaluate, pretrain briefly on captioned
+    phantoms (``pretrain_steps``, 0 = skip) and write a report folder."""
     start = time.perf_counter()
     phantoms = {
         "lightsheet": lightsheet_phantom(lightsheet_shape, seed=seed),
@@ -168,9 +171,13 @@ def run_quickstart(
                 labels=True,
             )
         step(1)
+        pretrain_section = ""
+        if pretrain_steps > 0:
+            summary = pretrain_on_phantoms(tmp / "pretrain", seed=seed, steps=pretrain_steps)
+            pretrain_section = pretrain_markdown(summary, "pretrain/run/loss_curves.png")
         table = _markdown_table(tuple(rows))
         elapsed = time.perf_counter() - start
-        report = _report_markdown(phantoms, table, figures, seed, elapsed)
+        report = _report_markdown(phantoms, table, figures, seed, elapsed, pretrain_section)
         (tmp / "report.md").write_text(report)
         (tmp / "metrics.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         record = RunRecord(
@@ -182,7 +189,9 @@ def run_quickstart(
     return QuickstartResult(out, out / "report.md", tuple(rows), table)
 
 
-def _report_markdown(phantoms: dict[str, Phantom], table: str, figures: list[str], seed: int, elapsed: float) -> str:
+def _report_markdown(
+    phantoms: dict[str, Phantom], table: str, figures: list[str], seed: int, elapsed: float, pretrain_section: str
+) -> str:
     lines = ["# fmscope quickstart report", ""]
     lines.append(
         "Synthetic phantoms with exact ground truth, adapted with a recorded intensity profile (1st-99.8th "
@@ -196,5 +205,7 @@ def _report_markdown(phantoms: dict[str, Phantom], table: str, figures: list[str
         )
     lines += ["", "## Scores", "", table, "", "## Overlays (best Dice per phantom)", ""]
     lines += [f"![{f}]({f})" for f in figures]
+    if pretrain_section:
+        lines += ["", "## Pretraining (image + text)", "", pretrain_section]
     lines += ["", f"Seed {seed}; total time {elapsed:.1f} s. Run record: `run.fmscope.json`.", ""]
     return "\n".join(lines)

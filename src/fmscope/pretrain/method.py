@@ -81,6 +81,7 @@ class MethodConfig:
     text_source: str = "minilm"
     text_max_length: int = 128
     text_trainable_top_layers: int = 2
+    text_lr_factor: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("n_prototypes", "head_hidden", "embed_dim"):
@@ -88,6 +89,8 @@ class MethodConfig:
                 raise InvalidInputError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.queue_size < 0:
             raise InvalidInputError(f"queue_size: expected >= 0, got {self.queue_size}")
+        if not 0.0 <= self.text_lr_factor <= 1.0:
+            raise InvalidInputError(f"text_lr_factor: expected a value in [0, 1], got {self.text_lr_factor}")
 
 
 @dataclass
@@ -102,6 +105,7 @@ class LossTerms:
     clip_scale: float
     mask_fraction: float
     clip_chance: float = 0.0
+    embed_similarity: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -111,6 +115,7 @@ class LossTerms:
             "align": self.align,
             "clip": self.clip,
             "clip_chance": self.clip_chance,
+            "embed_similarity": self.embed_similarity,
             "clip_scale": self.clip_scale,
             "mask_fraction": self.mask_fraction,
         }
@@ -124,6 +129,17 @@ def caption_ids(captions: Sequence[str | None]) -> Tensor:
             raise InvalidInputError(f"captions[{i}]: missing caption, but a text loss term is switched on")
         ids.append(zlib.crc32(caption.encode("utf-8")))
     return torch.tensor(ids, dtype=torch.long)
+
+
+def _cross_caption_similarity(image_emb: Tensor, ids: Tensor, queue: EmbeddingQueue) -> float:
+    """Mean cosine between this batch's image embeddings and stored ones of other captions: near 1 = collapsed space."""
+    q_emb, q_ids = queue.contents()
+    keys = torch.cat([image_emb, q_emb.to(image_emb.dtype)])
+    key_ids = torch.cat([ids, q_ids])
+    other = ids[:, None] != key_ids[None, :]
+    if not other.any():
+        return 0.0
+    return float((image_emb @ keys.T)[other].mean())
 
 
 def _head(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
@@ -150,7 +166,8 @@ class MultimodalPretrainer(nn.Module):
         if config.weights.uses_text:
             from fmscope.text import TextEncoder, TextEncoderConfig
 
-            self.image_projection = nn.Linear(self.student.bottleneck_dim, config.embed_dim)
+            # bias-free (as in CLIP): a projection with a bias can map every input to one constant embedding
+            self.image_projection = nn.Linear(self.student.bottleneck_dim, config.embed_dim, bias=False)
             self.text_encoder = TextEncoder(
                 TextEncoderConfig(
                     source=config.text_source if config.text_source == "minilm" else Path(config.text_source),
@@ -177,6 +194,27 @@ class MultimodalPretrainer(nn.Module):
             params += list(self.text_encoder.parameters_to_optimise())  # type: ignore[operator]
         return params
 
+    def optimiser_groups(self, lr: float, weight_decay: float) -> list[dict[str, object]]:
+        """AdamW parameter groups covering :meth:`parameters_to_optimise` exactly: weight decay only on weight
+        matrices and kernels (not on biases, norms or the CLIP temperature, whose decay would pull the scale to 1);
+        the text backbone's unfrozen layers at ``text_lr_factor * lr`` (a pretrained BERT is easily destroyed)."""
+        own: list[nn.Parameter] = [
+            *self.student.parameters(),
+            *self.student_head.parameters(),
+            *self.decoder.parameters(),
+        ]
+        if self.text_encoder is not None:
+            own += [*self.image_projection.parameters(), *self.logit_scale.parameters()]
+        groups: list[dict[str, object]] = [
+            {"name": "decay", "params": [p for p in own if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+            {"name": "no_decay", "params": [p for p in own if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
+        ]
+        if self.text_encoder is not None:
+            groups += self.text_encoder.trainable_parameter_groups(  # type: ignore[operator]
+                lr, backbone_lr=lr * self.config.text_lr_factor, weight_decay=weight_decay
+            )
+        return [g for g in groups if g["params"]]
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA step of the teacher backbone and head (call once per optimiser step)."""
@@ -201,7 +239,7 @@ class MultimodalPretrainer(nn.Module):
         zero = images.new_zeros(())
         student_out = self.student(images * (~masks).to(images.dtype))
         total = zero
-        terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0, "clip_chance": 0.0}
+        terms = {"distill": 0.0, "recon": 0.0, "align": 0.0, "clip": 0.0, "clip_chance": 0.0, "embed_similarity": 0.0}
         if w.distill > 0:
             # heads and KL only at masked voxels (tokens): the cost follows the mask ratio, not the volume
             with torch.no_grad():
@@ -242,6 +280,7 @@ class MultimodalPretrainer(nn.Module):
                 terms["clip"] = float(clip.detach())
                 terms["clip_chance"] = clip_chance_level(ids, text_queue=self.text_queue, image_queue=self.image_queue)
                 scale_value = float(scale.detach())
+            terms["embed_similarity"] = _cross_caption_similarity(image_emb.detach(), ids, self.image_queue)
             if self.training:
                 self.text_queue.push(text_emb.detach(), ids)
                 self.image_queue.push(image_emb.detach(), ids)

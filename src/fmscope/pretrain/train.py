@@ -154,9 +154,10 @@ def pretrain(
     _seed_everything(config.train.seed)
     dataset = build_dataset(config)
     method = MultimodalPretrainer(config.method).to(device)
-    params = method.parameters_to_optimise()
     opt_cfg = config.optim
-    optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=opt_cfg.betas, weight_decay=opt_cfg.weight_decay)
+    groups = method.optimiser_groups(opt_cfg.lr, opt_cfg.weight_decay)
+    params = [p for g in groups for p in g["params"]]  # type: ignore[attr-defined]
+    optimizer = torch.optim.AdamW(groups, lr=opt_cfg.lr, betas=opt_cfg.betas)
     total = config.train.steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, total, opt_cfg.warmup_steps, opt_cfg.min_lr_factor)
