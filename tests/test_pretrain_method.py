@@ -148,3 +148,26 @@ def test_embedding_similarity_is_reported(bert: Path) -> None:
     m(*batch(2, seed=1), CAPTIONS[:2])
     terms = m(*batch(2, seed=2), CAPTIONS[1:3])
     assert -1.0 <= terms.embed_similarity <= 1.0 and terms.embed_similarity != 0.0
+
+
+def test_running_standardize_removes_the_common_component() -> None:
+    from fmscope.pretrain.method import RunningStandardize
+
+    g = torch.Generator().manual_seed(0)
+    common = torch.full((1, 6), 50.0)
+    layer = RunningStandardize(6, momentum=0.5)
+    layer.train()
+    for _ in range(20):
+        layer(common + torch.randn(2, 6, generator=g))
+    layer(common + torch.randn(1, 6, generator=g))  # batch size 1 works in training
+    layer.eval()
+    x = common + torch.randn(10, 6, generator=g)
+    y = torch.nn.functional.normalize(layer(x), dim=1)
+    raw = torch.nn.functional.normalize(x, dim=1)
+    off = ~torch.eye(10, dtype=torch.bool)
+    assert (raw @ raw.T)[off].mean() > 0.99  # the common component makes raw vectors nearly parallel
+    assert (y @ y.T)[off].abs().mean() < 0.5
+    before = layer.running_mean.clone()
+    layer(x)
+    assert torch.equal(layer.running_mean, before)  # eval does not update
+    assert {"running_mean", "running_var", "initialised"} <= set(layer.state_dict())

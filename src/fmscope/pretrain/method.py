@@ -131,6 +131,42 @@ def caption_ids(captions: Sequence[str | None]) -> Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+class RunningStandardize(nn.Module):
+    """Standardise features per channel with running mean/variance (updated in training, used always).
+
+    Pooled backbone features share a large component common to every volume (measured on the LSM patches: projected
+    embeddings of 10 different stains had cosine 0.999 at initialisation, while the centred features were nearly
+    orthogonal). Removing it before the projection gives CLIP something to contrast. Unlike BatchNorm it works at
+    batch size 1 and 2; the first batch initialises the statistics.
+    """
+
+    running_mean: Tensor
+    running_var: Tensor
+    initialised: Tensor
+
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                flat = x.detach().float().reshape(-1, x.shape[-1])
+                mean, var = flat.mean(dim=0), flat.var(dim=0, unbiased=False)
+                if not bool(self.initialised):
+                    self.running_mean.copy_(mean)
+                    self.running_var.copy_(var.clamp(min=self.eps) if flat.shape[0] > 1 else torch.ones_like(var))
+                    self.initialised.fill_(True)
+                else:
+                    self.running_mean.lerp_(mean, self.momentum)
+                    if flat.shape[0] > 1:
+                        self.running_var.lerp_(var, self.momentum)
+        return (x - self.running_mean.to(x.dtype)) / torch.sqrt(self.running_var.to(x.dtype) + self.eps)
+
+
 def _cross_caption_similarity(image_emb: Tensor, ids: Tensor, queue: EmbeddingQueue) -> float:
     """Mean cosine between this batch's image embeddings and stored ones of other captions: near 1 = collapsed space."""
     q_emb, q_ids = queue.contents()
@@ -166,6 +202,7 @@ class MultimodalPretrainer(nn.Module):
         if config.weights.uses_text:
             from fmscope.text import TextEncoder, TextEncoderConfig
 
+            self.image_standardize = RunningStandardize(self.student.bottleneck_dim)
             # bias-free (as in CLIP): a projection with a bias can map every input to one constant embedding
             self.image_projection = nn.Linear(self.student.bottleneck_dim, config.embed_dim, bias=False)
             self.text_encoder = TextEncoder(
@@ -225,7 +262,10 @@ class MultimodalPretrainer(nn.Module):
         """L2-normalised image embedding in the shared image-text space (needs a text-enabled config)."""
         if self.text_encoder is None:
             raise InvalidInputError("image_embedding: this method was built image-only (no image-text space)")
-        return F.normalize(self.image_projection(self.student.pooled(images)), dim=-1)
+        return self._project_image(self.student.pooled(images))
+
+    def _project_image(self, pooled: Tensor) -> Tensor:
+        return F.normalize(self.image_projection(self.image_standardize(pooled)), dim=-1)
 
     # -- one training forward --------------------------------------------------------------------------------------
     def forward(self, images: Tensor, masks: Tensor, captions: Sequence[str | None] | None = None) -> LossTerms:
@@ -265,7 +305,7 @@ class MultimodalPretrainer(nn.Module):
             if captions is None or self.text_encoder is None:
                 raise InvalidInputError("captions: a text loss term is switched on but no captions were given")
             ids = caption_ids(captions).to(images.device)
-            image_emb = F.normalize(self.image_projection(student_out.bottleneck.flatten(2).mean(dim=2)), dim=-1)
+            image_emb = self._project_image(student_out.bottleneck.flatten(2).mean(dim=2))
             text_emb = self.text_encoder([str(c) for c in captions])
             if w.align > 0:
                 align = alignment_loss(image_emb, text_emb)
