@@ -17,7 +17,7 @@ def plot_training_curves(
     path: str | os.PathLike[str],
     *,
     keys: tuple[str, ...] = ("distill", "recon", "align", "clip", "clip_chance", "loss"),
-    extra: tuple[str, ...] = ("clip_scale", "lr"),
+    extra: tuple[str, ...] = ("embed_similarity", "clip_scale", "lr"),
     smooth: int = 10,
     title: str = "",
 ) -> Path:
