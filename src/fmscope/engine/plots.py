@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmscope.utils.atomic import atomic_output
-
-_COLOURS = ("#00e676", "#ff4081", "#40c4ff", "#ffd740", "#b388ff", "#ff6e40")
+from fmscope.utils.plotting import PALETTE, pyplot, save_figure
 
 
 def plot_training_curves(
@@ -23,17 +21,14 @@ def plot_training_curves(
 ) -> Path:
     """PNG of training curves: each loss term (raw, faint; moving average of ``smooth`` steps, solid) on a log
     scale, and the ``extra`` series (temperature, learning rate) in panels of their own."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = np.array([r["step"] for r in rows])
     present = [k for k in keys if any(r.get(k, 0.0) > 0 for r in rows)]
     panels = [k for k in extra if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, 1 + len(panels), figsize=(6 + 3.2 * len(panels), 3.6), squeeze=False)
     ax = axes[0, 0]
-    for colour, key in zip(_COLOURS * 2, present, strict=False):
+    for colour, key in zip(PALETTE * 2, present, strict=False):
         values = np.array([r[key] for r in rows])
         ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
         if len(values) >= smooth > 1:
@@ -51,8 +46,4 @@ def plot_training_curves(
         ax.set_title(key, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, overwrite=True)

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmscope.utils.atomic import atomic_output
-
-_COLOURS = ("#00e676", "#ff4081", "#40c4ff", "#ffd740", "#b388ff", "#ff6e40")
+from fmscope.utils.plotting import PALETTE, pyplot, save_figure
 
 
 def display_range(image: np.ndarray, low: float = 1.0, high: float = 99.5) -> tuple[float, float]:
@@ -31,10 +29,9 @@ def save_overlay(
     overwrite: bool = True,
 ) -> Path:
     """Save a PNG with the 2D ``image`` alone and then each named 2D mask outlined on it (one panel each)."""
-    import matplotlib
+    from matplotlib.colors import to_rgb
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from skimage.segmentation import find_boundaries
 
     image = np.asarray(image, dtype=np.float32)
@@ -43,21 +40,17 @@ def save_overlay(
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     axes[0, 0].imshow(image, cmap="gray", vmin=lo, vmax=hi)
     axes[0, 0].set_title("image", fontsize=9)
-    for ax, (colour, (name, mask)) in zip(axes[0, 1:], zip(_COLOURS * 4, masks.items(), strict=False), strict=False):
+    for ax, (colour, (name, mask)) in zip(axes[0, 1:], zip(PALETTE * 4, masks.items(), strict=False), strict=False):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         labels = np.asarray(mask)
         edge = find_boundaries(labels, mode="inner") if labels.any() else np.zeros(labels.shape, bool)
         rgba = np.zeros((*labels.shape, 4), dtype=np.float32)
-        rgba[labels != 0] = (*matplotlib.colors.to_rgb(colour), 0.25)
-        rgba[edge] = (*matplotlib.colors.to_rgb(colour), 1.0)
+        rgba[labels != 0] = (*to_rgb(colour), 0.25)
+        rgba[edge] = (*to_rgb(colour), 1.0)
         ax.imshow(rgba, interpolation="nearest")
         ax.set_title(name, fontsize=9)
     for ax in axes[0]:
         ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, overwrite=overwrite)
