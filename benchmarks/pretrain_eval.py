@@ -24,9 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fmscope.data import load_manifest
-from fmscope.inference import embed_manifest
-from fmscope.intensity import compute_stats, normalize
-from fmscope.io import read_image
+from fmscope.inference import embed_manifest, load_normalized
 from fmscope.pretrain.export import load_pretrained
 from fmscope.pretrain.method import MultimodalPretrainer
 
@@ -46,9 +44,7 @@ def octant_embeddings(method: MultimodalPretrainer, data: Path) -> tuple[np.ndar
     manifest = load_manifest(data, allow_missing_captions=True)
     feats, labels = [], []
     for label, entry in enumerate(manifest.entries):
-        vol = read_image(entry.path).numpy()
-        stats = compute_stats(vol, percentiles=(1.0, 99.8))
-        x = normalize(vol, stats.value(1.0), stats.value(99.8))
+        x = load_normalized(entry.path)
         half = [s // 2 // method.student.config.divisor * method.student.config.divisor for s in x.shape]
         for oz in (0, 1):
             for oy in (0, 1):

@@ -79,13 +79,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embed(args: argparse.Namespace) -> Any:
+def _embed(model: Path, data: str, allow_missing_captions: bool) -> Any:
     from fmscope.data import load_manifest
     from fmscope.inference import embed_manifest
     from fmscope.pretrain.export import load_pretrained
 
-    method = load_pretrained(args.model)
-    manifest = load_manifest(args.data, allow_missing_captions=getattr(args, "allow_missing_captions", True))
+    method = load_pretrained(model)
+    manifest = load_manifest(data, allow_missing_captions=allow_missing_captions)
     return method, embed_manifest(method, manifest, progress=True)
 
 
@@ -94,7 +94,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from fmscope.utils.atomic import check_output_path
 
     check_output_path(args.output, args.overwrite)
-    _, table = _embed(args)
+    _, table = _embed(args.model, args.data, args.allow_missing_captions)
     out = save_embeddings(table, args.output, overwrite=args.overwrite)
     text = "and caption " if table.text is not None else ""
     print(f"wrote {len(table.paths)} image {text}embeddings ({table.space}, dim {table.image.shape[1]}) to {out}")
@@ -108,7 +108,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise InvalidInputError(f"--top: expected a positive integer, got {args.top}")
-    method, table = _embed(args)
+    method, table = _embed(args.model, args.data, allow_missing_captions=True)  # ranking needs no captions
     ranking = rank_by_text(method, table, args.sentence)[: args.top]
     rows = [
         {"rank": r + 1, "score": score, "path": table.paths[i], "source": table.sources[i]}

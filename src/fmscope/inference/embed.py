@@ -17,7 +17,7 @@ import torch
 
 from fmscope.data import Manifest
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import compute_stats, normalize
+from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import read_image
 from fmscope.pretrain.method import MultimodalPretrainer
 from fmscope.utils.atomic import atomic_output
@@ -36,12 +36,17 @@ class EmbeddingTable:
     space: Literal["image-text", "backbone"]
 
 
-def _prepare(path: str, divisor: int, max_size: int, low: float, high: float) -> torch.Tensor:
+def load_normalized(path: str, low_percentile: float = 1.0, high_percentile: float = 99.8) -> np.ndarray:
+    """A 3D volume as float32 in [0, 1], windowed by its own percentiles (the same adaptation as in pretraining)."""
     volume = read_image(path).numpy()
     if volume.ndim != 3:
         raise InvalidInputError(f"{path}: expected a 3D (Z, Y, X) volume, got shape {volume.shape}")
-    stats = compute_stats(volume, percentiles=(low, high))
-    x = normalize(volume, stats.value(low), max(stats.value(high), stats.value(low) + 1e-6))
+    profile = fit_profile(volume, low_percentile=low_percentile, high_percentile=high_percentile)
+    return np.asarray(apply_profile(volume, profile))
+
+
+def _prepare(path: str, divisor: int, max_size: int, low: float, high: float) -> torch.Tensor:
+    x = load_normalized(path, low, high)
     size = [min(max_size, s) // divisor * divisor for s in x.shape]
     if min(size) == 0:
         raise InvalidInputError(f"{path}: volume {x.shape} is smaller than the model's minimum size {divisor}")

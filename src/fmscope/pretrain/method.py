@@ -224,9 +224,8 @@ class MultimodalPretrainer(nn.Module):
             self.image_queue = EmbeddingQueue(config.queue_size, config.embed_dim)
 
     # -- what the optimiser sees --------------------------------------------------------------------------------
-    def parameters_to_optimise(self) -> list[nn.Parameter]:
-        """Student, heads, decoder, projections, temperature and the text encoder's trainable set (fixed for the run;
-        staged freezing toggles ``requires_grad`` inside it). The teacher side is never optimised."""
+    def _own_parameters(self) -> list[nn.Parameter]:
+        """Everything trained here except the text encoder: student, heads, decoder, image side, temperature."""
         params: list[nn.Parameter] = [
             *self.student.parameters(),
             *self.student_head.parameters(),
@@ -238,6 +237,13 @@ class MultimodalPretrainer(nn.Module):
                 *self.image_projection.parameters(),
                 *self.logit_scale.parameters(),
             ]
+        return params
+
+    def parameters_to_optimise(self) -> list[nn.Parameter]:
+        """Student, heads, decoder, projections, temperature and the text encoder's trainable set (fixed for the run;
+        staged freezing toggles ``requires_grad`` inside it). The teacher side is never optimised."""
+        params = self._own_parameters()
+        if self.text_encoder is not None:
             params += list(self.text_encoder.parameters_to_optimise())  # type: ignore[operator]
         return params
 
@@ -245,13 +251,7 @@ class MultimodalPretrainer(nn.Module):
         """AdamW parameter groups covering :meth:`parameters_to_optimise` exactly: weight decay only on weight
         matrices and kernels (not on biases, norms or the CLIP temperature, whose decay would pull the scale to 1);
         the text backbone's unfrozen layers at ``text_lr_factor * lr`` (a pretrained BERT is easily destroyed)."""
-        own: list[nn.Parameter] = [
-            *self.student.parameters(),
-            *self.student_head.parameters(),
-            *self.decoder.parameters(),
-        ]
-        if self.text_encoder is not None:
-            own += [*self.image_pool.parameters(), *self.image_projection.parameters(), *self.logit_scale.parameters()]
+        own = self._own_parameters()
         groups: list[dict[str, object]] = [
             {"name": "decay", "params": [p for p in own if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
             {"name": "no_decay", "params": [p for p in own if p.ndim < 2], "lr": lr, "weight_decay": 0.0},

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fmscope.config import save_config, to_dict
-from fmscope.data import PatchDataset, load_manifest
+from fmscope.data import PatchDataset, load_manifest, split_by_source
 from fmscope.data.augment import build_augmentation
 from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -120,8 +120,6 @@ def build_dataset(config: PretrainConfig) -> PatchDataset:
                 "set method.weights.align=0 and method.weights.clip=0 for image-only pretraining"
             )
     if config.data.val_fraction > 0:
-        from fmscope.data import split_by_source
-
         manifest, _ = split_by_source(manifest, config.data.val_fraction, seed=config.train.seed)
     transform = build_augmentation(config.augment, seed=config.train.seed) if config.data.augment else None
     return PatchDataset(
