@@ -4,8 +4,9 @@
 
 * Retrieval: every caption is embedded and the volumes are ranked by cosine similarity; top-1 accuracy = fraction of
   captions whose own volume ranks first (held-in data: the captions were seen in pretraining). Chance = 1 / n.
-* Linear probe: each volume is cut into its 8 octants (non-overlapping crops); frozen pooled-bottleneck embeddings are
-  classified by source volume with logistic regression, leave-one-out. Chance = 1 / n.
+* Linear probe: each volume is cut into its 8 octants (non-overlapping crops); frozen embeddings are classified by
+  source volume with logistic regression, leave-one-out. Chance = 1 / n. Three embeddings: the average-pooled
+  bottleneck, the average-pooled encoder levels concatenated (all scales), and the image-text embedding.
 Both are run for the pretrained model and for a randomly initialised model of the same configuration (same seed rules,
 same text tower before its projection), in the same run.
 """
@@ -40,9 +41,10 @@ def retrieval_top1(method: MultimodalPretrainer, data: Path) -> float:
 
 
 @torch.no_grad()
-def octant_embeddings(method: MultimodalPretrainer, data: Path) -> tuple[np.ndarray, np.ndarray]:
+def octant_embeddings(method: MultimodalPretrainer, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     manifest = load_manifest(data, allow_missing_captions=True)
-    feats, labels = [], []
+    feats: dict[str, list[np.ndarray]] = {"bottleneck": [], "all levels": [], "image-text": []}
+    labels = []
     for label, entry in enumerate(manifest.entries):
         x = load_normalized(entry.path)
         half = [s // 2 // method.student.config.divisor * method.student.config.divisor for s in x.shape]
@@ -55,9 +57,13 @@ def octant_embeddings(method: MultimodalPretrainer, data: Path) -> tuple[np.ndar
                         ox * half[2] : (ox + 1) * half[2],
                     ]
                     t = torch.from_numpy(np.ascontiguousarray(crop))[None, None]
-                    feats.append(method.student.pooled(t)[0].numpy())
+                    pooled = method.student.pooled(t)[0]
+                    feats["bottleneck"].append(pooled[-method.student.bottleneck_dim :].numpy())
+                    feats["all levels"].append(pooled.numpy())
+                    if method.text_encoder is not None:
+                        feats["image-text"].append(method.image_embedding(t)[0].numpy())
                     labels.append(label)
-    return np.stack(feats), np.array(labels)
+    return {k: np.stack(v) for k, v in feats.items() if v}, np.array(labels)
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray) -> float:
@@ -79,15 +85,15 @@ def main() -> None:
     rows = []
     for name, method in (("pretrained", pretrained), ("random init", random_init)):
         top1 = retrieval_top1(method, args.data) if method.text_encoder is not None else float("nan")
-        x, y = octant_embeddings(method, args.data)
-        rows.append({"model": name, "retrieval_top1": top1, "probe_loo_accuracy": probe_accuracy(x, y)})
-    print(
-        f"| model | caption->volume top-1 (n={n}, chance {1 / n:.2f}) | linear probe LOO accuracy "
-        f"({8 * n} octants, {n} classes, chance {1 / n:.2f}) |"
-    )
-    print("|---|---|---|")
+        feats, y = octant_embeddings(method, args.data)
+        probes = {f"probe {k}": probe_accuracy(x, y) for k, x in feats.items()}
+        rows.append({"model": name, "retrieval_top1": top1, **probes})
+    names = [k for k in rows[0] if k.startswith("probe ")]
+    print(f"caption->volume top-1: n={n}, chance {1 / n:.2f}; linear probes: {8 * n} octants, {n} classes, LOO\n")
+    print("| model | retrieval top-1 | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for r in rows:
-        print(f"| {r['model']} | {r['retrieval_top1']:.2f} | {r['probe_loo_accuracy']:.3f} |")
+        print(f"| {r['model']} | {r['retrieval_top1']:.2f} | " + " | ".join(f"{r[k]:.3f}" for k in names) + " |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -126,7 +126,7 @@ def test_embed_writes_embeddings_and_map(
     np.testing.assert_allclose(np.linalg.norm(arrays["image"], axis=1), 1.0, rtol=1e-5)
     assert (tmp_path / "emb" / "map.png").stat().st_size > 5_000
     code, out, err = run(capsys, "embed", models[1], data[0], "-o", tmp_path / "emb2")
-    assert code == 0 and "(backbone, dim 16)" in out, err  # unet-tiny bottleneck has 16 channels
+    assert code == 0 and "(backbone, dim 28)" in out, err  # unet-tiny levels pooled: 4 + 8 + 16 channels
 
 
 def test_retrieve_ranks_all_volumes(

@@ -139,8 +139,9 @@ def test_output_shapes_match_monai(
     torch.testing.assert_close(out.dense, reference, rtol=0, atol=0)  # our walk == MONAI's forward
     for a, b in zip(encoded, out.encoder_features, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert tuple(pooled.shape) == (shape[0], model.bottleneck_dim)
-    torch.testing.assert_close(pooled, out.bottleneck.flatten(2).mean(2))
+    assert tuple(pooled.shape) == (shape[0], model.pooled_dim) == (shape[0], sum(model.feature_dims))
+    torch.testing.assert_close(pooled[:, -model.bottleneck_dim :], out.bottleneck.flatten(2).mean(2))
+    torch.testing.assert_close(pooled[:, : model.feature_dims[0]], out.encoder_features[0].flatten(2).mean(2))
 
 
 def test_gradients_flow_through_walk() -> None:

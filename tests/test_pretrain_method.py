@@ -9,6 +9,7 @@ import torch
 
 from fmscope.data import make_block_mask
 from fmscope.errors import InvalidInputError
+from fmscope.pretrain.losses import alignment_loss
 from fmscope.pretrain.method import LossWeights, MethodConfig, MultimodalPretrainer, caption_ids
 
 pytest.importorskip("transformers")
@@ -171,3 +172,17 @@ def test_running_standardize_removes_the_common_component() -> None:
     layer(x)
     assert torch.equal(layer.running_mean, before)  # eval does not update
     assert {"running_mean", "running_var", "initialised"} <= set(layer.state_dict())
+
+
+def test_image_text_terms_see_the_whole_patch(bert: Path) -> None:
+    """CLIP and alignment use the unmasked patch (encoder only): a different mask changes neither term."""
+    m = method(bert, distill=0.0, recon=0.0).eval()  # eval: no queue or running-statistics updates between calls
+    images, masks = batch(2)
+    captions = CAPTIONS[:2]
+    first = m(images, masks, captions)
+    other = m(images, ~masks, captions)
+    assert first.clip == pytest.approx(other.clip, abs=1e-6)
+    assert first.align == pytest.approx(other.align, abs=1e-6)
+    expected = m.image_embedding(images)
+    text = m.text_encoder(captions)  # type: ignore[misc]
+    assert first.align == pytest.approx(float(alignment_loss(expected, text)), abs=1e-6)

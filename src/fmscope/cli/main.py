@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from fmscope import __version__
-from fmscope.cli import data_commands, pretrain_commands, seg_commands
+from fmscope.cli import data_commands, pretrain_commands, seg_commands, task_commands
 from fmscope.errors import FmscopeError
 from fmscope.utils.logging import configure_logging
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_commands.register(sub)
     seg_commands.register(sub)
+    task_commands.register(sub)
     pretrain_commands.register(sub)
     return parser
 
@@ -32,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 success, 1 bad input or failure, 2 usage error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options even after an earlier positional (``finetune seg --out D epochs=5``)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.verbose)
     try:
         code: int = args.func(args)

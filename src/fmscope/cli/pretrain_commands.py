@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fmscope.cli.common import config_path
 from fmscope.errors import InvalidInputError
 
 SHIPPED = ("unet-cpu", "image-only", "unet", "swinunetr")
@@ -14,14 +14,7 @@ SHIPPED = ("unet-cpu", "image-only", "unet", "swinunetr")
 
 def shipped_config_path(name_or_path: str) -> Path:
     """A shipped config name (``unet-cpu``...) or a YAML path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise InvalidInputError(f"--config: '{path}' does not exist")
-        return path
-    if name_or_path not in SHIPPED:
-        raise InvalidInputError(f"--config: expected a YAML file or one of {list(SHIPPED)}, got '{name_or_path}'")
-    return Path(str(resources.files("fmscope") / "configs" / f"{name_or_path}.yaml"))
+    return config_path(name_or_path, SHIPPED)
 
 
 def register(sub: Any) -> None:

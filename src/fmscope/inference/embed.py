@@ -2,7 +2,8 @@
 
 Each volume of a manifest is read, normalised with its own robust percentiles (as in pretraining), centre-cropped to
 the largest size the backbone accepts (a multiple of its downsampling factor, at most ``max_size`` per axis) and
-embedded: in the shared image-text space when the model was pretrained with text terms, else as the pooled bottleneck.
+embedded: in the shared image-text space when the model was pretrained with text terms, else as the pooled encoder
+levels (``Backbone.pooled``).
 """
 
 from __future__ import annotations

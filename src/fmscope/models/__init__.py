@@ -6,7 +6,7 @@
 >>> loaded = load_model("run/model")              # strict: raises on any key mismatch, with a key report
 """
 
-from fmscope.models.backbone import Backbone, BackboneOutput
+from fmscope.models.backbone import Backbone, BackboneOutput, pool_levels
 from fmscope.models.config import BackboneConfig
 from fmscope.models.registry import create_model, get_config, list_models, register_model
 from fmscope.models.serialization import (
@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "load_state_dict_report",
     "map_prefixes",
+    "pool_levels",
     "read_model_config",
     "register_model",
     "save_model",

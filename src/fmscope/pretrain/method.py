@@ -6,7 +6,7 @@ the unmasked volume, the student the masked one. Heads:
 * a distillation head (per-voxel MLP to ``n_prototypes`` channels) on the dense features at masked voxels, EMA-copied
   for the teacher;
 * a light reconstruction decoder (conv, then 1x1x1 conv to one channel) on the student's dense features;
-* an image projection of the pooled bottleneck into the shared image-text space;
+* an image projection of the pooled encoder levels (all scales) into the shared image-text space;
 * the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
 
 A weight of 0 switches a term off (and image-only pretraining builds no text tower at all).
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmscope.errors import InvalidInputError
-from fmscope.models import Backbone, create_model
+from fmscope.models import Backbone, create_model, pool_levels
 from fmscope.pretrain.ema import make_teacher, update_teacher
 from fmscope.pretrain.losses import (
     EmbeddingQueue,
@@ -77,6 +77,7 @@ class MethodConfig:
     teacher_temperature: float = 0.1
     center_momentum: float = 0.9
     clip_init_scale: float = 10.0
+    standardize_momentum: float = 0.3
     queue_size: int = 64
     text_source: str = "minilm"
     text_max_length: int = 128
@@ -89,6 +90,10 @@ class MethodConfig:
                 raise InvalidInputError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.queue_size < 0:
             raise InvalidInputError(f"queue_size: expected >= 0, got {self.queue_size}")
+        if not 0.0 < self.standardize_momentum <= 1.0:
+            raise InvalidInputError(
+                f"standardize_momentum: expected a value in (0, 1], got {self.standardize_momentum}"
+            )
         if not 0.0 <= self.text_lr_factor <= 1.0:
             raise InvalidInputError(f"text_lr_factor: expected a value in [0, 1], got {self.text_lr_factor}")
 
@@ -137,14 +142,16 @@ class RunningStandardize(nn.Module):
     Pooled backbone features share a large component common to every volume (measured on the LSM patches: projected
     embeddings of 10 different stains had cosine 0.999 at initialisation, while the centred features were nearly
     orthogonal). Removing it before the projection gives CLIP something to contrast. Unlike BatchNorm it works at
-    batch size 1 and 2; the first batch initialises the statistics.
+    batch size 1 and 2; the first batch initialises the statistics. The variance is the spread around the running mean
+    (a batch of two crops of one volume has almost none of its own), and the default momentum is high (0.3: a window
+    of ~3 steps) so that the statistics keep up with the backbone, which changes under them while it trains.
     """
 
     running_mean: Tensor
     running_var: Tensor
     initialised: Tensor
 
-    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, momentum: float = 0.3, eps: float = 1e-5) -> None:
         super().__init__()
         self.momentum, self.eps = momentum, eps
         self.register_buffer("running_mean", torch.zeros(dim))
@@ -155,15 +162,17 @@ class RunningStandardize(nn.Module):
         if self.training:
             with torch.no_grad():
                 flat = x.detach().float().reshape(-1, x.shape[-1])
-                mean, var = flat.mean(dim=0), flat.var(dim=0, unbiased=False)
+                mean = flat.mean(dim=0)
                 if not bool(self.initialised):
                     self.running_mean.copy_(mean)
+                    var = flat.var(dim=0, unbiased=False)
                     self.running_var.copy_(var.clamp(min=self.eps) if flat.shape[0] > 1 else torch.ones_like(var))
                     self.initialised.fill_(True)
                 else:
                     self.running_mean.lerp_(mean, self.momentum)
-                    if flat.shape[0] > 1:
-                        self.running_var.lerp_(var, self.momentum)
+                    # spread around the running mean, not the batch mean: a batch of 2 crops of one volume has almost
+                    # no spread of its own, and the between-step movement is part of what must be scaled away
+                    self.running_var.lerp_((flat - self.running_mean).square().mean(dim=0), self.momentum)
         return (x - self.running_mean.to(x.dtype)) / torch.sqrt(self.running_var.to(x.dtype) + self.eps)
 
 
@@ -202,15 +211,16 @@ class MultimodalPretrainer(nn.Module):
         if config.weights.uses_text:
             from fmscope.text import TextEncoder, TextEncoderConfig
 
-            # learned nonlinearity before pooling: the backbone's blocks end in InstanceNorm, so a plain global
-            # average of the bottleneck is nearly the same for every volume (0.7 % relative spread on the LSM patches)
-            conv = nn.Conv3d if spatial == 3 else nn.Conv2d
-            self.image_pool = nn.Sequential(
-                conv(self.student.bottleneck_dim, self.student.bottleneck_dim, 1), nn.GELU()
-            )
-            self.image_standardize = RunningStandardize(self.student.bottleneck_dim)
+            # The image embedding: every encoder level average-pooled (models.pool_levels), standardised, then a
+            # bias-free linear map.
+            # * No learned layer before the standardisation: the pooled features vary across volumes by ~1 % of their
+            #   size, so the standardisation has a gain of ~100 and any layer in front of it moves the embeddings 100x
+            #   faster than its learning rate suggests (measured: CLIP went back to chance with a 1x1 conv there, with
+            #   the backbone frozen).
+            pooled_dim = self.student.pooled_dim
+            self.image_standardize = RunningStandardize(pooled_dim, momentum=config.standardize_momentum)
             # bias-free (as in CLIP): a projection with a bias can map every input to one constant embedding
-            self.image_projection = nn.Linear(self.student.bottleneck_dim, config.embed_dim, bias=False)
+            self.image_projection = nn.Linear(pooled_dim, config.embed_dim, bias=False)
             self.text_encoder = TextEncoder(
                 TextEncoderConfig(
                     source=config.text_source if config.text_source == "minilm" else Path(config.text_source),
@@ -233,7 +243,6 @@ class MultimodalPretrainer(nn.Module):
         ]
         if self.text_encoder is not None:
             params += [
-                *self.image_pool.parameters(),
                 *self.image_projection.parameters(),
                 *self.logit_scale.parameters(),
             ]
@@ -272,11 +281,10 @@ class MultimodalPretrainer(nn.Module):
         """L2-normalised image embedding in the shared image-text space (needs a text-enabled config)."""
         if self.text_encoder is None:
             raise InvalidInputError("image_embedding: this method was built image-only (no image-text space)")
-        return self._project_image(self.student.encode(images)[-1])
+        return self._project_image(self.student.encode(images))
 
-    def _project_image(self, bottleneck: Tensor) -> Tensor:
-        pooled = self.image_pool(bottleneck).flatten(2).mean(dim=2)
-        return F.normalize(self.image_projection(self.image_standardize(pooled)), dim=-1)
+    def _project_image(self, features: Sequence[Tensor]) -> Tensor:
+        return F.normalize(self.image_projection(self.image_standardize(pool_levels(features))), dim=-1)
 
     # -- one training forward --------------------------------------------------------------------------------------
     def forward(self, images: Tensor, masks: Tensor, captions: Sequence[str | None] | None = None) -> LossTerms:
@@ -316,7 +324,11 @@ class MultimodalPretrainer(nn.Module):
             if captions is None or self.text_encoder is None:
                 raise InvalidInputError("captions: a text loss term is switched on but no captions were given")
             ids = caption_ids(captions).to(images.device)
-            image_emb = self._project_image(student_out.bottleneck)
+            # the image-text terms see the whole patch (encoder only): zeroed blocks at mask ratio 0.3 swamp the pooled
+            # statistics with mask noise, and retrieval later embeds unmasked volumes
+            image_emb = self._project_image(
+                self.student.encode(images) if masks.any() else student_out.encoder_features
+            )
             text_emb = self.text_encoder([str(c) for c in captions])
             if w.align > 0:
                 align = alignment_loss(image_emb, text_emb)

@@ -1,0 +1,118 @@
+"""Fine-tuning and prediction: ``fmscope finetune seg|cls|deblur ...``, ``fmscope predict MODEL_DIR INPUT -o OUT``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Literal
+
+from fmscope.cli.common import config_path
+from fmscope.errors import InvalidInputError
+
+SHIPPED = ("finetune-unet-cpu", "finetune-unet", "finetune-swinunetr")
+TASK_NAMES = {"seg": "segment", "cls": "classify", "deblur": "deblur"}
+
+
+def finetune_config_path(name_or_path: str) -> Path:
+    """A shipped fine-tuning config name or a YAML path."""
+    return config_path(name_or_path, SHIPPED)
+
+
+def parse_mapping(text: str | None) -> Any:
+    """``'2=1,other=0'`` -> LabelMapping({2: 1}, other=0); None stays None."""
+    from fmscope.tasks.labelled import LabelMapping
+
+    if text is None:
+        return None
+    values: dict[int, int] = {}
+    other = None
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError(part)
+            if key.strip() == "other":
+                other = int(value)
+            else:
+                values[int(key)] = int(value)
+        except ValueError:
+            raise InvalidInputError(f"--map-labels: expected 'RAW=CLASS,...[,other=CLASS]', got {text!r}") from None
+    return LabelMapping(values, other)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="few-shot fine-tuning for segmentation, classification or deblurring",
+        description="Fine-tune a pretrained model folder (or a random one: --init scratch) on a few labelled images. "
+        "Data: a folder of NAME.EXT + NAME_label.EXT (+ NAME_blurred.EXT for deblur), images/ + labels/ folders, or "
+        "a CSV. Shipped configs: " + ", ".join(SHIPPED) + ". Override any key as key=value, e.g. epochs=50.",
+    )
+    p.add_argument("task", choices=sorted(TASK_NAMES), help="seg, cls or deblur")
+    p.add_argument(
+        "--config", default="finetune-unet-cpu", help="shipped config name or YAML (default finetune-unet-cpu)"
+    )
+    p.add_argument(
+        "--init", default="scratch", help="model folder (e.g. from fmscope pretrain: OUT/model) or 'scratch'"
+    )
+    p.add_argument("--train", required=True, help="labelled training data (folder or CSV)")
+    p.add_argument("--val", required=True, help="labelled validation data (folder or CSV)")
+    p.add_argument("--out", type=Path, required=True, help="new run folder")
+    p.add_argument("--class-pattern", default=None, help="cls: regex with a (?P<class>...) group on file names")
+    p.add_argument("--map-labels", default=None, help="seg: raw label values to classes, e.g. '2=1,other=0'")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="apply a fine-tuned model to an image or volume of any size")
+    p.add_argument("model", type=Path, help="task model folder (fmscope finetune: OUT/model)")
+    p.add_argument("input", help="image or volume in any readable format")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="output file (.tif, .ome.zarr, .nii.gz...; .json for cls)"
+    )
+    p.add_argument("--probabilities", action="store_true", help="seg: write per-class probabilities, not labels")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
+    p.add_argument("--flips", action="store_true", help="average over flips (test-time augmentation)")
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from fmscope.config import resolve_config
+    from fmscope.tasks.config import FinetuneConfig
+    from fmscope.tasks.finetune import finetune
+    from fmscope.tasks.labelled import load_labelled
+
+    task = TASK_NAMES[args.task]
+    config = resolve_config(FinetuneConfig, finetune_config_path(args.config), [*args.overrides, f"task={task}"])
+    kind: Literal["segment", "classify"] = "classify" if task == "classify" else "segment"
+    extra = {"class_pattern": args.class_pattern} if args.class_pattern else {}
+    train = load_labelled(args.train, kind, **extra)
+    val = load_labelled(args.val, kind, **extra)
+    result = finetune(
+        config, train, val, args.out, init=args.init, mapping=parse_mapping(args.map_labels),
+        overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    score = {"segment": "Dice", "classify": "macro accuracy", "deblur": "SSIM"}[task]
+    print(
+        f"fine-tuned {task} for {result.epochs_run} epochs: best validation {score} {result.best_score:.4f} "
+        f"(epoch {result.best_epoch})"
+    )
+    if result.init_report:
+        print(f"init: {result.init_report}")
+    print(f"model: {result.model_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fmscope.tasks.predict import predict_file
+
+    result = predict_file(
+        args.model, args.input, args.output, probabilities=args.probabilities, overlap=args.overlap,
+        flips=args.flips, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, progress=True,
+    )  # fmt: skip
+    what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
+    print(f"{args.input} {result.shape}: {what} -> {result.output}")
+    return 0

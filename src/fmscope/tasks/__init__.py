@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: segmentation, classification and deblurring from a pretrained or random backbone."""

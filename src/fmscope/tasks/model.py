@@ -1,0 +1,177 @@
+"""Task models: a backbone plus one head, initialised from a pretrained model folder or at random, saved as a folder.
+
+* ``segment``: a 1x1(x1) convolution from the dense features to one logit per class;
+* ``classify``: a linear layer on the pooled encoder features (the deepest level, as in the reference, or all levels);
+* ``deblur``: a 1x1(x1) convolution to an additive residual; output ``clamp(input + residual, 0, 1)``.
+
+A saved task model is the backbone's self-describing folder (``fmscope.models``) plus ``task.json`` (task, classes,
+pooling, how input intensities are normalised) and ``head.safetensors``. Loading checks the task, so that a
+classification model is never run as a segmenter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from fmscope.config import from_dict, to_dict
+from fmscope.errors import FileFormatError, InvalidInputError
+from fmscope.models import Backbone, KeyReport, compare_state_dict, create_model, load_model, pool_levels, save_model
+from fmscope.utils.atomic import atomic_output
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("segment", "classify", "deblur")
+TASK_FILE = "task.json"
+HEAD_FILE = "head.safetensors"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task model predicts and how its input is prepared.
+
+    Attributes:
+        task: ``'segment'``, ``'classify'`` or ``'deblur'``.
+        classes: class names (segmentation: background first; classification: sorted names; deblurring: empty).
+        pooling: classification features: ``'deepest'`` (global average of the bottleneck, the reference) or
+            ``'all'`` (every encoder level pooled and concatenated, :func:`fmscope.models.pool_levels`).
+        low_percentile, high_percentile: each input volume is windowed by its own percentiles to [0, 1].
+    """
+
+    task: Literal["segment", "classify", "deblur"]
+    classes: tuple[str, ...] = ()
+    pooling: Literal["deepest", "all"] = "deepest"
+    low_percentile: float = 1.0
+    high_percentile: float = 99.8
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidInputError(f"task: expected one of {list(TASKS)}, got {self.task!r}")
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if self.task != "deblur" and len(self.classes) < 2:
+            raise InvalidInputError(f"classes: a {self.task} model needs at least 2 classes, got {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise InvalidInputError(f"classes: expected distinct names, got {self.classes}")
+        if self.pooling not in ("deepest", "all"):
+            raise InvalidInputError(f"pooling: expected 'deepest' or 'all', got {self.pooling!r}")
+        if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
+            raise InvalidInputError(
+                f"low_percentile, high_percentile: expected 0 <= low < high <= 100, got {self.low_percentile}, "
+                f"{self.high_percentile}"
+            )
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task == "deblur" else len(self.classes)
+
+
+class TaskModel(nn.Module):
+    """A backbone and the head of one task; ``forward`` returns logits (segment, classify) or the restored image."""
+
+    def __init__(self, backbone: Backbone, spec: TaskSpec) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        conv = nn.Conv3d if backbone.config.spatial_dims == 3 else nn.Conv2d
+        self.head: nn.Module
+        if spec.task == "classify":
+            width = backbone.pooled_dim if spec.pooling == "all" else backbone.bottleneck_dim
+            self.head = nn.Linear(width, spec.n_outputs)
+        else:
+            self.head = conv(backbone.dense_dim, spec.n_outputs, 1)
+        if spec.task == "deblur":  # start as the identity: the residual is 0 until trained
+            for param in self.head.parameters():
+                nn.init.zeros_(param)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.spec.task == "classify":
+            features = self.backbone.encode(x)
+            pooled = pool_levels(features) if self.spec.pooling == "all" else pool_levels(features[-1:])
+            return self.head(pooled)
+        out = self.head(self.backbone(x).dense)
+        if self.spec.task == "deblur":
+            return torch.clamp(x + out, 0.0, 1.0)
+        return out
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.backbone.named_parameters() if self.backbone.is_encoder_key(n)]
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        """Decoder and head: everything trained at the full learning rate."""
+        encoder = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.parameters() if id(p) not in encoder]
+
+
+def init_backbone(
+    model: str, init: str | os.PathLike[str], *, parts: Literal["encoder", "backbone"] = "encoder", **overrides: Any
+) -> tuple[Backbone, KeyReport | None]:
+    """A backbone of the registered architecture ``model``, random (``init='scratch'``) or from a model folder.
+
+    From a folder the architecture is the folder's (``model`` and ``overrides`` apply to scratch only);
+    ``parts='encoder'`` copies the encoder tensors only (the decoder starts
+    random, as in the reference), ``'backbone'`` everything. The copy is strict: a missing or mis-shaped tensor of
+    the copied part raises :class:`FileFormatError` with the key report. Returns the backbone and the report
+    (``None`` for scratch).
+    """
+    if parts not in ("encoder", "backbone"):
+        raise InvalidInputError(f"parts: expected 'encoder' or 'backbone', got {parts!r}")
+    if str(init) == "scratch":
+        return create_model(model, **overrides), None
+    loaded = load_model(init)
+    source = loaded.model
+    backbone = Backbone(source.config)
+    state = {k: v for k, v in source.state_dict().items() if parts == "backbone" or source.is_encoder_key(k)}
+    report = compare_state_dict(backbone, state)
+    copied_missing = [k for k in report.missing if parts == "backbone" or backbone.is_encoder_key(k)]
+    if report.unexpected or report.mismatched_shapes or copied_missing:
+        raise FileFormatError(f"init '{init}': the {parts} weights do not fit: {report.summary()}")
+    backbone.load_state_dict(state, strict=False)
+    logger.info("initialised the %s from %s: %d tensors copied, %d left random", parts, init, len(state),
+                len(report.missing))  # fmt: skip
+    return backbone, report
+
+
+def save_task_model(
+    model: TaskModel, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None, overwrite: bool = False
+) -> Path:
+    """Write ``model`` as a folder (atomically): the backbone's model folder plus ``task.json`` and the head."""
+    with atomic_output(folder, overwrite) as tmp:
+        save_model(model.backbone, tmp, extra=extra, overwrite=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, str(tmp / HEAD_FILE))
+        (tmp / TASK_FILE).write_text(json.dumps(to_dict(model.spec), indent=2) + "\n", encoding="utf-8")
+    return Path(folder)
+
+
+def load_task_model(
+    folder: str | os.PathLike[str], *, task: str | None = None, map_location: str | torch.device = "cpu"
+) -> TaskModel:
+    """Load a task model folder strictly (eval mode); ``task`` given: refuse a folder trained for another task."""
+    root = Path(folder)
+    if not (root / TASK_FILE).is_file():
+        if (root / "config.json").is_file():
+            raise FileFormatError(
+                f"model folder '{root}': a backbone without a task head ({TASK_FILE} missing); fine-tune it first "
+                "(fmscope finetune seg|cls|deblur --init MODEL_DIR)"
+            )
+        raise FileFormatError(f"model folder '{root}' does not exist or holds no fmscope model")
+    try:
+        spec = from_dict(TaskSpec, json.loads((root / TASK_FILE).read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, InvalidInputError, TypeError) as exc:
+        raise FileFormatError(f"model folder '{root}': invalid {TASK_FILE}: {exc}") from None
+    if task is not None and spec.task != task:
+        raise FileFormatError(f"model folder '{root}' was trained for the '{spec.task}' task, not '{task}'")
+    model = TaskModel(load_model(root, map_location=map_location).model, spec)
+    head_state = load_file(str(root / HEAD_FILE), device=str(map_location))
+    report = compare_state_dict(model.head, head_state)
+    if not report.ok:
+        raise FileFormatError(f"model folder '{root}': {HEAD_FILE} does not fit {TASK_FILE}: {report.summary()}")
+    model.head.load_state_dict(head_state)
+    return model.to(map_location).eval()

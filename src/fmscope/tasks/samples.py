@@ -1,0 +1,126 @@
+"""Few-shot training material in memory: normalised volumes, their targets, and random training patches.
+
+Few-shot sets are small (a handful of patches or slices), so every volume is read once, windowed by its own
+percentiles to [0, 1] and kept. Patches are drawn from them on the fly: segmentation patches are centred on a random
+foreground voxel with probability ``foreground_fraction`` (else anywhere), classification and deblurring patches
+anywhere; volumes smaller than the patch are padded (reflect for images, background for masks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmscope.errors import InvalidInputError
+from fmscope.intensity import apply_profile, fit_profile
+from fmscope.io import read_image
+from fmscope.tasks.labelled import LabelledItem, LabelMapping, check_label
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One normalised training or validation volume (or 2D image) and its target.
+
+    ``image``: float32 in [0, 1], spatial shape only. ``label``: class indices (segment), ``class_index`` (classify),
+    ``target``: the sharp image in the degraded image's window (deblur; then ``image`` is the degraded one).
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None = None
+    class_index: int | None = None
+    target: np.ndarray | None = None
+
+
+def normalise(volume: np.ndarray, low_percentile: float, high_percentile: float) -> tuple[np.ndarray, float, float]:
+    """Window ``volume`` by its own percentiles to float32 [0, 1]; also return the window (low, high)."""
+    profile = fit_profile(volume, low_percentile=low_percentile, high_percentile=high_percentile)
+    return np.asarray(apply_profile(volume, profile), dtype=np.float32), float(profile.low), float(profile.high)
+
+
+def _read(path: str, z_index: int | None) -> np.ndarray:
+    data = read_image(path).numpy()
+    if z_index is not None:
+        if data.ndim != 3:
+            raise InvalidInputError(f"{path}: a slice index needs a 3D stack, got shape {data.shape}")
+        data = data[z_index]
+    return np.asarray(data)
+
+
+def load_samples(
+    items: tuple[LabelledItem, ...],
+    task: str,
+    classes: tuple[str, ...],
+    *,
+    low_percentile: float = 1.0,
+    high_percentile: float = 99.8,
+    mapping: LabelMapping | None = None,
+) -> list[Sample]:
+    """Read and normalise every item for ``task``; labels are validated by :func:`check_label`."""
+    samples = []
+    for item in items:
+        raw = _read(item.image, item.z_index).astype(np.float32)
+        name = item.image if item.z_index is None else f"{item.image}[z={item.z_index}]"
+        if task == "deblur":
+            if item.degraded is None:
+                raise InvalidInputError(f"{name}: deblurring needs a degraded twin (NAME_blurred.EXT) for each image")
+            degraded = _read(item.degraded, item.z_index).astype(np.float32)
+            if degraded.shape != raw.shape:
+                raise InvalidInputError(f"{item.degraded}: shape {degraded.shape} differs from the image's {raw.shape}")
+            image, low, high = normalise(degraded, low_percentile, high_percentile)
+            target = np.clip((raw - low) / max(high - low, 1e-12), 0.0, 1.0).astype(np.float32)
+            samples.append(Sample(name, image, target=target))
+            continue
+        image = normalise(raw, low_percentile, high_percentile)[0]
+        if task == "segment":
+            if item.label is None:
+                raise InvalidInputError(f"{name}: no label file for segmentation")
+            label = check_label(_read(item.label, item.z_index), image.shape, path=item.label, mapping=mapping)
+            if int(label.max(initial=0)) >= len(classes):
+                raise InvalidInputError(f"{item.label}: class index {int(label.max())} but only {len(classes)} classes")
+            samples.append(Sample(name, image, label=label))
+        else:
+            if item.class_name not in classes:
+                raise InvalidInputError(f"{name}: class {item.class_name!r} is not one of {classes}")
+            samples.append(Sample(name, image, class_index=classes.index(item.class_name)))
+    if not samples:
+        raise InvalidInputError("items: no samples to load")
+    return samples
+
+
+def _crop(array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], mode: str) -> np.ndarray:
+    """``array[start:start+size]`` per axis, padded (centred) where the array is smaller than ``size``."""
+    index = tuple(slice(max(s, 0), max(s, 0) + n) for s, n in zip(start, size, strict=True))
+    region = array[index]
+    pad = [((n - r) // 2, n - r - (n - r) // 2) for n, r in zip(size, region.shape, strict=True)]
+    if any(p != (0, 0) for p in pad):
+        if mode == "reflect":
+            mode = "reflect" if all(r > max(p) for r, p in zip(region.shape, pad, strict=True)) else "symmetric"
+        region = np.pad(region, pad, mode=mode)  # type: ignore[call-overload]
+    return region
+
+
+def sample_patch(
+    sample: Sample, size: tuple[int, ...], rng: np.random.Generator, foreground_fraction: float = 0.0
+) -> Sample:
+    """A random ``size`` patch of ``sample`` (image and target cropped alike)."""
+    shape = sample.image.shape
+    if len(size) != len(shape):
+        raise InvalidInputError(f"patch_size: expected {len(shape)} sizes for a {len(shape)}D sample, got {size}")
+    centre: tuple[int, ...] | None = None
+    if sample.label is not None and foreground_fraction > 0 and rng.random() < foreground_fraction:
+        fg = np.flatnonzero(sample.label)
+        if fg.size:
+            centre = tuple(int(c) for c in np.unravel_index(int(fg[rng.integers(fg.size)]), shape))
+    if centre is None:
+        start = tuple(int(rng.integers(0, max(s - n, 0) + 1)) for s, n in zip(shape, size, strict=True))
+    else:
+        start = tuple(int(np.clip(c - n // 2, 0, max(s - n, 0))) for c, s, n in zip(centre, shape, size, strict=True))
+    return Sample(
+        sample.name,
+        _crop(sample.image, start, size, "reflect"),
+        label=None if sample.label is None else _crop(sample.label, start, size, "constant"),
+        class_index=sample.class_index,
+        target=None if sample.target is None else _crop(sample.target, start, size, "reflect"),
+    )

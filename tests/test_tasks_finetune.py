@@ -1,0 +1,153 @@
+"""Fine-tuning: task models save/load by task, pretrained-encoder init with a key report, the loop for all three
+tasks on tiny phantoms, prediction of any-size inputs, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmscope.cli.main import main
+from fmscope.data import lightsheet_phantom
+from fmscope.errors import FileFormatError, InvalidInputError
+from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.models import create_model, save_model
+from fmscope.tasks.config import FinetuneConfig
+from fmscope.tasks.finetune import finetune
+from fmscope.tasks.labelled import load_labelled
+from fmscope.tasks.model import TaskModel, TaskSpec, init_backbone, load_task_model, save_task_model
+from fmscope.tasks.predict import predict_array, predict_file
+from fmscope.tasks.restoration import DegradationConfig, degrade
+
+TINY = {"model": "unet-tiny", "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "freeze_epochs": 1, "augment": False}
+
+
+def write_pairs(folder: Path, seeds: list[int], shape: tuple[int, int, int] = (32, 40, 40)) -> Path:
+    """Phantom volumes with nuclei masks (NAME.tif + NAME_label.tif) and blurred twins (NAME_blurred.tif)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        ph = lightsheet_phantom(shape, seed=seed, structures=("nuclei",))
+        image = ph.image.astype(np.float32)
+        name = f"nuclei_patch_{seed:03d}_vol{seed:03d}"
+        write_image(folder / f"{name}.tif", image, ImageMetadata.for_array(image))
+        label = (ph.semantic > 0).astype(np.uint8)
+        write_image(folder / f"{name}_label.tif", label, ImageMetadata.for_array(label))
+        blurred = degrade(image, DegradationConfig(sigma=1.5, noise_std=5.0), rng=seed)
+        write_image(folder / f"{name}_blurred.tif", blurred, ImageMetadata.for_array(blurred))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("labelled")
+    return write_pairs(root / "train", [0]), write_pairs(root / "val", [1])
+
+
+def test_task_model_round_trip_and_task_check(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TaskModel(create_model("unet-tiny"), TaskSpec("segment", ("background", "nuclei"))).eval()
+    folder = save_task_model(model, tmp_path / "m")
+    loaded = load_task_model(folder, task="segment")
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(FileFormatError, match="trained for the 'segment' task, not 'classify'"):
+        load_task_model(folder, task="classify")
+    save_model(create_model("unet-tiny"), tmp_path / "backbone")
+    with pytest.raises(FileFormatError, match="without a task head"):
+        load_task_model(tmp_path / "backbone")
+
+
+def test_heads_and_outputs() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32, 32)
+    seg = TaskModel(create_model("unet-tiny"), TaskSpec("segment", ("bg", "a", "b")))
+    assert seg(x).shape == (2, 3, 32, 32, 32)
+    for pooling in ("deepest", "all"):
+        cls = TaskModel(create_model("unet-tiny"), TaskSpec("classify", ("a", "b"), pooling=pooling))  # type: ignore[arg-type]
+        assert cls(x).shape == (2, 2)
+    deblur = TaskModel(create_model("unet-tiny"), TaskSpec("deblur"))
+    torch.testing.assert_close(deblur(x), x)  # zero-initialised residual: identity until trained
+    with pytest.raises(InvalidInputError, match="classes"):
+        TaskSpec("segment", ("only",))
+
+
+def test_init_copies_the_encoder_only_and_reports(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    source = create_model("unet-tiny")
+    save_model(source, tmp_path / "pre")
+    backbone, report = init_backbone("unet-tiny", tmp_path / "pre", parts="encoder")
+    assert report is not None and report.missing and not report.unexpected
+    state, origin = backbone.state_dict(), source.state_dict()
+    assert all(torch.equal(state[k], origin[k]) for k in origin if source.is_encoder_key(k))
+    assert not all(torch.equal(state[k], origin[k]) for k in origin if not source.is_encoder_key(k))
+    assert report.missing and not any(backbone.is_encoder_key(k) for k in report.missing)
+    full, report_all = init_backbone("unet-tiny", tmp_path / "pre", parts="backbone")
+    assert report_all is not None and report_all.ok
+    scratch, none = init_backbone("unet-tiny", "scratch")
+    assert none is None
+
+
+@pytest.mark.parametrize("task", ["segment", "deblur"])
+def test_finetune_dense_tasks_write_a_model_that_predicts(task: str, data: tuple[Path, Path], tmp_path: Path) -> None:
+    train, val = (load_labelled(p, "segment") for p in data)
+    config = FinetuneConfig(task=task, **TINY)  # type: ignore[arg-type]
+    result = finetune(config, train, val, tmp_path / "run")
+    assert result.epochs_run == 2 and 0 <= result.best_epoch < 2
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_score" in rows[0]
+    model = load_task_model(result.model_dir, task=task)
+    volume = read_image(data[1] / "nuclei_patch_001_vol001.tif").numpy()[:20, :37, :45]  # odd size, thinner than Z
+    out = predict_array(model, volume)
+    assert out.shape == (model.spec.n_outputs, *volume.shape)
+    if task == "segment":
+        np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)
+    else:
+        assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_finetune_from_pretrained_freezes_then_trains_the_encoder(data: tuple[Path, Path], tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    save_model(create_model("unet-tiny"), tmp_path / "pre")
+    train, val = (load_labelled(p, "segment") for p in data)
+    config = FinetuneConfig(task="segment", **{**TINY, "epochs": 2, "patience": 5})  # type: ignore[arg-type]
+    result = finetune(config, train, val, tmp_path / "run", init=tmp_path / "pre")
+    assert "loaded" in result.init_report
+    header, *rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    frozen = [float(r.split(",")[header.split(",").index("encoder_frozen")]) for r in rows]
+    assert frozen == [1.0, 0.0]
+
+
+def test_classification_from_file_names(tmp_path: Path) -> None:
+    for split, seeds in (("train", (0, 1)), ("val", (2, 3))):
+        folder = tmp_path / split
+        folder.mkdir()
+        for seed in seeds:
+            for kind in ("nuclei", "vessels"):
+                ph = lightsheet_phantom((32, 32, 32), seed=seed, structures=(kind,))
+                write_image(folder / f"{kind}_patch_{seed}_vol{seed}.tif", ph.image, ImageMetadata.for_array(ph.image))
+    train, val = load_labelled(tmp_path / "train", "classify"), load_labelled(tmp_path / "val", "classify")
+    result = finetune(FinetuneConfig(task="classify", **TINY), train, val, tmp_path / "run")  # type: ignore[arg-type]
+    assert 0.0 <= result.best_score <= 1.0
+    out = predict_file(result.model_dir, tmp_path / "val" / "vessels_patch_2_vol2.tif", tmp_path / "c.json")
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert out.class_name in ("nuclei", "vessels") and doc["class"] == out.class_name
+
+
+def test_cli_finetune_and_predict(data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
+    args = ["finetune", "seg", "--train", str(data[0]), "--val", str(data[1]), "--out", str(tmp_path / "run")]
+    assert main([*args, *overrides]) == 0
+    assert "best validation Dice" in capsys.readouterr().out
+    src = data[1] / "nuclei_patch_001_vol001.tif"
+    for output in ("pred.tif", "pred.ome.zarr"):
+        assert main(["predict", str(tmp_path / "run" / "model"), str(src), "-o", str(tmp_path / output)]) == 0
+        labels = read_image(tmp_path / output).numpy()
+        assert labels.shape == read_image(src).numpy().shape and set(np.unique(labels)) <= {0, 1}
+    assert main(["predict", str(tmp_path / "run" / "model"), str(src), "-o", str(tmp_path / "pred.tif")]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert main([*args[:-1], str(tmp_path / "other"), "--init", str(tmp_path / "missing")]) == 1
+    assert "missing" in capsys.readouterr().err
