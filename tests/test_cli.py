@@ -123,6 +123,10 @@ def test_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "pretrain" / "run" / "model" / "pretrainer.safetensors").exists()
     assert (out / "pretrain" / "run" / "loss_curves.png").exists()
     assert (out / "lightsheet_overlay.png").stat().st_size > 10_000
+    assert "## Few-shot fine-tuning and prediction" in report
+    assert all(f"| {m} |" in report for m in ("pretrained", "scratch", "Otsu"))
+    assert (out / "finetune" / "run_pretrained" / "model" / "task.json").exists()
+    assert (out / "finetune" / "finetune_overlay.png").stat().st_size > 10_000
     rows = json.loads((out / "metrics.json").read_text())
     assert all(0 <= r["dice"] <= 1 for r in rows)
     # a second run refuses to overwrite and leaves the first report untouched

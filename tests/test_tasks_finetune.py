@@ -18,7 +18,14 @@ from fmscope.models import create_model, save_model
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
 from fmscope.tasks.labelled import load_labelled
-from fmscope.tasks.model import TaskModel, TaskSpec, init_backbone, load_task_model, save_task_model
+from fmscope.tasks.model import (
+    TaskModel,
+    TaskSpec,
+    collapse_depth,
+    init_backbone,
+    load_task_model,
+    save_task_model,
+)
 from fmscope.tasks.predict import predict_array, predict_file
 from fmscope.tasks.restoration import DegradationConfig, degrade
 
@@ -151,3 +158,34 @@ def test_cli_finetune_and_predict(data: tuple[Path, Path], tmp_path: Path, capsy
     assert "exists" in capsys.readouterr().err
     assert main([*args[:-1], str(tmp_path / "other"), "--init", str(tmp_path / "missing")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_collapse_depth_matches_a_z_constant_volume() -> None:
+    """A 3D kernel summed over depth gives, on a 2D image, what the 3D convolution gives on that image repeated in Z."""
+    torch.manual_seed(3)
+    conv3, conv2 = torch.nn.Conv3d(2, 3, 3, padding=1), torch.nn.Conv2d(2, 3, 3, padding=1)
+    conv2.load_state_dict(collapse_depth(conv3.state_dict()))
+    image = torch.rand(1, 2, 20, 24)
+    volume = image[:, :, None].expand(1, 2, 7, 20, 24)
+    torch.testing.assert_close(conv3(volume)[:, :, 3], conv2(image), atol=1e-5, rtol=1e-5)
+
+
+def test_2d_images_train_from_scratch_and_from_a_3d_model(tmp_path: Path) -> None:
+    for split, seeds in (("train", (0,)), ("val", (1,))):
+        folder = tmp_path / split
+        folder.mkdir()
+        for seed in seeds:
+            ph = lightsheet_phantom((8, 64, 72), seed=seed, structures=("nuclei",))
+            image, label = ph.image[4].astype(np.float32), (ph.semantic[4] > 0).astype(np.uint8)
+            write_image(folder / f"s{seed}.tif", image, ImageMetadata.for_array(image))
+            write_image(folder / f"s{seed}_label.tif", label, ImageMetadata.for_array(label))
+    train, val = load_labelled(tmp_path / "train", "segment"), load_labelled(tmp_path / "val", "segment")
+    torch.manual_seed(4)
+    save_model(create_model("unet-tiny"), tmp_path / "pre3d")
+    for init in ("scratch", tmp_path / "pre3d"):
+        result = finetune(
+            FinetuneConfig(task="segment", **TINY), train, val, tmp_path / f"run_{init == 'scratch'}", init=init
+        )  # type: ignore[arg-type]
+        model = load_task_model(result.model_dir)
+        assert model.backbone.config.spatial_dims == 2 and model.backbone.config.patch_size == (64, 64)
+        assert predict_array(model, read_image(tmp_path / "val" / "s1.tif").numpy()).shape == (2, 64, 72)

@@ -62,11 +62,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "quickstart", help="phantoms -> classical segmentation -> evaluation -> short pretraining -> report with PNGs"
+        "quickstart",
+        help="phantoms -> classical baselines -> short pretraining -> 3-shot fine-tuning -> prediction -> report",
     )
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="report folder (default quickstart_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
     p.add_argument("--pretrain-steps", type=int, default=30, help="steps of the short pretraining run (0 = skip)")
+    p.add_argument("--no-finetune", action="store_true", help="skip the 3-shot fine-tuning and prediction part")
     add_overwrite(p)
     p.set_defaults(func=cmd_quickstart)
 
@@ -150,7 +152,12 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from fmscope.evaluation.quickstart import run_quickstart
 
     result = run_quickstart(
-        args.out, seed=args.seed, overwrite=args.overwrite, pretrain_steps=args.pretrain_steps, progress=True
+        args.out,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        pretrain_steps=args.pretrain_steps,
+        finetune=not args.no_finetune,
+        progress=True,
     )
     print(result.summary_markdown)
     print(f"\nreport: {result.report_path}")

@@ -18,6 +18,7 @@ import numpy as np
 from fmscope.data import Phantom, em_stack_phantom, lightsheet_phantom
 from fmscope.evaluation.figures import save_overlay
 from fmscope.evaluation.masks import evaluate_segmentation
+from fmscope.evaluation.quickstart_finetune import finetune_markdown, finetune_on_phantoms
 from fmscope.evaluation.quickstart_pretrain import pretrain_markdown, pretrain_on_phantoms
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, write_image
@@ -109,10 +110,12 @@ def run_quickstart(
     lightsheet_shape: tuple[int, int, int] = (48, 96, 96),
     em_shape: tuple[int, int, int] = (24, 128, 128),
     pretrain_steps: int = 30,
+    finetune: bool = True,
     progress: ProgressCallback | bool | None = None,
 ) -> QuickstartResult:
     """Make two phantoms, adapt their intensities, segment them classically, evaluate, pretrain briefly on captioned
-    phantoms (``pretrain_steps``, 0 = skip) and write a report folder."""
+    phantoms (``pretrain_steps``, 0 = skip), fine-tune 3-shot segmentation from it and from scratch, predict an unseen
+    phantom (``finetune``) and write a report folder."""
     start = time.perf_counter()
     phantoms = {
         "lightsheet": lightsheet_phantom(lightsheet_shape, seed=seed),
@@ -171,13 +174,17 @@ def run_quickstart(
                 labels=True,
             )
         step(1)
-        pretrain_section = ""
+        pretrain_section, finetune_section, pretrained = "", "", None
         if pretrain_steps > 0:
             summary = pretrain_on_phantoms(tmp / "pretrain", seed=seed, steps=pretrain_steps)
             pretrain_section = pretrain_markdown(summary, "pretrain/run/loss_curves.png")
+            pretrained = summary.model_dir
+        if finetune:
+            tuned = finetune_on_phantoms(tmp / "finetune", pretrained, seed=seed)
+            finetune_section = finetune_markdown(tuned, "finetune/finetune_overlay.png")
         table = _markdown_table(tuple(rows))
         elapsed = time.perf_counter() - start
-        report = _report_markdown(phantoms, table, figures, seed, elapsed, pretrain_section)
+        report = _report_markdown(phantoms, table, figures, seed, elapsed, pretrain_section, finetune_section)
         (tmp / "report.md").write_text(report)
         (tmp / "metrics.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         record = RunRecord(
@@ -190,7 +197,13 @@ def run_quickstart(
 
 
 def _report_markdown(
-    phantoms: dict[str, Phantom], table: str, figures: list[str], seed: int, elapsed: float, pretrain_section: str
+    phantoms: dict[str, Phantom],
+    table: str,
+    figures: list[str],
+    seed: int,
+    elapsed: float,
+    pretrain_section: str,
+    finetune_section: str,
 ) -> str:
     lines = ["# fmscope quickstart report", ""]
     lines.append(
@@ -207,5 +220,7 @@ def _report_markdown(
     lines += [f"![{f}]({f})" for f in figures]
     if pretrain_section:
         lines += ["", "## Pretraining (image + text)", "", pretrain_section]
+    if finetune_section:
+        lines += ["", "## Few-shot fine-tuning and prediction", "", finetune_section]
     lines += ["", f"Seed {seed}; total time {elapsed:.1f} s. Run record: `run.fmscope.json`.", ""]
     return "\n".join(lines)

@@ -204,19 +204,19 @@ def finetune(
     out_dir = check_output_path(out, overwrite)
     device = _device(config.device)
     torch.manual_seed(config.seed)
-    backbone, report = init_backbone(config.model, init, parts=config.init_parts)
     classes = () if task == "deblur" else train.classes
-    spec = TaskSpec(task, classes, config.pooling, config.low_percentile, config.high_percentile)
-    model = TaskModel(backbone, spec).to(device)
-    size = tuple(config.patch_size or backbone.config.patch_size)
-    if len(size) != backbone.config.spatial_dims or any(p % backbone.config.divisor for p in size):
-        raise InvalidInputError(
-            f"patch_size: expected {backbone.config.spatial_dims} sizes, multiples of {backbone.config.divisor}, "
-            f"got {size}"
-        )
     load = {"low_percentile": config.low_percentile, "high_percentile": config.high_percentile, "mapping": mapping}
     train_samples = load_samples(train.items, task, classes, **load)  # type: ignore[arg-type]
     val_samples = load_samples(val.items, task, classes, **load)  # type: ignore[arg-type]
+    dims = {s.image.ndim for s in train_samples + val_samples}
+    if len(dims) != 1:
+        raise InvalidInputError(f"train, val: expected all 2D or all 3D images, got a mix ({sorted(dims)} dimensions)")
+    backbone, report = init_backbone(
+        config.model, init, parts=config.init_parts, spatial_dims=dims.pop(), patch_size=config.patch_size
+    )
+    spec = TaskSpec(task, classes, config.pooling, config.low_percentile, config.high_percentile)
+    model = TaskModel(backbone, spec).to(device)
+    size = backbone.config.patch_size
     pretrained = report is not None
     encoder, other = model.encoder_parameters(), model.other_parameters()
     encoder_lr = config.lr * (config.encoder_lr_factor if pretrained else 1.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from fmscope.config import from_dict, to_dict
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.models import Backbone, KeyReport, compare_state_dict, create_model, load_model, pool_levels, save_model
+from fmscope.models import Backbone, KeyReport, compare_state_dict, get_config, load_model, pool_levels, save_model
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -110,25 +110,54 @@ class TaskModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in encoder]
 
 
+def collapse_depth(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """3D weights as 2D ones: every 3D (transposed) convolution kernel summed over its depth axis.
+
+    A 2D network with the summed kernels computes exactly what the 3D network computes on a volume that is constant
+    along Z (away from the Z borders; instance normalisation sees the same statistics), which is how a 2D image looks
+    to a volumetric model. Other tensors (biases, norms) are kept.
+    """
+    return {k: v.sum(dim=2) if v.ndim == 5 else v for k, v in state.items()}
+
+
 def init_backbone(
-    model: str, init: str | os.PathLike[str], *, parts: Literal["encoder", "backbone"] = "encoder", **overrides: Any
+    model: str,
+    init: str | os.PathLike[str],
+    *,
+    parts: Literal["encoder", "backbone"] = "encoder",
+    spatial_dims: int | None = None,
+    patch_size: tuple[int, ...] | None = None,
 ) -> tuple[Backbone, KeyReport | None]:
     """A backbone of the registered architecture ``model``, random (``init='scratch'``) or from a model folder.
 
-    From a folder the architecture is the folder's (``model`` and ``overrides`` apply to scratch only);
-    ``parts='encoder'`` copies the encoder tensors only (the decoder starts
-    random, as in the reference), ``'backbone'`` everything. The copy is strict: a missing or mis-shaped tensor of
-    the copied part raises :class:`FileFormatError` with the key report. Returns the backbone and the report
-    (``None`` for scratch).
+    From a folder the architecture is the folder's (``model`` applies to scratch only). ``spatial_dims=2`` with a 3D
+    folder builds the 2D twin of its UNet and copies the weights through :func:`collapse_depth`. ``parts='encoder'``
+    copies the encoder tensors only (the decoder starts random, as in the reference), ``'backbone'`` everything. The
+    copy is strict: a missing or mis-shaped tensor of the copied part raises :class:`FileFormatError` with the key
+    report. ``patch_size`` overrides the training patch size recorded in the config. Returns the backbone and the
+    report (``None`` for scratch).
     """
     if parts not in ("encoder", "backbone"):
         raise InvalidInputError(f"parts: expected 'encoder' or 'backbone', got {parts!r}")
     if str(init) == "scratch":
-        return create_model(model, **overrides), None
-    loaded = load_model(init)
-    source = loaded.model
-    backbone = Backbone(source.config)
+        base = get_config(model)
+    else:
+        source = load_model(init).model
+        base = source.config
+    dims = spatial_dims or base.spatial_dims
+    size = patch_size or (
+        base.patch_size if dims == base.spatial_dims else tuple(2 * p for p in base.patch_size[-dims:])
+    )
+    try:
+        config = replace(base, spatial_dims=dims, patch_size=tuple(size))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"init '{init}': cannot build a {dims}D {base.architecture}: {exc}") from None
+    backbone = Backbone(config)
+    if str(init) == "scratch":
+        return backbone, None
     state = {k: v for k, v in source.state_dict().items() if parts == "backbone" or source.is_encoder_key(k)}
+    if dims == 2 and base.spatial_dims == 3:
+        state = collapse_depth(state)
     report = compare_state_dict(backbone, state)
     copied_missing = [k for k in report.missing if parts == "backbone" or backbone.is_encoder_key(k)]
     if report.unexpected or report.mismatched_shapes or copied_missing:

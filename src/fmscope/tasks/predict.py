@@ -28,7 +28,7 @@ import torch
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.intensity import apply_profile, fit_profile
-from fmscope.io import read_image, write_image
+from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.tasks.model import TaskModel, load_task_model
 from fmscope.utils.atomic import atomic_output, check_output_path
 from fmscope.utils.progress import ProgressCallback
@@ -152,7 +152,12 @@ def predict_file(
             result, labels = scores, False
         else:
             result, labels = scores.argmax(axis=0).astype(np.uint8), True
-        write_image(out, result, overwrite=overwrite, labels=labels)
+        meta = image.meta
+        axes = ("C" if result.ndim > data.ndim else "") + meta.spatial_axes
+        out_meta = ImageMetadata.for_array(
+            result, axes=axes, spacing=meta.spacing, unit=meta.unit, source=str(input_path)
+        )
+        write_image(out, result, out_meta, overwrite=overwrite, labels=labels)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
