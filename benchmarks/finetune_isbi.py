@@ -7,7 +7,7 @@ For each target and number of training slices n: the first n slices of a fixed s
 validate (early stopping), and the remaining 30 - n - 2 are the test slices, never seen in training or model
 selection. Reported: mean Dice over the test slices for a 2D UNet from scratch, the same UNet initialised from a 3D
 pretrained model (its kernels summed over depth, ``fmscope.tasks.model.collapse_depth``) when a model folder is
-given, and Otsu per slice (membranes are dark: ``dark_objects``).
+given, and Otsu per slice (dark objects; smoothed for mitochondria, as in ``real_data_otsu.py``).
 Targets: membranes = ISBI labels (0 = membrane), mitochondria = class 2 of the Cardona 2010 semantic labels.
 """
 
@@ -33,9 +33,14 @@ from fmscope.tasks.predict import predict_array
 from fmscope.tasks.samples import normalise
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_em_membranes"
+# target -> (label file, mapping, Otsu settings as in benchmarks/real_data_otsu.py: both structures are dark)
 TARGETS = {
-    "membranes": ("membrane_labels_isbi.tif", LabelMapping({0: 1, 255: 0}), True),
-    "mitochondria": ("cardona2010_multiclass/semantic_classes.tif", LabelMapping.foreground(2), False),
+    "membranes": ("membrane_labels_isbi.tif", LabelMapping({0: 1, 255: 0}), ClassicalConfig("otsu", dark_objects=True)),
+    "mitochondria": (
+        "cardona2010_multiclass/semantic_classes.tif",
+        LabelMapping.foreground(2),
+        ClassicalConfig("otsu", dark_objects=True, smooth_sigma=2.0),
+    ),
 }
 
 
@@ -49,6 +54,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/finetune_isbi"))
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     raw = read_image(args.data / "raw.tif").numpy()
     order = [int(i) for i in np.random.default_rng(args.seed).permutation(raw.shape[0])]
     inits: dict[str, Any] = {"scratch": "scratch"}
@@ -56,7 +62,7 @@ def main() -> None:
         inits["pretrained 3D -> 2D"] = str(args.pretrained)
     config = from_dict(FinetuneConfig, {"epochs": args.epochs, "patience": 10, "patch_size": [128, 128]})
     rows: list[dict[str, Any]] = []
-    for target, (label_file, mapping, dark) in TARGETS.items():
+    for target, (label_file, mapping, otsu) in TARGETS.items():
         labels = read_image(args.data / label_file).numpy()
         truth = [check_label(labels[z], raw.shape[1:], path=label_file, mapping=mapping) for z in range(len(raw))]
         for n in args.shots:
@@ -64,7 +70,6 @@ def main() -> None:
             train = stack_slices(args.data / "raw.tif", args.data / label_file, train_z)
             val = stack_slices(args.data / "raw.tif", args.data / label_file, val_z)
             images = {z: normalise(raw[z], 1.0, 99.8)[0] for z in test_z}
-            otsu = ClassicalConfig(method="otsu", dark_objects=dark, min_size=10)
             scores = {"Otsu": float(np.mean([dice(segment_classical(images[z], otsu).mask, truth[z]) for z in test_z]))}
             for name, init in inits.items():
                 t0 = time.perf_counter()

@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/finetune_lsm"))
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     base = from_dict(FinetuneConfig, {"epochs": args.epochs, "patience": 10})
     train_seg, val_seg = load_labelled(args.data / "train", "segment"), load_labelled(args.data / "val", "segment")
     inits = {"pretrained": str(args.pretrained), "scratch": "scratch"}

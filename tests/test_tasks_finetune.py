@@ -15,6 +15,7 @@ from fmscope.data import lightsheet_phantom
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.models import create_model, save_model
+from fmscope.segment import label_components
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
 from fmscope.tasks.labelled import load_labelled
@@ -154,6 +155,11 @@ def test_cli_finetune_and_predict(data: tuple[Path, Path], tmp_path: Path, capsy
         assert main(["predict", str(tmp_path / "run" / "model"), str(src), "-o", str(tmp_path / output)]) == 0
         labels = read_image(tmp_path / output).numpy()
         assert labels.shape == read_image(src).numpy().shape and set(np.unique(labels)) <= {0, 1}
+    model = str(tmp_path / "run" / "model")
+    assert main(["predict", model, str(src), "-o", str(tmp_path / "inst.tif"), "--instances", "components"]) == 0
+    semantic, instances = read_image(tmp_path / "pred.tif").numpy(), read_image(tmp_path / "inst.tif").numpy()
+    assert np.array_equal(instances > 0, semantic > 0)
+    assert instances.max() == label_components(semantic > 0).max()
     assert main(["predict", str(tmp_path / "run" / "model"), str(src), "-o", str(tmp_path / "pred.tif")]) == 1
     assert "exists" in capsys.readouterr().err
     assert main([*args[:-1], str(tmp_path / "other"), "--init", str(tmp_path / "missing")]) == 1

@@ -71,6 +71,9 @@ def register(sub: Any) -> None:
         "-o", "--output", type=Path, required=True, help="output file (.tif, .ome.zarr, .nii.gz...; .json for cls)"
     )
     p.add_argument("--probabilities", action="store_true", help="seg: write per-class probabilities, not labels")
+    p.add_argument(
+        "--instances", choices=("components", "watershed"), default=None, help="seg: write instance labels instead"
+    )
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
     p.add_argument("--flips", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
@@ -110,7 +113,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmscope.tasks.predict import predict_file
 
     result = predict_file(
-        args.model, args.input, args.output, probabilities=args.probabilities, overlap=args.overlap,
+        args.model, args.input, args.output, probabilities=args.probabilities, instances=args.instances,
+        overlap=args.overlap,
         flips=args.flips, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"

@@ -1,12 +1,13 @@
 """The multimodal student-teacher method: one module holding everything that trains, and its four loss terms.
 
 Student and teacher are the same backbone; the teacher is an EMA of the student (parameters and buffers) and sees
-the unmasked volume, the student the masked one. Heads:
+the unmasked volume, the student the masked one (the image-text terms run the student's encoder once more on the
+unmasked volume, as retrieval does later). Heads:
 
 * a distillation head (per-voxel MLP to ``n_prototypes`` channels) on the dense features at masked voxels, EMA-copied
   for the teacher;
 * a light reconstruction decoder (conv, then 1x1x1 conv to one channel) on the student's dense features;
-* an image projection of the pooled encoder levels (all scales) into the shared image-text space;
+* an image projection of the pooled encoder levels (all scales, standardised) into the shared image-text space;
 * the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
 
 A weight of 0 switches a term off (and image-only pretraining builds no text tower at all).

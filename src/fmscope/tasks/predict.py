@@ -29,6 +29,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.segment import label_components, watershed_split
 from fmscope.tasks.model import TaskModel, load_task_model
 from fmscope.utils.atomic import atomic_output, check_output_path
 from fmscope.utils.progress import ProgressCallback
@@ -104,6 +105,7 @@ def predict_file(
     output: str | Path,
     *,
     probabilities: bool = False,
+    instances: str | None = None,
     overlap: float = 0.5,
     flips: bool = False,
     batch_size: int = 2,
@@ -111,7 +113,13 @@ def predict_file(
     overwrite: bool = False,
     progress: ProgressCallback | bool | None = None,
 ) -> PredictionResult:
-    """Predict ``input_path`` with the task model in ``model_dir`` and write ``output`` (format from its extension)."""
+    """Predict ``input_path`` with the task model in ``model_dir`` and write ``output`` (format from its extension).
+
+    ``instances`` (segmentation): ``'components'`` (connected components of the foreground classes) or ``'watershed'``
+    (touching objects split by distance-transform seeds) instead of class labels; uint32 labels, computed in memory.
+    """
+    if instances not in (None, "components", "watershed"):
+        raise InvalidInputError(f"instances: expected None, 'components' or 'watershed', got {instances!r}")
     out = check_output_path(output, overwrite)
     model = load_task_model(model_dir, map_location=device)
     image = read_image(input_path)
@@ -152,6 +160,10 @@ def predict_file(
             result, labels = scores, False
         else:
             result, labels = scores.argmax(axis=0).astype(np.uint8), True
+            if instances is not None:
+                foreground = np.asarray(result) > 0
+                split = label_components(foreground) if instances == "components" else watershed_split(foreground)
+                result = split.astype(np.uint32)  # every format with labels holds uint32
         meta = image.meta
         axes = ("C" if result.ndim > data.ndim else "") + meta.spatial_axes
         out_meta = ImageMetadata.for_array(
