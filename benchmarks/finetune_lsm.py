@@ -1,7 +1,7 @@
 """Few-shot fine-tuning on the shared light-sheet patches: pretrained vs scratch vs Otsu, deblurring, classification.
 
     python benchmarks/finetune_lsm.py PRETRAINED_MODEL_DIR [--data ../shared/data/lsm_selma3d_wu_patches/finetune]
-        [--epochs 30] [--json out.json] [--out runs/finetune_lsm]
+        [--epochs 30] [--tasks seg deblur cls] [--json out.json] [--out runs/finetune_lsm]
 
 * Segmentation, per structure (plaque, nucleus, vessels): train on the one training patch of that structure,
   validate (early stopping) and report on the one validation patch; Dice of the best epoch for the pretrained encoder
@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--out", type=Path, default=Path("runs/finetune_lsm"))
+    p.add_argument("--tasks", nargs="+", choices=("seg", "deblur", "cls"), default=["seg", "deblur", "cls"])
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -70,31 +71,36 @@ def main() -> None:
         return result.best_score
 
     seg: dict[str, dict[str, float]] = {}
-    for structure in sorted({item.class_name for item in train_seg.items if item.class_name}):
-        train, val = subset(train_seg, structure), subset(val_seg, structure)
-        cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "segment"})
-        seg[structure] = {k: run(f"seg_{structure}_{k}", cfg, train, val, v) for k, v in inits.items()}
-        seg[structure]["otsu"] = otsu_dice(val)
-    deblur_cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "deblur"})
-    deblur = {k: run(f"deblur_{k}", deblur_cfg, train_seg, val_seg, v) for k, v in inits.items()}
-    blurred = [restoration_metrics(s.image, s.target) for s in load_samples(val_seg.items, "deblur", ())]  # type: ignore[arg-type]
-    deblur["blurred input"] = float(np.mean([m["ssim"] for m in blurred]))
-    psnr_in = float(np.mean([m["psnr"] for m in blurred]))
-    train_cls, val_cls = load_labelled(args.data / "train", "classify"), load_labelled(args.data / "val", "classify")
-    cls_cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "classify"})
-    cls = {k: run(f"cls_{k}", cls_cfg, train_cls, val_cls, v) for k, v in inits.items()}
-
-    print("Segmentation Dice on the validation patch (best epoch), one training patch per structure\n")
-    print("| structure | pretrained | scratch | Otsu |\n|---|---|---|---|")
-    for structure, r in seg.items():
-        print(f"| {structure} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {r['otsu']:.3f} |")
-    psnr = {r["run"]: r.get("val_psnr", float("nan")) for r in rows}
-    print("\nDeblurring on 3 validation patches (mean SSIM / PSNR in dB, [0, 1] window of the blurred patch)\n")
-    print("| | pretrained | scratch | blurred input |\n|---|---|---|---|")
-    print(f"| SSIM | {deblur['pretrained']:.4f} | {deblur['scratch']:.4f} | {deblur['blurred input']:.4f} |")
-    print(f"| PSNR | {psnr['deblur_pretrained']:.2f} | {psnr['deblur_scratch']:.2f} | {psnr_in:.2f} |")
-    print("\nClassification macro accuracy on 3 validation patches (3 classes, chance 0.33)\n")
-    print(f"| pretrained | scratch |\n|---|---|\n| {cls['pretrained']:.3f} | {cls['scratch']:.3f} |")
+    deblur: dict[str, float] = {}
+    cls: dict[str, float] = {}
+    if "seg" in args.tasks:
+        for structure in sorted({item.class_name for item in train_seg.items if item.class_name}):
+            train, val = subset(train_seg, structure), subset(val_seg, structure)
+            cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "segment"})
+            seg[structure] = {k: run(f"seg_{structure}_{k}", cfg, train, val, v) for k, v in inits.items()}
+            seg[structure]["otsu"] = otsu_dice(val)
+        print("Segmentation Dice on the validation patch (best epoch), one training patch per structure\n")
+        print("| structure | pretrained | scratch | Otsu |\n|---|---|---|---|")
+        for structure, r in seg.items():
+            print(f"| {structure} | {r['pretrained']:.3f} | {r['scratch']:.3f} | {r['otsu']:.3f} |")
+    if "deblur" in args.tasks:
+        deblur_cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "deblur"})
+        deblur = {k: run(f"deblur_{k}", deblur_cfg, train_seg, val_seg, v) for k, v in inits.items()}
+        blurred = [restoration_metrics(s.image, s.target) for s in load_samples(val_seg.items, "deblur", ())]  # type: ignore[arg-type]
+        deblur["blurred input"] = float(np.mean([m["ssim"] for m in blurred]))
+        psnr_in = float(np.mean([m["psnr"] for m in blurred]))
+        psnr = {r["run"]: r.get("val_psnr", float("nan")) for r in rows}
+        print("\nDeblurring on 3 validation patches (mean SSIM / PSNR in dB, [0, 1] window of the blurred patch)\n")
+        print("| | pretrained | scratch | blurred input |\n|---|---|---|---|")
+        print(f"| SSIM | {deblur['pretrained']:.4f} | {deblur['scratch']:.4f} | {deblur['blurred input']:.4f} |")
+        print(f"| PSNR | {psnr['deblur_pretrained']:.2f} | {psnr['deblur_scratch']:.2f} | {psnr_in:.2f} |")
+    if "cls" in args.tasks:
+        train_cls = load_labelled(args.data / "train", "classify")
+        val_cls = load_labelled(args.data / "val", "classify")
+        cls_cfg = from_dict(FinetuneConfig, {**to_dict(base), "task": "classify"})
+        cls = {k: run(f"cls_{k}", cls_cfg, train_cls, val_cls, v) for k, v in inits.items()}
+        print("\nClassification macro accuracy on 3 validation patches (3 classes, chance 0.33)\n")
+        print(f"| pretrained | scratch |\n|---|---|\n| {cls['pretrained']:.3f} | {cls['scratch']:.3f} |")
     print("\n| run | best epoch | epochs | seconds |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['best_epoch']} | {r['epochs']} | {float(r['seconds']):.0f} |")

@@ -86,7 +86,8 @@ def test_all_zero_loss_weights_raise() -> None:
 
 
 def test_sigma_length_must_match_the_dimensionality() -> None:
-    config = DegradationConfig(sigma=(1.0, 1.0, 1.0))
+    assert DegradationConfig(sigma=(1.0, 1.0, 1.0)).sigma_for(2) == (1.0, 1.0)  # isotropic: fits 2D too
+    config = DegradationConfig(sigma=(2.0, 1.0, 1.0))
     with pytest.raises(InvalidInputError, match="^sigma:"):
         degrade(np.zeros((16, 16), np.float32), config)
     with pytest.raises(InvalidInputError, match="^sigma:"):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from fmscope.errors import InvalidInputError
+from fmscope.tasks.restoration import DegradationConfig
 
 LOSSES = ("auto", "dicefocal", "dicece", "ce")
 
@@ -33,7 +34,9 @@ class FinetuneConfig:
         augment: flips, 90-degree rotations, small affine and intensity changes (image and mask share parameters).
         overlap: sliding-window overlap for validation and prediction.
         low_percentile, high_percentile: each volume is windowed by its own percentiles to [0, 1].
-        seed: seeds the patch sampler, augmentation and initialisation.
+        degradation: deblurring of images without a ``NAME_blurred`` twin: the degraded input is synthesised from
+            the sharp image (raw intensity units; reference: sigma 2.5, Gaussian noise std 2.5), seeded per image.
+        seed: seeds the patch sampler, augmentation, degradation and initialisation.
         device: ``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'``.
     """
 
@@ -56,6 +59,7 @@ class FinetuneConfig:
     overlap: float = 0.5
     low_percentile: float = 1.0
     high_percentile: float = 99.8
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
     seed: int = 0
     device: str = "auto"
 

@@ -32,7 +32,7 @@ from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
 from fmscope.tasks.model import TaskModel, TaskSpec, init_backbone, save_task_model
 from fmscope.tasks.restoration import deblur_loss, restoration_metrics
-from fmscope.tasks.samples import Sample, load_samples, sample_patch
+from fmscope.tasks.samples import Sample, centre_patch, load_samples, sample_patch
 from fmscope.utils.atomic import check_output_path
 from fmscope.utils.progress import ProgressCallback, make_progress
 
@@ -59,7 +59,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _seg_loss(name: str, architecture: str, n_classes: int) -> Any:
+def _seg_loss(name: str, architecture: str) -> Any:
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     if name == "auto":
@@ -112,19 +112,6 @@ def _batch(
 
 
 @torch.no_grad()
-def _predict_dense(
-    model: TaskModel, image: np.ndarray, size: tuple[int, ...], overlap: float, device: torch.device
-) -> np.ndarray:
-    window = WindowConfig(window=size, overlap=overlap, batch_size=2)
-
-    def run(x: Tensor) -> Tensor:
-        out = model(x)
-        return out if model.spec.task == "deblur" else torch.softmax(out, dim=1)
-
-    return sliding_window_predict(image, run, window, out_channels=model.spec.n_outputs, device=device)
-
-
-@torch.no_grad()
 def validate(
     model: TaskModel, samples: list[Sample], size: tuple[int, ...], overlap: float, device: torch.device
 ) -> dict[str, float]:
@@ -135,7 +122,7 @@ def validate(
         n = model.spec.n_outputs
         predicted, truth = [], []
         for s in samples:
-            x = torch.from_numpy(_fit_divisor(s.image, model.backbone.config.divisor))[None, None].to(device)
+            x = torch.from_numpy(centre_patch(s.image, size))[None, None].to(device)
             predicted.append(int(model(x).argmax(dim=1)))
             truth.append(int(s.class_index))  # type: ignore[arg-type]
         per_class = [
@@ -144,7 +131,8 @@ def validate(
         return {"score": float(np.mean(per_class)), "accuracy": float(np.mean(np.equal(predicted, truth)))}
     scores: dict[str, list[float]] = {}
     for s in samples:
-        pred = _predict_dense(model, s.image, size, overlap, device)
+        window = WindowConfig(window=size, overlap=overlap, batch_size=2)
+        pred = sliding_window_predict(s.image, model.dense, window, out_channels=model.spec.n_outputs, device=device)
         if task == "segment":
             labels = pred.argmax(axis=0)
             for c in range(1, model.spec.n_outputs):
@@ -158,20 +146,6 @@ def validate(
     else:
         out["score"] = out["ssim"]
     return out
-
-
-def _fit_divisor(image: np.ndarray, divisor: int) -> np.ndarray:
-    """Centre-crop each axis to a multiple of ``divisor`` (at least ``divisor``, padding by reflection if smaller)."""
-    slices, pads = [], []
-    for s in image.shape:
-        n = max(divisor, s // divisor * divisor)
-        start = max((s - n) // 2, 0)
-        slices.append(slice(start, start + min(n, s)))
-        pads.append(((n - min(n, s)) // 2, n - min(n, s) - (n - min(n, s)) // 2))
-    out = image[tuple(slices)]
-    if any(p != (0, 0) for p in pads):
-        out = np.pad(out, pads, mode="symmetric")
-    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _augmentation(config: FinetuneConfig, spatial_dims: int) -> Any:
@@ -205,9 +179,10 @@ def finetune(
     device = _device(config.device)
     torch.manual_seed(config.seed)
     classes = () if task == "deblur" else train.classes
-    load = {"low_percentile": config.low_percentile, "high_percentile": config.high_percentile, "mapping": mapping}
+    load = {"low_percentile": config.low_percentile, "high_percentile": config.high_percentile, "mapping": mapping,
+            "degradation": config.degradation, "seed": config.seed}  # fmt: skip
     train_samples = load_samples(train.items, task, classes, **load)  # type: ignore[arg-type]
-    val_samples = load_samples(val.items, task, classes, **load)  # type: ignore[arg-type]
+    val_samples = load_samples(val.items, task, classes, **{**load, "seed": config.seed + 1})  # type: ignore[arg-type]
     dims = {s.image.ndim for s in train_samples + val_samples}
     if len(dims) != 1:
         raise InvalidInputError(f"train, val: expected all 2D or all 3D images, got a mix ({sorted(dims)} dimensions)")
@@ -224,7 +199,7 @@ def finetune(
         [{"params": other, "lr": config.lr}, {"params": encoder, "lr": encoder_lr}], weight_decay=config.weight_decay
     )
     if task == "segment":
-        loss_fn = _seg_loss(config.loss, backbone.config.architecture, len(classes))
+        loss_fn = _seg_loss(config.loss, backbone.config.architecture)
     elif task == "classify":
         class_weights = _class_weights(train_samples, len(classes)).to(device)
     augment = _augmentation(config, backbone.config.spatial_dims)

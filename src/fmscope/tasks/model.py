@@ -101,6 +101,13 @@ class TaskModel(nn.Module):
             return torch.clamp(x + out, 0.0, 1.0)
         return out
 
+    def dense(self, x: Tensor) -> Tensor:
+        """What dense prediction blends: class probabilities (segment) or the restored image (deblur)."""
+        if self.spec.task == "classify":
+            raise InvalidInputError("model: a classification model has no dense output")
+        out = self(x)
+        return out if self.spec.task == "deblur" else torch.softmax(out, dim=1)
+
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.backbone.named_parameters() if self.backbone.is_encoder_key(n)]
 

@@ -31,6 +31,7 @@ from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.segment import label_components, watershed_split
 from fmscope.tasks.model import TaskModel, load_task_model
+from fmscope.tasks.samples import centre_patch
 from fmscope.utils.atomic import atomic_output, check_output_path
 from fmscope.utils.progress import ProgressCallback
 
@@ -70,31 +71,23 @@ def predict_array(
         raise InvalidInputError(f"image: the model is {spatial_dims}D, got an array of shape {tuple(image.shape)}")
     window = WindowConfig(model.backbone.config.patch_size, overlap=overlap, batch_size=batch_size, flips=flips)
     model = model.to(device).eval()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        y = model(x)
-        return y if model.spec.task == "deblur" else torch.softmax(y, dim=1)
-
     normalised = _windowed(model, image)
     return sliding_window_predict(
-        normalised, run, window, out_channels=model.spec.n_outputs, out=out, device=device, progress=progress
+        normalised, model.dense, window, out_channels=model.spec.n_outputs, out=out, device=device, progress=progress
     )
 
 
 @torch.no_grad()
 def classify_array(model: TaskModel, image: Any, *, device: str | torch.device = "cpu") -> tuple[str, np.ndarray]:
-    """Class name and probabilities of a whole image (centre crop of the model's patch size, padded if smaller)."""
+    """Class name and probabilities of a whole image: windowed by its own percentiles (as in training), then the
+    centre crop of the model's patch size (padded if smaller)."""
     if model.spec.task != "classify":
         raise InvalidInputError(f"model: expected a classification model, got a {model.spec.task} model")
     size = model.backbone.config.patch_size
     if image.ndim != len(size):
         raise InvalidInputError(f"image: the model is {len(size)}D, got an array of shape {tuple(image.shape)}")
-    starts = [max((s - n) // 2, 0) for s, n in zip(image.shape, size, strict=True)]
-    crop = np.asarray(image[tuple(slice(a, a + n) for a, n in zip(starts, size, strict=True))], dtype=np.float32)
-    crop = np.asarray(_windowed(model, crop), dtype=np.float32)
-    pad = [((n - c) // 2, n - c - (n - c) // 2) for n, c in zip(size, crop.shape, strict=True)]
-    crop = np.pad(crop, pad, mode="symmetric") if any(p != (0, 0) for p in pad) else crop
-    logits = model.to(device).eval()(torch.from_numpy(np.ascontiguousarray(crop))[None, None].to(device))
+    crop = centre_patch(np.asarray(_windowed(model, image), dtype=np.float32), size)
+    logits = model.to(device).eval()(torch.from_numpy(crop)[None, None].to(device))
     probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
     return model.spec.classes[int(probs.argmax())], probs
 

@@ -93,9 +93,10 @@ class DegradationConfig:
             object.__setattr__(self, "clip", (low, high))
 
     def sigma_for(self, ndim: int) -> tuple[float, ...]:
-        """Per-axis sigma for an ``ndim``-dimensional image (a single value is broadcast)."""
-        if len(self.sigma) == 1:
-            return self.sigma * ndim
+        """Per-axis sigma for an ``ndim``-dimensional image (a single value, or the same value on every axis, is
+        broadcast: the isotropic default fits 2D images too)."""
+        if len(set(self.sigma)) == 1:
+            return self.sigma[:1] * ndim
         if len(self.sigma) != ndim:
             raise InvalidInputError(
                 f"sigma: expected {ndim} values (one per spatial axis) or a single number, got {self.sigma}"

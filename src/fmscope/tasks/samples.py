@@ -16,6 +16,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import read_image
 from fmscope.tasks.labelled import LabelledItem, LabelMapping, check_label
+from fmscope.tasks.restoration import DegradationConfig, degrade
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,22 @@ def load_samples(
     low_percentile: float = 1.0,
     high_percentile: float = 99.8,
     mapping: LabelMapping | None = None,
+    degradation: DegradationConfig | None = None,
+    seed: int = 0,
 ) -> list[Sample]:
-    """Read and normalise every item for ``task``; labels are validated by :func:`check_label`."""
+    """Read and normalise every item for ``task``; labels are validated by :func:`check_label`. Deblurring uses each
+    image's ``NAME_blurred`` twin, or synthesises it with ``degradation`` (seeded by ``seed`` and the item's index)."""
     samples = []
-    for item in items:
+    for index, item in enumerate(items):
         raw = _read(item.image, item.z_index).astype(np.float32)
         name = item.image if item.z_index is None else f"{item.image}[z={item.z_index}]"
         if task == "deblur":
-            if item.degraded is None:
-                raise InvalidInputError(f"{name}: deblurring needs a degraded twin (NAME_blurred.EXT) for each image")
-            degraded = _read(item.degraded, item.z_index).astype(np.float32)
+            if item.degraded is not None:
+                degraded = _read(item.degraded, item.z_index).astype(np.float32)
+            elif degradation is not None:
+                degraded = degrade(raw, degradation, rng=np.random.default_rng([seed, index]))
+            else:
+                raise InvalidInputError(f"{name}: deblurring needs a degraded twin (NAME_blurred.EXT) or a degradation")
             if degraded.shape != raw.shape:
                 raise InvalidInputError(f"{item.degraded}: shape {degraded.shape} differs from the image's {raw.shape}")
             image, low, high = normalise(degraded, low_percentile, high_percentile)
@@ -99,6 +106,12 @@ def _crop(array: np.ndarray, start: tuple[int, ...], size: tuple[int, ...], mode
             mode = "reflect" if all(r > max(p) for r, p in zip(region.shape, pad, strict=True)) else "symmetric"
         region = np.pad(region, pad, mode=mode)  # type: ignore[call-overload]
     return region
+
+
+def centre_patch(image: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """The centred ``size`` crop of ``image`` (padded symmetrically where it is smaller): what a classifier sees."""
+    start = tuple((s - n) // 2 for s, n in zip(image.shape, size, strict=True))
+    return np.ascontiguousarray(_crop(image, start, size, "reflect"), dtype=np.float32)
 
 
 def sample_patch(
