@@ -29,7 +29,8 @@ class FinetuneConfig:
             neither frozen nor slowed, so that scratch is not handicapped).
         epochs, steps_per_epoch, batch_size: an epoch is ``steps_per_epoch`` optimiser steps on random patches,
             followed by validation on the whole validation volumes.
-        patience: stop after this many epochs without a better validation score (Dice, macro accuracy, SSIM).
+        patience: stop after this many epochs without a better validation score (Dice, macro accuracy, SSIM),
+            counted from the end of the encoder freeze.
         foreground_fraction: segmentation: share of patches centred on a random foreground voxel.
         augment: flips, 90-degree rotations, small affine and intensity changes (image and mask share parameters).
         overlap: sliding-window overlap for validation and prediction.

@@ -240,7 +240,7 @@ def finetune(
                 save_task_model(
                     model, model_dir, extra={"finetune": {"epoch": epoch, "init": str(init)}}, overwrite=True
                 )
-            else:
+            elif not frozen:  # patience counts from the unfreezing: a frozen encoder is not the model being selected
                 stale += 1
             advance(1)
             if stale >= config.patience:
