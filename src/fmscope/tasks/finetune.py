@@ -28,6 +28,7 @@ from fmscope.engine import MetricLogger
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.metrics import dice
+from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
 from fmscope.tasks.model import TaskModel, TaskSpec, init_backbone, save_task_model
@@ -226,7 +227,7 @@ def finetune(
                 else:
                     loss = deblur_loss(output, batch["target"])[0]
                 if not torch.isfinite(loss):
-                    raise InvalidInputError(f"training diverged at epoch {epoch}: loss {float(loss)} (try a lower lr)")
+                    raise TrainingDivergedError(f"epoch {epoch}: the loss became {float(loss)} (try a lower lr)")
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
