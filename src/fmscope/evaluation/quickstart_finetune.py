@@ -22,7 +22,7 @@ from fmscope.tasks.predict import predict_file
 from fmscope.tasks.samples import normalise
 
 SHAPE = (32, 64, 64)
-QUICK = {"epochs": 10, "steps_per_epoch": 6, "batch_size": 2, "patience": 10, "freeze_epochs": 3,
+QUICK = {"epochs": 30, "steps_per_epoch": 8, "batch_size": 2, "patience": 10, "freeze_epochs": 3,
          "patch_size": [32, 32, 32]}  # fmt: skip
 
 
