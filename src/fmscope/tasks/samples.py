@@ -41,12 +41,13 @@ def normalise(volume: np.ndarray, low_percentile: float, high_percentile: float)
 
 
 def _read(path: str, z_index: int | None) -> np.ndarray:
-    data = read_image(path).numpy()
-    if z_index is not None:
-        if data.ndim != 3:
-            raise InvalidInputError(f"{path}: a slice index needs a 3D stack, got shape {data.shape}")
-        data = data[z_index]
-    return np.asarray(data)
+    """The image, or one Z slice of a stack (read lazily where the format allows: only that slice)."""
+    image = read_image(path)
+    if z_index is None:
+        return image.numpy()
+    if image.data.ndim != 3:
+        raise InvalidInputError(f"{path}: a slice index needs a 3D stack, got shape {tuple(image.data.shape)}")
+    return np.asarray(image.data[z_index])
 
 
 def load_samples(
