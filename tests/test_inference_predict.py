@@ -23,6 +23,7 @@ from fmscope.inference.predict import (
     sliding_window_predict,
     window_starts,
 )
+from test_data_patches import RecordingArray  # noqa: E402  (tests folder is on sys.path under pytest)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -32,22 +33,6 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 def mean_filter(x: torch.Tensor) -> torch.Tensor:
     """A smooth non-pointwise predictor: 3^3 mean over the voxels inside the window."""
     return F.avg_pool3d(x, 3, stride=1, padding=1, count_include_pad=False)
-
-
-class RecordingArray:
-    """A read-only array that records the region of every read (a stand-in for a lazy on-disk array)."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-        self.shape = data.shape
-        self.dtype = data.dtype
-        self.ndim = data.ndim
-        self.reads: list[tuple[int, ...]] = []
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        region = self.data[key]
-        self.reads.append(region.shape)
-        return region
 
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise AssertionError("the whole volume was requested")

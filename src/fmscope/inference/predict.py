@@ -130,8 +130,8 @@ def _predict_batch(predictor: Predictor, batch: np.ndarray, config: WindowConfig
     if config.flips:
         axes = tuple(range(2, 2 + ndim))
         flip_sets = [c for r in range(ndim + 1) for c in itertools.combinations(axes, r)]
-    total: torch.Tensor | None = None
-    for dims in flip_sets:
+
+    def run(dims: tuple[int, ...]) -> torch.Tensor:
         y = predictor(torch.flip(x, dims) if dims else x)
         if not isinstance(y, torch.Tensor):
             raise InvalidInputError(f"predictor: expected a torch.Tensor output, got {type(y).__name__}")
@@ -141,10 +141,11 @@ def _predict_batch(predictor: Predictor, batch: np.ndarray, config: WindowConfig
                 f"for an input of shape {tuple(batch.shape)}, got {tuple(y.shape)}"
             )
         y = y.float()
-        if dims:
-            y = torch.flip(y, dims)
-        total = y if total is None else total + y
-    assert total is not None
+        return torch.flip(y, dims) if dims else y
+
+    total = run(flip_sets[0])
+    for dims in flip_sets[1:]:
+        total = total + run(dims)
     if len(flip_sets) > 1:
         total = total / len(flip_sets)
     return total.detach().cpu().numpy()
