@@ -27,7 +27,7 @@ from fmscope.data.augment import AugmentConfig, build_paired_augmentation
 from fmscope.engine import MetricLogger
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
-from fmscope.metrics import dice
+from fmscope.metrics import classification_scores, dice
 from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
@@ -126,10 +126,9 @@ def validate(
             x = torch.from_numpy(centre_patch(s.image, size))[None, None].to(device)
             predicted.append(int(model(x).argmax(dim=1)))
             truth.append(int(s.class_index))  # type: ignore[arg-type]
-        per_class = [
-            np.mean([p == c for p, t in zip(predicted, truth, strict=True) if t == c]) for c in range(n) if c in truth
-        ]
-        return {"score": float(np.mean(per_class)), "accuracy": float(np.mean(np.equal(predicted, truth)))}
+        result = classification_scores(predicted, truth, labels=list(range(n)))
+        recall = [row[c] / sum(row) for c, row in enumerate(result.confusion) if sum(row)]  # classes in validation
+        return {"score": float(np.mean(recall)), "accuracy": result.accuracy}
     scores: dict[str, list[float]] = {}
     for s in samples:
         window = WindowConfig(window=size, overlap=overlap, batch_size=2)

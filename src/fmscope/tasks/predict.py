@@ -86,7 +86,9 @@ def classify_array(model: TaskModel, image: Any, *, device: str | torch.device =
     size = model.backbone.config.patch_size
     if image.ndim != len(size):
         raise InvalidInputError(f"image: the model is {len(size)}D, got an array of shape {tuple(image.shape)}")
-    crop = centre_patch(np.asarray(_windowed(model, image), dtype=np.float32), size)
+    windowed = _windowed(model, image)  # percentiles of the whole image; only the crop is computed
+    index = tuple(slice(max((s - n) // 2, 0), max((s - n) // 2, 0) + n) for s, n in zip(image.shape, size, strict=True))
+    crop = centre_patch(np.asarray(windowed[index], dtype=np.float32), size)
     logits = model.to(device).eval()(torch.from_numpy(crop)[None, None].to(device))
     probs = torch.softmax(logits, dim=1)[0].cpu().numpy()
     return model.spec.classes[int(probs.argmax())], probs
@@ -116,7 +118,7 @@ def predict_file(
     out = check_output_path(output, overwrite)
     model = load_task_model(model_dir, map_location=device)
     image = read_image(input_path)
-    data = image.data if image.data.ndim == model.backbone.config.spatial_dims else image.numpy()
+    data = image.data  # numpy, or dask when the format reads lazily
     if model.spec.task == "classify":
         name, probs = classify_array(model, data, device=device)
         doc = {
