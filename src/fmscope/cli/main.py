@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from fmscope import __version__
-from fmscope.cli import data_commands, pretrain_commands, seg_commands, task_commands
+from fmscope.cli import bench_commands, data_commands, pretrain_commands, seg_commands, task_commands
 from fmscope.errors import FmscopeError
 from fmscope.utils.logging import configure_logging
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg_commands.register(sub)
     task_commands.register(sub)
     pretrain_commands.register(sub)
+    bench_commands.register(sub)
     return parser
 
 

@@ -1,0 +1,61 @@
+"""Benchmark command: ``fmscope benchmark CONFIG -o REPORT [--budget NAME] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fmscope.errors import InvalidInputError
+
+
+def shipped_benchmarks() -> dict[str, Path]:
+    """Benchmark configs shipped with fmscope (``fmscope/configs/benchmark/NAME.yaml``), by name."""
+    folder = resources.files("fmscope") / "configs" / "benchmark"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def benchmark_config_path(name_or_path: str) -> Path:
+    """A YAML file, or the path of a shipped benchmark config by name."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InvalidInputError(f"config: '{path}' does not exist")
+        return path
+    shipped = shipped_benchmarks()
+    if name_or_path not in shipped:
+        raise InvalidInputError(f"config: expected a YAML file or one of {sorted(shipped)}, got '{name_or_path}'")
+    return shipped[name_or_path]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="cross-validated comparison of pretrained, scratch and classical methods, with a report",
+        description="Run every method of CONFIG on every datatype, training size and fold (held-out test set, seeded "
+        "splits by source volume), and write results.csv, summary.md, plots and example overlays to REPORT. A rerun "
+        "into the same REPORT resumes: finished folds are not recomputed. Shipped configs: "
+        + ", ".join(sorted(shipped_benchmarks()))
+        + ". Override any key as key=value, e.g. protocol.folds=2.",
+    )
+    p.add_argument("config", help="benchmark YAML or a shipped config name")
+    p.add_argument("-o", "--out", type=Path, required=True, help="report folder (created, or resumed)")
+    p.add_argument("--budget", default=None, help="a budget of the config, e.g. cpu-small (laptop) or gpu (full size)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from fmscope.evaluation.bench_config import load_benchmark_config
+    from fmscope.evaluation.benchmark import run_benchmark
+
+    config, root = load_benchmark_config(benchmark_config_path(args.config), args.budget, args.overrides)
+    result = run_benchmark(config, root, args.out, progress=True, log=lambda m: tqdm.write(m, file=sys.stderr))
+    print(result.files["summary"].read_text())
+    for name, path in result.files.items():
+        print(f"{name}: {path}")
+    return 0

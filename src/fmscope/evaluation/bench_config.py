@@ -1,0 +1,243 @@
+"""Typed configuration of a cross-validated benchmark (``fmscope benchmark CONFIG.yaml -o REPORT``).
+
+A config names the data (one entry per *datatype*: a structure, a target or a task on one dataset), the protocol
+(folds, training sizes, held-out test size, seed), the methods and their settings, and named *budgets*: partial
+configs merged over the document by ``--budget NAME`` (``cpu-small`` for a laptop, ``gpu`` for the full size), then
+``key=value`` overrides. Paths of data are relative to ``data_root``: by default the ``FMSCOPE_DATA`` environment
+variable, else ``../shared/data``; a relative ``data_root`` is relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fmscope.config import _merge, from_dict, load_yaml, parse_overrides
+from fmscope.errors import InvalidInputError
+from fmscope.tasks.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
+
+TASKS = ("segment", "classify", "deblur")
+METHOD_KINDS: dict[str, tuple[str, ...]] = {
+    "otsu": ("segment",),
+    "rf": ("segment",),
+    "finetune": TASKS,
+    "pca-lr": ("classify",),
+    "resnet18": ("classify",),
+    "identity": ("deblur",),
+    "richardson-lucy": ("deblur",),
+}
+DATA_ENV = "FMSCOPE_DATA"
+
+
+@dataclass(frozen=True)
+class DatatypeConfig:
+    """One datatype: where its labelled units come from and how they are made.
+
+    Attributes:
+        name: short name used in tables (``nucleus``, ``membranes``...).
+        task: ``'segment'``, ``'classify'`` or ``'deblur'``.
+        folders: labelled folders or CSVs (any layout of :func:`fmscope.tasks.labelled.load_labelled`); or
+        images, labels: a folder of images and a folder of masks, paired by name (``label_suffixes`` stripped from
+            the mask names) or, with ``pair_by: order``, by sorted file name (for names that differ); or
+        stack, label_stack: a 3D stack and its label stack, each Z slice one 2D unit.
+        include: regex searched in the image file name: only matching images are used.
+        label_suffixes, class_pattern: as in ``load_labelled``.
+        channel: channel to keep from multi-channel images (e.g. 0 of an RGBA PNG).
+        crop: ``[[start, stop], ...]`` per spatial axis, applied to every image (e.g. to drop an SEM info bar).
+        blocks: cut each image into this many blocks per axis (``[2, 2, 2]``: octants) to make more, smaller units.
+        foreground: label values that are the structure (everything else is background); default: non-zero.
+        instances: true instances: ``'labels'`` (label values are object ids), ``'components'`` (connected
+            components of the foreground, face connectivity) or ``'none'`` (no instance metrics).
+        split_instances: how a predicted mask becomes objects: ``'components'`` or ``'watershed'``.
+        source: what makes two units one source volume: ``'auto'`` (the ``volNNN`` part of the file name, else the
+            file) or ``'file'`` (every image file is its own source).
+        split_by: held-out test set made of whole ``'source'`` volumes (default) or of single ``'unit'``s.
+        test_size, train_sizes: this datatype's ``protocol.test_size`` and ``protocol.train_sizes``.
+        test_sources: explicit held-out source ids (default: seeded choice).
+        finetune: this datatype's fine-tuning settings (e.g. ``patch_size``), over the config's ``finetune``.
+        otsu: overrides of :class:`fmscope.segment.ClassicalConfig` for the Otsu baseline.
+        degradation: deblurring: the blur the Richardson-Lucy baseline inverts, and the synthesised degradation of
+            images without a ``_blurred`` twin (:class:`fmscope.tasks.restoration.DegradationConfig` keys).
+    """
+
+    name: str
+    task: Literal["segment", "classify", "deblur"]
+    folders: tuple[str, ...] = ()
+    images: str | None = None
+    labels: str | None = None
+    pair_by: Literal["name", "order"] = "name"
+    stack: str | None = None
+    label_stack: str | None = None
+    include: str | None = None
+    label_suffixes: tuple[str, ...] = DEFAULT_LABEL_SUFFIXES
+    class_pattern: str = DEFAULT_CLASS_PATTERN
+    channel: int | None = None
+    crop: tuple[tuple[int, int], ...] | None = None
+    blocks: tuple[int, ...] | None = None
+    foreground: tuple[int, ...] | None = None
+    instances: Literal["labels", "components", "none"] = "components"
+    split_instances: Literal["components", "watershed"] = "components"
+    source: Literal["auto", "file"] = "auto"
+    split_by: Literal["source", "unit"] = "source"
+    test_sources: tuple[str, ...] = ()
+    test_size: int | None = None
+    train_sizes: tuple[int, ...] | None = None
+    finetune: dict[str, Any] = field(default_factory=dict)
+    otsu: dict[str, Any] = field(default_factory=dict)
+    degradation: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise InvalidInputError(f"datatypes.name: expected a non-empty name without '/', got {self.name!r}")
+        if sum((bool(self.folders), self.stack is not None, self.images is not None)) != 1:
+            raise InvalidInputError(f"datatypes[{self.name}]: give exactly one of 'folders', 'images' or 'stack'")
+        if (self.images is None) != (self.labels is None):
+            raise InvalidInputError(f"datatypes[{self.name}].labels: 'images' and 'labels' go together")
+        if self.stack is not None and (self.label_stack is None or self.task != "segment"):
+            raise InvalidInputError(f"datatypes[{self.name}].label_stack: a stack needs a label stack (segment only)")
+        if self.blocks is not None and any(b < 1 for b in self.blocks):
+            raise InvalidInputError(f"datatypes[{self.name}].blocks: expected integers >= 1, got {self.blocks}")
+        if self.train_sizes is not None and (not self.train_sizes or min(self.train_sizes) < 1):
+            raise InvalidInputError(
+                f"datatypes[{self.name}].train_sizes: expected integers >= 1, got {self.train_sizes}"
+            )
+        if self.crop is not None and any(not 0 <= a < b for a, b in self.crop):
+            raise InvalidInputError(f"datatypes[{self.name}].crop: expected [start, stop] with 0 <= start < stop")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The cross-validation protocol (reference: 3 folds, 5 / 15 training patches, 2 test patches, 80/20).
+
+    Attributes:
+        folds: the training pool (everything but the test set) is partitioned into ``folds`` parts by source
+            volume (by unit where there are fewer sources than folds); fold ``f`` validates on part ``f`` and trains
+            on the others.
+        train_sizes: labelled units given to each learned method (training + validation), smallest first.
+        test_size: at least this many units are held out per datatype (whole sources), never seen in training or
+            model selection.
+        val_fraction: share of the ``train_size`` units used for validation (at least 1 when ``train_size >= 2``;
+            with a single unit, the training unit also selects the model).
+        seed: seeds the splits; fold ``f`` trains with seed ``seed * 100 + f``.
+    """
+
+    folds: int = 3
+    train_sizes: tuple[int, ...] = (5, 15)
+    test_size: int = 2
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.folds < 1:
+            raise InvalidInputError(f"protocol.folds: expected an integer >= 1, got {self.folds}")
+        sizes = tuple(int(s) for s in self.train_sizes)
+        if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+            raise InvalidInputError(f"protocol.train_sizes: expected increasing integers >= 1, got {self.train_sizes}")
+        object.__setattr__(self, "train_sizes", sizes)
+        if self.test_size < 1:
+            raise InvalidInputError(f"protocol.test_size: expected an integer >= 1, got {self.test_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InvalidInputError(f"protocol.val_fraction: expected a value in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One compared method.
+
+    Attributes:
+        name: column name in the report (``scratch-unet``, ``pretrained-unet``, ``rf``...).
+        kind: ``'otsu'``, ``'rf'`` (random forest on multi-scale filters), ``'finetune'`` (a task network),
+            ``'pca-lr'``, ``'resnet18'`` (classification), ``'identity'``, ``'richardson-lucy'`` (deblurring).
+        init: finetune only: ``'scratch'``, a model folder, or ``'pretrain:NAME'`` for a model pretrained inside the
+            report folder from the config's ``pretrain.NAME`` entry. A model folder that does not exist makes the
+            method a skipped row with the reason.
+        options: settings of the method: :class:`~fmscope.tasks.FinetuneConfig` keys (merged over the config's
+            ``finetune``), :class:`~fmscope.segment.pixel_classifier.PixelClassifierConfig`, ``ResNetConfig``,
+            ``n_components`` (pca-lr) or ``iterations`` (richardson-lucy).
+    """
+
+    name: str
+    kind: str
+    init: str = "scratch"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise InvalidInputError(f"methods.name: expected a non-empty name without '/', got {self.name!r}")
+        if self.kind not in METHOD_KINDS:
+            raise InvalidInputError(
+                f"methods[{self.name}].kind: expected one of {list(METHOD_KINDS)}, got {self.kind!r}"
+            )
+        if self.init != "scratch" and self.kind != "finetune":
+            raise InvalidInputError(f"methods[{self.name}].init: only 'finetune' methods take an init")
+
+    def applies_to(self, task: str) -> bool:
+        """Whether this method can run on a datatype of ``task``."""
+        return task in METHOD_KINDS[self.kind]
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """A pretraining run made inside the report folder: a pretraining config (shipped name or YAML), the captioned
+    data folder (relative to ``data_root``) and ``key=value`` overrides (e.g. ``train.steps=60``)."""
+
+    config: str = "unet-cpu"
+    data: str = ""
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """A whole benchmark; see the module doc. ``finetune`` holds FinetuneConfig keys shared by finetune methods."""
+
+    title: str = "fmscope benchmark"
+    data_root: str = ""
+    datatypes: tuple[DatatypeConfig, ...] = ()
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    methods: tuple[MethodSpec, ...] = ()
+    finetune: dict[str, Any] = field(default_factory=dict)
+    pretrain: dict[str, PretrainSpec] = field(default_factory=dict)
+    examples: bool = True
+    keep_models: bool = False
+    budget: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.datatypes:
+            raise InvalidInputError("datatypes: expected at least one datatype")
+        if not self.methods:
+            raise InvalidInputError("methods: expected at least one method")
+        for what, names in (
+            ("datatypes", [d.name for d in self.datatypes]),
+            ("methods", [m.name for m in self.methods]),
+        ):
+            if len(set(names)) != len(names):
+                raise InvalidInputError(f"{what}: names must be distinct, got {names}")
+        pretrain = {
+            k: v if isinstance(v, PretrainSpec) else from_dict(PretrainSpec, v, f"pretrain.{k}")
+            for k, v in self.pretrain.items()
+        }
+        object.__setattr__(self, "pretrain", pretrain)
+        for m in self.methods:
+            if m.init.startswith("pretrain:") and m.init.split(":", 1)[1] not in pretrain:
+                raise InvalidInputError(
+                    f"methods[{m.name}].init: no pretrain entry {m.init.split(':', 1)[1]!r} (known: {sorted(pretrain)})"
+                )
+
+
+def load_benchmark_config(
+    path: str | os.PathLike[str], budget: str | None = None, overrides: list[str] | None = None
+) -> tuple[BenchmarkConfig, Path]:
+    """The resolved config (document <- budget ``budget`` <- ``overrides``) and the absolute data root."""
+    data = load_yaml(path)
+    budgets = data.pop("budgets", {}) or {}
+    if budget:
+        if budget not in budgets:
+            raise InvalidInputError(f"--budget: expected one of {sorted(budgets)}, got {budget!r}")
+        data = _merge(data, budgets[budget])
+        data["budget"] = budget
+    data = _merge(data, parse_overrides(overrides or []))
+    config = from_dict(BenchmarkConfig, data)
+    root = Path(config.data_root or os.environ.get(DATA_ENV, "") or "../shared/data").expanduser()
+    return config, root.resolve()

@@ -1,0 +1,307 @@
+"""The benchmark runner: every method x datatype x training size x fold, resumable, with a report at the end.
+
+Report folder layout::
+
+    REPORT/config.yaml        the resolved config (budget and overrides applied)
+    REPORT/run.json           package versions, seeds, data root, start time
+    REPORT/splits.json        the held-out test units and the folds of every datatype (reused when present)
+    REPORT/units/NAME/        the units of each datatype (see :mod:`fmscope.evaluation.units`)
+    REPORT/pretrained/NAME/   models pretrained for ``init: pretrain:NAME`` methods (resumed when interrupted)
+    REPORT/results/NAME/METHOD/nSIZE_fFOLD.json   one finished job each: a rerun skips it
+    REPORT/results.csv        one row per method x datatype x train size x fold
+    REPORT/summary.md, plots/, examples/           see :mod:`fmscope.evaluation.report`
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmscope.config import resolve_config, save_config
+from fmscope.errors import FmscopeError, InvalidInputError
+from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
+from fmscope.evaluation.methods import UNTRAINED, Job, load_units, run_method, score
+from fmscope.evaluation.protocol import Split, fold_sets, load_or_plan
+from fmscope.evaluation.report import write_report
+from fmscope.evaluation.units import Unit, class_names, prepare_units
+from fmscope.utils.atomic import atomic_output
+from fmscope.utils.progress import ProgressCallback, make_progress
+from fmscope.utils.provenance import package_versions
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "method",
+    "datatype",
+    "task",
+    "train_size",
+    "fold",
+    "n_train",
+    "n_val",
+    "n_test",
+    "status",
+    "note",
+    "seconds",
+    "dice",
+    "iou",
+    "accuracy",
+    "instance_f1",
+    "count_ratio",
+    "macro_f1",
+    "ssim",
+    "psnr",
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """The rows of ``results.csv`` and the report files."""
+
+    rows: list[dict[str, Any]]
+    files: dict[str, Path]
+
+
+def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str]:
+    """Model folders of ``init`` values: existing folders as given, ``pretrain:NAME`` trained (or resumed) here;
+    a missing folder maps to ``''`` (its method becomes a skipped row)."""
+    from fmscope.pretrain.config import PretrainConfig
+    from fmscope.pretrain.train import pretrain
+
+    inits: dict[str, str] = {}
+    for method in config.methods:
+        init = method.init
+        if method.kind != "finetune" or init in inits or init == "scratch":
+            continue
+        if not init.startswith("pretrain:"):
+            inits[init] = init if Path(init).is_dir() else ""
+            continue
+        name = init.split(":", 1)[1]
+        spec = config.pretrain[name]
+        folder = out / "pretrained" / name
+        if not (folder / "model").is_dir():
+            overrides = [f"data.path={root / spec.data}", *spec.overrides]
+            shipped = resources.files("fmscope") / "configs" / f"{spec.config}.yaml"
+            path = Path(spec.config) if spec.config.endswith((".yaml", ".yml")) else Path(str(shipped))
+            pre = resolve_config(PretrainConfig, path, overrides)
+            logger.info("pretraining %s (%s) into '%s'", name, spec.config, folder)
+            resume = (folder / "checkpoints").is_dir()
+            pretrain(pre, folder, resume=resume, overwrite=not resume, progress=True)
+        inits[init] = str(folder / "model")
+    return inits
+
+
+def _job_path(out: Path, datatype: str, method: str, size: int, fold: int) -> Path:
+    return out / "results" / datatype / method / f"n{size:03d}_f{fold}.json"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_output(path, overwrite=True) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _example(test: list[Any]) -> tuple[int, tuple[int, ...] | tuple[()]]:
+    """The test sample with the most structure, and (3D) its Z slice with the most structure."""
+    sizes = [int(np.count_nonzero(s.label)) if s.label is not None else 0 for s in test]
+    i = int(np.argmax(sizes))
+    label = test[i].label if test[i].label is not None else test[i].image
+    if label.ndim == 3:
+        return i, (int(np.argmax(np.count_nonzero(label.reshape(label.shape[0], -1), axis=1))),)
+    return i, ()
+
+
+def _plan(config: BenchmarkConfig, splits: dict[str, Split], inits: dict[str, str]) -> list[tuple[Any, ...]]:
+    jobs: list[tuple[Any, ...]] = []
+    for dt in config.datatypes:
+        for method in (m for m in config.methods if m.applies_to(dt.task)):
+            if method.kind in UNTRAINED or (
+                method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init)
+            ):
+                jobs.append((dt, method, 0, 0))
+                continue
+            jobs.extend(
+                (dt, method, size, fold)
+                for size in dt.train_sizes or config.protocol.train_sizes
+                for fold in range(len(splits[dt.name].folds))
+            )
+    return jobs
+
+
+def run_benchmark(
+    config: BenchmarkConfig,
+    data_root: str | Path,
+    out: str | Path,
+    *,
+    progress: ProgressCallback | bool | None = True,
+    log: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Run (or resume) the benchmark into ``out`` and write its report; see the module doc for the layout."""
+    root, out = Path(data_root), Path(out)
+    if not root.is_dir():
+        raise InvalidInputError(f"data_root: '{root}' is not a folder (set data_root=... or FMSCOPE_DATA)")
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or logger.info
+    save_config(config, out / "config.yaml")
+    _write_json(
+        out / "run.json",
+        {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_root": str(root),
+            "seed": config.protocol.seed,
+            "fold_seeds": [config.protocol.seed * 100 + f for f in range(config.protocol.folds)],
+            "versions": package_versions(),
+        },
+    )
+    units = {dt.name: prepare_units(dt, root, out / "units" / dt.name) for dt in config.datatypes}
+    splits = load_or_plan(out / "splits.json", units, config.datatypes, config.protocol)
+    for dt in config.datatypes:  # every size fits every fold: fail now, not after hours of training
+        class_of = {u.id: u.class_name for u in units[dt.name]}
+        for size in dt.train_sizes or config.protocol.train_sizes:
+            for fold in range(len(splits[dt.name].folds)):
+                fold_sets(splits[dt.name], fold, size, config.protocol, class_of, dt.name)
+    inits = _pretrained(config, root, out)
+    jobs = _plan(config, splits, inits)
+    by_id = {name: {u.id: u for u in us} for name, us in units.items()}
+    cache: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    computed: list[float] = []
+    with make_progress(progress, len(jobs), "benchmark") as advance:
+        for index, (dt, method, size, fold) in enumerate(jobs):
+            path = _job_path(out, dt.name, method.name, size, fold)
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+                advance(1)
+                continue
+            t0 = time.perf_counter()
+            try:
+                row = _run_job(
+                    config, dt, method, size, fold, splits[dt.name], units[dt.name], by_id[dt.name], inits, out, cache
+                )
+            except FmscopeError as exc:  # a method that cannot run on this draw: recorded, the others go on
+                row = {
+                    "method": method.name,
+                    "datatype": dt.name,
+                    "task": dt.task,
+                    "train_size": size,
+                    "fold": fold,
+                    "status": "failed",
+                    "note": f"{type(exc).__name__}: {exc}",
+                }
+                logger.warning("%s %s n=%d fold=%d failed: %s", dt.name, method.name, size, fold, exc)
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            _write_json(path, row)
+            rows.append(row)
+            computed.append(row["seconds"])
+            remaining = sum(
+                1 for j in jobs[index + 1 :] if not _job_path(out, j[0].name, j[1].name, j[2], j[3]).is_file()
+            )
+            main = {k: row[k] for k in ("dice", "accuracy", "ssim") if k in row}
+            say(
+                f"[{index + 1}/{len(jobs)}] {dt.name} {method.name} n={size} fold={fold}: "
+                f"{', '.join(f'{k}={v:.3f}' for k, v in main.items()) or row['status']} ({row['seconds']:.0f} s); "
+                f"about {np.mean(computed) * remaining / 60:.1f} min left"
+            )
+            advance(1)
+    _write_csv(out / "results.csv", rows)
+    notes = [n for s in splits.values() for n in s.notes]
+    files = write_report(out, rows, title=config.title, notes=notes, examples=_examples(out, config) or None)
+    return BenchmarkResult(rows, {"results": out / "results.csv", **files})
+
+
+def _run_job(
+    config: BenchmarkConfig,
+    dt: DatatypeConfig,
+    method: MethodSpec,
+    size: int,
+    fold: int,
+    split: Split,
+    units: list[Unit],
+    by_id: dict[str, Unit],
+    inits: dict[str, str],
+    out: Path,
+    cache: dict[str, Any],
+) -> dict[str, Any]:
+    classes = class_names(units, dt)
+    test_units = [by_id[i] for i in split.test]
+    row: dict[str, Any] = {
+        "method": method.name,
+        "datatype": dt.name,
+        "task": dt.task,
+        "train_size": size,
+        "fold": fold,
+        "n_test": len(test_units),
+        "status": "ok",
+        "note": "",
+    }
+    if method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init):
+        return {**row, "status": "skipped", "note": f"model folder '{method.init}' not found", "n_train": 0, "n_val": 0}
+    if dt.name not in cache:
+        cache[dt.name] = load_units(test_units, dt, classes, seed=10_000)
+    test = cache[dt.name]
+    if size:
+        class_of = {u.id: u.class_name for u in units}
+        train_ids, val_ids = fold_sets(split, fold, size, config.protocol, class_of, dt.name)
+    else:
+        train_ids, val_ids = [], []
+    train, val = [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+    distinct_val = [u for u in val if u.id not in train_ids]
+    needs_samples = method.kind in ("rf", "pca-lr", "resnet18")
+    samples = load_units(train + distinct_val, dt, classes) if needs_samples else []
+    seed = config.protocol.seed * 100 + fold
+    workdir = out / "work" / dt.name / method.name / f"n{size:03d}_f{fold}"
+    job = Job(
+        dt,
+        method,
+        classes,
+        train,
+        val,
+        seed,
+        workdir,
+        dict(config.finetune),
+        inits.get(method.init, "scratch"),
+        config.keep_models,
+    )
+    predictions = run_method(job, samples, test)
+    if method.kind == "finetune" and not config.keep_models:
+        shutil.rmtree(workdir / "run" / "model", ignore_errors=True)
+    row.update(n_train=len(train), n_val=len(distinct_val), **score(dt, classes, test_units, test, predictions))
+    largest = size == max(dt.train_sizes or config.protocol.train_sizes) or size == 0
+    if config.examples and dt.task == "segment" and fold == 0 and largest:
+        i, z = _example(test)
+        path = _job_path(out, dt.name, method.name, size, fold).with_name("example.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path, image=test[i].image[z], truth=test[i].label[z], prediction=np.asarray(predictions[i])[z]
+        )
+    return row
+
+
+def _examples(out: Path, config: BenchmarkConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Overlay panels per datatype from the saved ``example.npz`` of each method (fold 0, largest size)."""
+    examples: dict[str, dict[str, np.ndarray]] = {}
+    for dt in config.datatypes:
+        for method in config.methods:
+            path = out / "results" / dt.name / method.name / "example.npz"
+            if path.is_file():
+                with np.load(path) as saved:
+                    entry = examples.setdefault(dt.name, {"image": saved["image"], "truth": saved["truth"]})
+                    entry[method.name] = saved["prediction"]
+    return examples

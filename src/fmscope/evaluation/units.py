@@ -1,0 +1,230 @@
+"""Benchmark units: the labelled images (or slices, or blocks of volumes) that splits are made of.
+
+:func:`prepare_units` turns one datatype of a benchmark config into units written under ``REPORT/units/NAME/``: the
+raw image (raw dtype kept, channel chosen, cropped, cut into blocks), a binary structure mask, the true instances and
+the degraded twin where there is one. Every method then reads the same files through the same data code
+(:func:`fmscope.tasks.samples.load_samples`). ``units.json`` records the units and a signature of the datatype
+settings; it is reused when the signature matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmscope.config import to_dict
+from fmscope.data.manifest import volume_stem
+from fmscope.errors import InvalidInputError
+from fmscope.evaluation.bench_config import DatatypeConfig
+from fmscope.io import SUPPORTED_FORMATS, ImageMetadata, read_image, write_image
+from fmscope.segment.postprocess import label_components
+from fmscope.tasks.labelled import BINARY_CLASSES, LabelledItem, LabelledSet, Task, load_labelled, stack_slices
+from fmscope.utils.atomic import atomic_output
+
+logger = logging.getLogger(__name__)
+
+_EXTENSIONS = tuple(s for exts in SUPPORTED_FORMATS.values() for s in exts)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One labelled unit; paths are absolute. ``label`` holds 0/1 (structure), ``instances`` object ids."""
+
+    id: str
+    source: str
+    class_name: str | None
+    image: str
+    label: str | None
+    instances: str | None
+    degraded: str | None
+
+
+def _signature(datatype: DatatypeConfig, root: Path) -> str:
+    text = json.dumps({"datatype": to_dict(datatype), "root": str(root), "version": 1}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read(path: str, z_index: int | None, channel: int | None) -> np.ndarray:
+    image = read_image(path)
+    if "C" in image.meta.axes:
+        if channel is None and image.meta.n_channels > 1:
+            raise InvalidInputError(
+                f"channel: '{path}' has {image.meta.n_channels} channels; set the datatype's channel"
+            )
+        image = image.channel(channel or 0)
+    array = image.numpy()
+    return array if z_index is None else np.asarray(array[z_index])
+
+
+def _pieces(array: np.ndarray, datatype: DatatypeConfig) -> list[np.ndarray]:
+    """Crop, then cut into blocks (C order); the same for image, mask, instances and twin."""
+    if datatype.crop is not None:
+        if len(datatype.crop) != array.ndim:
+            raise InvalidInputError(
+                f"datatypes[{datatype.name}].crop: {len(datatype.crop)} ranges for a {array.ndim}D image"
+            )
+        array = array[tuple(slice(a, b) for a, b in datatype.crop)]
+    if datatype.blocks is None:
+        return [array]
+    if len(datatype.blocks) != array.ndim:
+        raise InvalidInputError(
+            f"datatypes[{datatype.name}].blocks: {len(datatype.blocks)} values for a {array.ndim}D image"
+        )
+    edges = [np.linspace(0, n, b + 1).astype(int) for n, b in zip(array.shape, datatype.blocks, strict=True)]
+    out = []
+    for index in itertools.product(*(range(b) for b in datatype.blocks)):
+        out.append(array[tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, index, strict=True))])
+    return out
+
+
+def _paired(datatype: DatatypeConfig, root: Path) -> list[LabelledItem]:
+    """Image and mask folders paired by name (mask suffixes stripped) or by sorted order."""
+    folders = [root / str(f) for f in (datatype.images, datatype.labels)]
+    for f in folders:
+        if not f.is_dir():
+            raise InvalidInputError(f"datatypes[{datatype.name}]: '{f}' is not a folder")
+    images, labels = ([p for p in sorted(f.iterdir()) if p.name.lower().endswith(_EXTENSIONS)] for f in folders)
+    if datatype.pair_by == "order":
+        if len(images) != len(labels):
+            raise InvalidInputError(
+                f"datatypes[{datatype.name}].pair_by: 'order' needs as many masks as images, got "
+                f"{len(labels)} and {len(images)}"
+            )
+        pairs = list(zip(images, labels, strict=True))
+    else:
+        by_stem = {}
+        for label in labels:
+            stem = volume_stem(label)
+            for suffix in datatype.label_suffixes:
+                stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
+            by_stem[stem] = label
+        missing = [p.name for p in images if volume_stem(p) not in by_stem]
+        if missing:
+            raise InvalidInputError(
+                f"datatypes[{datatype.name}]: no mask for {missing[:5]} in '{folders[1]}' "
+                f"(label_suffixes {list(datatype.label_suffixes)}; or pair_by: order)"
+            )
+        pairs = [(p, by_stem[volume_stem(p)]) for p in images]
+    return [LabelledItem(str(i), str(lab), None, volume_stem(i), None) for i, lab in pairs]
+
+
+def _items(datatype: DatatypeConfig, root: Path) -> LabelledSet:
+    if datatype.stack is not None:
+        return stack_slices(root / datatype.stack, root / str(datatype.label_stack))
+    if datatype.images is not None:
+        return LabelledSet(tuple(_paired(datatype, root)), "segment", BINARY_CLASSES, str(root))
+    task: Task = "classify" if datatype.task == "classify" else "segment"
+    sets = [
+        load_labelled(root / f, task, class_pattern=datatype.class_pattern, label_suffixes=datatype.label_suffixes)
+        for f in datatype.folders
+    ]
+    items = [it for s in sets for it in s.items]
+    if datatype.include:
+        pattern = re.compile(datatype.include)
+        items = [it for it in items if pattern.search(Path(it.image).name)]
+    classes = tuple(sorted({str(it.class_name) for it in items})) if task == "classify" else BINARY_CLASSES
+    labelled = LabelledSet(tuple(items), task, classes, str(root))
+    if not labelled.items:
+        raise InvalidInputError(
+            f"datatypes[{datatype.name}]: no labelled images in {list(datatype.folders)} under '{root}'"
+        )
+    return labelled
+
+
+def _write(path: Path, array: np.ndarray) -> str:
+    write_image(path, array, ImageMetadata.for_array(array, axes="ZYX"[-array.ndim :]), overwrite=True)
+    return str(path)
+
+
+def _unit_arrays(item: LabelledItem, datatype: DatatypeConfig) -> dict[str, list[np.ndarray]]:
+    image = _read(item.image, item.z_index, datatype.channel)
+    if image.ndim not in (2, 3):
+        raise InvalidInputError(f"{item.image}: expected a 2D or 3D image, got shape {image.shape}")
+    arrays = {"image": _pieces(image, datatype)}
+    if item.label is not None and datatype.task != "classify":
+        raw = _read(item.label, item.z_index, None)
+        if raw.shape != image.shape:
+            raise InvalidInputError(f"{item.label}: label shape {raw.shape} does not match the image's {image.shape}")
+        mask = raw != 0 if datatype.foreground is None else np.isin(raw, datatype.foreground)
+        arrays["label"] = _pieces(mask.astype(np.uint8), datatype)
+        if datatype.instances == "labels":
+            arrays["instances"] = _pieces(np.where(mask, raw, 0).astype(np.uint32), datatype)
+        elif datatype.instances == "components":  # per piece, so that a cut object is two objects like in the image
+            arrays["instances"] = [label_components(m > 0).astype(np.uint32) for m in arrays["label"]]
+    if item.degraded is not None:
+        arrays["degraded"] = _pieces(_read(item.degraded, item.z_index, datatype.channel), datatype)
+    return arrays
+
+
+def prepare_units(datatype: DatatypeConfig, root: str | Path, folder: str | Path) -> list[Unit]:
+    """Write (or reuse) the units of ``datatype`` under ``folder`` and return them in a stable order."""
+    root, folder = Path(root), Path(folder)
+    manifest = folder / "units.json"
+    signature = _signature(datatype, root)
+    if manifest.is_file():
+        saved = json.loads(manifest.read_text())
+        reused = [
+            Unit(
+                **{
+                    k: (str(folder / v) if k in ("image", "label", "instances", "degraded") and v else v)
+                    for k, v in u.items()
+                }
+            )
+            for u in saved["units"]
+        ]
+        if saved.get("signature") == signature and all(Path(u.image).is_file() for u in reused):
+            return reused
+        logger.info("units of %s changed or are incomplete: rebuilding '%s'", datatype.name, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    labelled = _items(datatype, root)
+    units: list[Unit] = []
+    for item in labelled.items:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(item.image).name.split(".")[0])
+        if item.z_index is not None:
+            stem = f"{stem}_z{item.z_index:03d}"
+        arrays = _unit_arrays(item, datatype)
+        n = len(arrays["image"])
+        for b in range(n):
+            uid = stem if n == 1 else f"{stem}_b{b}"
+            paths: dict[str, Any] = {k: None for k in ("label", "instances", "degraded")}
+            paths["image"] = _write(folder / f"{uid}.tif", arrays["image"][b])
+            for key in ("label", "instances", "degraded"):
+                if key in arrays:
+                    paths[key] = _write(folder / f"{uid}_{key}.tif", arrays[key][b])
+            source = volume_stem(item.image) if datatype.source == "file" else item.source
+            units.append(Unit(uid, source, item.class_name, **paths))
+    if len({u.id for u in units}) != len(units):
+        raise InvalidInputError(f"datatypes[{datatype.name}]: two images give the same unit name; rename the files")
+    relative = [
+        {
+            k: (Path(v).name if k in ("image", "label", "instances", "degraded") and v else v)
+            for k, v in asdict(u).items()
+        }
+        for u in units
+    ]
+    with atomic_output(manifest, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"signature": signature, "units": relative}, indent=1))
+    logger.info("%s: %d units from %d images in '%s'", datatype.name, len(units), len(labelled.items), folder)
+    return units
+
+
+def labelled_set(units: list[Unit], task: str, classes: tuple[str, ...], root: str | Path) -> LabelledSet:
+    """The units as a :class:`LabelledSet` for fine-tuning (deblurring sets are segmentation sets with twins)."""
+    items = tuple(LabelledItem(u.image, u.label, u.class_name, u.source, u.degraded) for u in units)
+    kind: Task = "classify" if task == "classify" else "segment"
+    return LabelledSet(items, kind, classes, str(root))
+
+
+def class_names(units: list[Unit], datatype: DatatypeConfig) -> tuple[str, ...]:
+    """Class names in index order: background + the structure (segment), the sorted classes, or none (deblur)."""
+    if datatype.task == "classify":
+        return tuple(sorted({str(u.class_name) for u in units}))
+    return (BINARY_CLASSES[0], datatype.name) if datatype.task == "segment" else ()

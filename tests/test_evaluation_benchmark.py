@@ -1,0 +1,222 @@
+"""The benchmark end to end on small synthetic data: every method kind, the report, resuming, bad configs, and the
+shipped configs planned on the real datasets."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+from skimage.draw import disk
+
+from fmscope.cli.bench_commands import benchmark_config_path, shipped_benchmarks
+from fmscope.cli.main import main
+from fmscope.errors import InvalidInputError
+from fmscope.evaluation import benchmark as bench
+from fmscope.evaluation.bench_config import load_benchmark_config
+from fmscope.evaluation.protocol import fold_sets, load_or_plan
+from fmscope.evaluation.units import prepare_units
+
+TINY = {"model": "unet-tiny", "epochs": 1, "steps_per_epoch": 1, "freeze_epochs": 0, "patience": 1}
+
+
+def _disks(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
+    image = rng.normal(10.0, 2.0, shape)
+    label = np.zeros(shape, np.uint16)
+    for k, (y, x) in enumerate(((10, 10), (10, 36), (30, 22)), start=1):  # jittered, never touching
+        rr, cc = disk((y + rng.integers(-2, 3), x + rng.integers(-2, 3)), 5, shape=shape)
+        image[rr, cc] += 20.0
+        label[rr, cc] = k
+    return image.astype(np.float32), label
+
+
+def _data(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for sub in ("seg/images", "seg/labels", "cls"):
+        (root / sub).mkdir(parents=True)
+    for i in range(8):
+        image, label = _disks(rng)
+        tifffile.imwrite(root / "seg/images" / f"img{i}.tif", image)
+        tifffile.imwrite(root / "seg/labels" / f"img{i}.tif", label)
+    for i in range(12):  # two classes of 3D patches: a bright cube or a dark one in noise
+        volume = rng.normal(10.0, 2.0, (16, 16, 16)).astype(np.float32)
+        volume[4:12, 4:12, 4:12] += 20.0 if i % 2 else -8.0
+        tifffile.imwrite(root / "cls" / f"{'bright' if i % 2 else 'dark'}_patch_{i}.tif", volume)
+
+
+def _config(path: Path, root: Path, **extra: Any) -> Path:
+    config = {
+        "title": "synthetic",
+        "data_root": str(root),
+        "datatypes": [
+            {"name": "disks", "task": "segment", "folders": ["seg"], "instances": "labels"},
+            {
+                "name": "disks-deblur",
+                "task": "deblur",
+                "folders": ["seg"],
+                "degradation": {"sigma": [1.5], "noise_std": 0.5},
+            },
+            {
+                "name": "cubes",
+                "task": "classify",
+                "folders": ["cls"],
+                "test_size": 4,
+                "train_sizes": [3, 4],
+                "finetune": {"patch_size": [16, 16, 16]},
+            },
+        ],  # fmt: skip
+        "protocol": {"folds": 2, "train_sizes": [2, 4], "test_size": 2, "seed": 0},
+        "methods": [
+            {"name": "otsu", "kind": "otsu"},
+            {"name": "rf", "kind": "rf", "options": {"n_estimators": 5, "sigmas": [1.0, 2.0]}},
+            {"name": "pca-lr", "kind": "pca-lr"},
+            {"name": "resnet18", "kind": "resnet18", "options": {"epochs": 1, "batch_size": 2}},
+            {"name": "blurred-input", "kind": "identity"},
+            {"name": "richardson-lucy", "kind": "richardson-lucy", "options": {"iterations": 3}},
+            {"name": "scratch", "kind": "finetune"},
+            {"name": "pretrained", "kind": "finetune", "init": str(path.parent / "no-such-model")},
+        ],
+        "finetune": {**TINY, "patch_size": [32, 32]},
+        "budgets": {"quick": {"protocol": {"train_sizes": [2]}}},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
+    base = tmp_path_factory.mktemp("bench")
+    _data(base / "data")
+    config_path = _config(base / "bench.yaml", base / "data")
+    config, root = load_benchmark_config(config_path)
+    result = bench.run_benchmark(config, root, base / "report", progress=False)
+    return base, config_path, result
+
+
+def test_every_method_datatype_size_and_fold_has_a_row(report: tuple[Path, Path, Any]) -> None:
+    base, _, result = report
+    with (base / "report" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(result.rows)
+    keys = {(r["datatype"], r["method"], r["train_size"], r["fold"]) for r in rows}
+    expected = {"disks": ("rf", "scratch"), "disks-deblur": ("scratch",), "cubes": ("pca-lr", "resnet18", "scratch")}
+    for dt, methods in expected.items():
+        sizes = ("3", "4") if dt == "cubes" else ("2", "4")
+        assert {(dt, m, n, f) for m in methods for n in sizes for f in ("0", "1")} <= keys
+    assert ("disks", "otsu", "0", "0") in keys and ("disks-deblur", "richardson-lucy", "0", "0") in keys
+    assert not {k for k in keys if k[1] in ("otsu", "rf") and k[0] != "disks"}  # methods only run on their task
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert {r["method"] for r in skipped} == {"pretrained"} and "not found" in skipped[0]["note"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    for r in ok:
+        assert int(r["n_test"]) >= 2 and float(r["seconds"]) >= 0
+        for k in ("dice", "iou", "accuracy", "instance_f1", "ssim", "macro_f1"):
+            if r[k]:
+                assert 0.0 <= float(r[k]) <= 1.0
+    otsu = next(r for r in ok if r["method"] == "otsu")
+    assert float(otsu["dice"]) > 0.8 and float(otsu["instance_f1"]) > 0.5  # bright disks: Otsu finds them
+    rf = [float(r["dice"]) for r in ok if r["method"] == "rf"]
+    assert min(rf) > 0.7
+    blurred = next(float(r["ssim"]) for r in ok if r["method"] == "blurred-input")
+    assert 0.0 < blurred < 1.0
+
+
+def test_report_files_and_records(report: tuple[Path, Path, Any]) -> None:
+    base, _, result = report
+    out = base / "report"
+    summary = (out / "summary.md").read_text()
+    assert "| method | disks |" in summary and "richardson-lucy" in summary and "not found" in summary
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "classify_cubes_accuracy.png",
+        "deblur_disks-deblur_ssim.png",
+        "segment_disks_dice.png",
+    ]
+    assert (out / "examples" / "disks.png").stat().st_size > 1000
+    run = json.loads((out / "run.json").read_text())
+    assert run["versions"]["torch"] and run["fold_seeds"] == [0, 1]
+    assert yaml.safe_load((out / "config.yaml").read_text())["protocol"]["folds"] == 2
+    splits = json.loads((out / "splits.json").read_text())
+    assert set(splits) == {"disks", "disks-deblur", "cubes"} and len(splits["cubes"]["test"]) >= 4
+    assert result.files["summary"] == out / "summary.md"
+
+
+def test_a_rerun_resumes_without_recomputing(report: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    base, config_path, first = report
+    calls: list[str] = []
+    real = bench.run_method
+
+    def counting(job: Any, train: Any, test: Any) -> Any:
+        calls.append(job.method.name)
+        return real(job, train, test)
+
+    monkeypatch.setattr(bench, "run_method", counting)
+    config, root = load_benchmark_config(config_path)
+    again = bench.run_benchmark(config, root, base / "report", progress=False)
+    assert calls == [] and again.rows == first.rows  # every job was finished: nothing is recomputed
+    (base / "report" / "results" / "disks" / "rf" / "n004_f1.json").unlink()  # as if killed during that job
+    again = bench.run_benchmark(config, root, base / "report", progress=False)
+    assert calls == ["rf"] and len(again.rows) == len(first.rows)
+
+
+def test_cli_runs_a_budget(report: tuple[Path, Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    base, config_path, _ = report
+    out = base / "cli-report"
+    keep = ["methods=[{name: otsu, kind: otsu}, {name: blurred-input, kind: identity}]"]
+    assert main(["benchmark", str(config_path), "-o", str(out), "--budget", "quick", *keep]) == 0
+    printed = capsys.readouterr().out
+    assert "## segment" in printed and "summary:" in printed
+    assert yaml.safe_load((out / "config.yaml").read_text())["budget"] == "quick"
+    assert main(["benchmark", str(config_path), "-o", str(out), "--budget", "nope"]) == 1
+    assert "--budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"methods": [{"name": "x", "kind": "magic"}]}, "kind"),
+        ({"methods": []}, "methods"),
+        ({"datatypes": [{"name": "a", "task": "segment"}]}, "exactly one of"),
+        ({"datatypes": [{"name": "a", "task": "segment", "folders": ["seg"], "crop": [[5, 2]]}]}, "crop"),
+        ({"methods": [{"name": "o", "kind": "otsu", "init": "x"}]}, "init"),
+        ({"methods": [{"name": "p", "kind": "finetune", "init": "pretrain:none"}]}, "pretrain"),
+        ({"protocol": {"train_sizes": [0]}}, "protocol.train_sizes"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path: Path, change: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        load_benchmark_config(_config(tmp_path / "c.yaml", tmp_path, **change))
+
+
+def test_bad_runs_name_the_problem(tmp_path: Path) -> None:
+    _data(tmp_path / "data")
+    config, _ = load_benchmark_config(_config(tmp_path / "c.yaml", tmp_path / "data"))
+    with pytest.raises(InvalidInputError, match="data_root"):
+        bench.run_benchmark(config, tmp_path / "missing", tmp_path / "r", progress=False)
+    config, root = load_benchmark_config(_config(tmp_path / "c.yaml", tmp_path / "data"), None,
+                                         ["protocol.train_sizes=[50]"])  # fmt: skip
+    with pytest.raises(InvalidInputError, match="protocol.train_sizes"):
+        bench.run_benchmark(config, root, tmp_path / "r", progress=False)
+    with pytest.raises(InvalidInputError, match="config"):
+        benchmark_config_path("no-such-benchmark")
+
+
+def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path) -> None:
+    assert set(shipped_benchmarks()) == {"dsb", "isbi", "lsm", "tio2", "vessels"}
+    for name in sorted(shipped_benchmarks()):
+        for budget in ("cpu-small", "gpu"):
+            load_benchmark_config(benchmark_config_path(name), budget)
+        config, _ = load_benchmark_config(benchmark_config_path(name), "cpu-small", [f"data_root={shared_data}"])
+        units = {dt.name: prepare_units(dt, shared_data, tmp_path / name / dt.name) for dt in config.datatypes}
+        splits = load_or_plan(tmp_path / name / "splits.json", units, config.datatypes, config.protocol)
+        for dt in config.datatypes:
+            class_of = {u.id: u.class_name for u in units[dt.name]}
+            for size in dt.train_sizes or config.protocol.train_sizes:
+                for fold in range(config.protocol.folds):
+                    train, val = fold_sets(splits[dt.name], fold, size, config.protocol, class_of, dt.name)
+                    assert len(set(train) | set(val)) == size
