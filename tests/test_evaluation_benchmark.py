@@ -162,6 +162,10 @@ def test_a_rerun_resumes_without_recomputing(report: tuple[Path, Path, Any], mon
     (base / "report" / "results" / "disks" / "rf" / "n004_f1.json").unlink()  # as if killed during that job
     again = bench.run_benchmark(config, root, base / "report", progress=False)
     assert calls == ["rf"] and len(again.rows) == len(first.rows)
+    calls.clear()  # changed fine-tuning settings: only the fine-tuned jobs are stale
+    config, root = load_benchmark_config(config_path, None, ["finetune.steps_per_epoch=2"])
+    bench.run_benchmark(config, root, base / "report", progress=False)
+    assert set(calls) == {"scratch"} and len(calls) == 12
 
 
 def test_cli_runs_a_budget(report: tuple[Path, Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,7 +211,7 @@ def test_bad_runs_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path) -> None:
-    assert set(shipped_benchmarks()) == {"dsb", "isbi", "lsm", "tio2", "vessels"}
+    assert set(shipped_benchmarks()) == {"dsb", "isbi", "lsm", "lsm-deblur", "tio2", "vessels"}
     for name in sorted(shipped_benchmarks()):
         for budget in ("cpu-small", "gpu"):
             load_benchmark_config(benchmark_config_path(name), budget)

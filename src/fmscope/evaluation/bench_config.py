@@ -27,6 +27,7 @@ METHOD_KINDS: dict[str, tuple[str, ...]] = {
     "resnet18": ("classify",),
     "identity": ("deblur",),
     "richardson-lucy": ("deblur",),
+    "cellpose": ("segment",),
 }
 DATA_ENV = "FMSCOPE_DATA"
 
@@ -149,7 +150,8 @@ class MethodSpec:
     Attributes:
         name: column name in the report (``scratch-unet``, ``pretrained-unet``, ``rf``...).
         kind: ``'otsu'``, ``'rf'`` (random forest on multi-scale filters), ``'finetune'`` (a task network),
-            ``'pca-lr'``, ``'resnet18'`` (classification), ``'identity'``, ``'richardson-lucy'`` (deblurring).
+            ``'pca-lr'``, ``'resnet18'`` (classification), ``'identity'``, ``'richardson-lucy'`` (deblurring),
+            ``'cellpose'`` (an installed Cellpose with local weights, ``options.model``).
         init: finetune only: ``'scratch'``, a model folder, or ``'pretrain:NAME'`` for a model pretrained inside the
             report folder from the config's ``pretrain.NAME`` entry. A model folder that does not exist makes the
             method a skipped row with the reason.

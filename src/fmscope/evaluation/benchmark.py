@@ -7,7 +7,8 @@ Report folder layout::
     REPORT/splits.json        the held-out test units and the folds of every datatype (reused when present)
     REPORT/units/NAME/        the units of each datatype (see :mod:`fmscope.evaluation.units`)
     REPORT/pretrained/NAME/   models pretrained for ``init: pretrain:NAME`` methods (resumed when interrupted)
-    REPORT/results/NAME/METHOD/nSIZE_fFOLD.json   one finished job each: a rerun skips it
+    REPORT/results/NAME/METHOD/nSIZE_fFOLD.json   one finished job each: a rerun skips it unless the settings it
+                              depends on changed (its ``signature``)
     REPORT/results.csv        one row per method x datatype x train size x fold
     REPORT/summary.md, plots/, examples/           see :mod:`fmscope.evaluation.report`
 """
@@ -15,6 +16,7 @@ Report folder layout::
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import shutil
@@ -28,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from fmscope.config import resolve_config, save_config
+from fmscope.config import resolve_config, save_config, to_dict
 from fmscope.errors import FmscopeError, InvalidInputError
 from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
-from fmscope.evaluation.methods import UNTRAINED, Job, load_units, run_method, score
+from fmscope.evaluation.methods import UNTRAINED, Job, load_units, run_method, score, unavailable
 from fmscope.evaluation.protocol import Split, fold_sets, load_or_plan
 from fmscope.evaluation.report import write_report
 from fmscope.evaluation.units import Unit, class_names, prepare_units
@@ -89,20 +91,43 @@ def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str
         name = init.split(":", 1)[1]
         spec = config.pretrain[name]
         folder = out / "pretrained" / name
-        if not (folder / "model").is_dir():
+        signature = _signature(to_dict(spec), str(root))
+        same = (folder / "spec.json").is_file() and json.loads((folder / "spec.json").read_text()) == signature
+        if not (same and (folder / "model").is_dir()):
             overrides = [f"data.path={root / spec.data}", *spec.overrides]
             shipped = resources.files("fmscope") / "configs" / f"{spec.config}.yaml"
             path = Path(spec.config) if spec.config.endswith((".yaml", ".yml")) else Path(str(shipped))
             pre = resolve_config(PretrainConfig, path, overrides)
-            logger.info("pretraining %s (%s) into '%s'", name, spec.config, folder)
-            resume = (folder / "checkpoints").is_dir()
+            resume = same and (folder / "checkpoints").is_dir()  # interrupted with the same settings: go on
+            logger.info("pretraining %s (%s) into '%s'%s", name, spec.config, folder, " (resumed)" if resume else "")
             pretrain(pre, folder, resume=resume, overwrite=not resume, progress=True)
+            _write_json(folder / "spec.json", signature)
         inits[init] = str(folder / "model")
     return inits
 
 
 def _job_path(out: Path, datatype: str, method: str, size: int, fold: int) -> Path:
     return out / "results" / datatype / method / f"n{size:03d}_f{fold}.json"
+
+
+def _signature(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _job_signature(config: BenchmarkConfig, dt: DatatypeConfig, method: MethodSpec) -> str:
+    """What a finished job's result depends on (besides its size, fold and the splits file): a finished job whose
+    signature differs from the current config's is recomputed on resume."""
+    protocol = {k: v for k, v in to_dict(config.protocol).items() if k != "train_sizes"}
+    pretrain = config.pretrain.get(method.init.split(":", 1)[-1]) if method.init.startswith("pretrain:") else None
+    finetune = config.finetune if method.kind == "finetune" else {}
+    return _signature(to_dict(dt), to_dict(method), finetune, protocol, to_dict(pretrain) if pretrain else None)
+
+
+def _finished(path: Path, signature: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    row: dict[str, Any] = json.loads(path.read_text())
+    return row if row.get("signature") == signature else None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -132,9 +157,7 @@ def _plan(config: BenchmarkConfig, splits: dict[str, Split], inits: dict[str, st
     jobs: list[tuple[Any, ...]] = []
     for dt in config.datatypes:
         for method in (m for m in config.methods if m.applies_to(dt.task)):
-            if method.kind in UNTRAINED or (
-                method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init)
-            ):
+            if method.kind in UNTRAINED or unavailable(method, inits):
                 jobs.append((dt, method, 0, 0))
                 continue
             jobs.extend(
@@ -186,8 +209,10 @@ def run_benchmark(
     with make_progress(progress, len(jobs), "benchmark") as advance:
         for index, (dt, method, size, fold) in enumerate(jobs):
             path = _job_path(out, dt.name, method.name, size, fold)
-            if path.is_file():
-                rows.append(json.loads(path.read_text()))
+            signature = _job_signature(config, dt, method)
+            done = _finished(path, signature)
+            if done is not None:
+                rows.append(done)
                 advance(1)
                 continue
             t0 = time.perf_counter()
@@ -207,11 +232,13 @@ def run_benchmark(
                 }
                 logger.warning("%s %s n=%d fold=%d failed: %s", dt.name, method.name, size, fold, exc)
             row["seconds"] = round(time.perf_counter() - t0, 2)
+            row["signature"] = signature
             _write_json(path, row)
             rows.append(row)
             computed.append(row["seconds"])
             remaining = sum(
-                1 for j in jobs[index + 1 :] if not _job_path(out, j[0].name, j[1].name, j[2], j[3]).is_file()
+                _finished(_job_path(out, j[0].name, j[1].name, j[2], j[3]), _job_signature(config, j[0], j[1])) is None
+                for j in jobs[index + 1 :]
             )
             main = {k: row[k] for k in ("dice", "accuracy", "ssim") if k in row}
             say(
@@ -251,8 +278,9 @@ def _run_job(
         "status": "ok",
         "note": "",
     }
-    if method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init):
-        return {**row, "status": "skipped", "note": f"model folder '{method.init}' not found", "n_train": 0, "n_val": 0}
+    reason = unavailable(method, inits)
+    if reason:
+        return {**row, "status": "skipped", "note": reason, "n_train": 0, "n_val": 0}
     if dt.name not in cache:
         cache[dt.name] = load_units(test_units, dt, classes, seed=10_000)
     test = cache[dt.name]

@@ -11,6 +11,8 @@ degraded image's [0, 1] window (deblur). :func:`score` turns predictions into th
   validation units, then sliding-window prediction of the test units.
 * ``pca-lr``, ``resnet18``: PCA + logistic regression and a 3D ResNet-18 from scratch on the centre crop.
 * ``identity`` (the degraded input itself) and ``richardson-lucy`` (deconvolution with the known Gaussian blur).
+* ``cellpose``: a Cellpose model from a local weights file (``options.model``), as is, with its own instances;
+  a skipped row when Cellpose is not installed or the file is missing.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from fmscope.tasks.samples import Sample, centre_patch, load_samples
 
 logger = logging.getLogger(__name__)
 
-UNTRAINED = ("otsu", "identity", "richardson-lucy")
+UNTRAINED = ("otsu", "identity", "richardson-lucy", "cellpose")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,20 @@ class Job:
     finetune: dict[str, Any] = field(default_factory=dict)
     init: str = "scratch"
     keep_models: bool = False
+
+
+def unavailable(method: MethodSpec, inits: dict[str, str]) -> str | None:
+    """Why ``method`` cannot run here (a missing model folder, an external tool not installed), else None."""
+    if method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init):
+        return f"model folder '{method.init}' not found"
+    if method.kind == "cellpose":
+        from fmscope.evaluation.external import cellpose_available
+
+        weights = str(method.options.get("model", ""))
+        if not weights or not Path(weights).is_file():
+            return f"Cellpose weights file options.model={weights!r} not found (a local file; nothing is downloaded)"
+        return cellpose_available()
+    return None
 
 
 def finetune_config(job: Job) -> FinetuneConfig:
@@ -140,6 +156,11 @@ def run_method(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
         sigma = from_dict(DegradationConfig, dt.degradation).sigma_for(test[0].image.ndim)
         psf = _gaussian_psf(sigma)
         return [richardson_lucy(s.image, psf, num_iter=int(options.get("iterations", 10))) for s in test]
+    if kind == "cellpose":
+        from fmscope.evaluation.external import cellpose_segment
+
+        cp = {k: v for k, v in options.items() if k != "model"}
+        return cellpose_segment([s.image for s in test], model=options["model"], do_3d=test[0].image.ndim == 3, **cp)
     if kind == "rf":
         classifier = PixelClassifier(from_dict(PixelClassifierConfig, {"seed": job.seed, **options}))
         classifier.fit([s.image for s in train], [s.label for s in train])  # type: ignore[misc]
@@ -183,11 +204,13 @@ def score(
         return {k: float(np.mean([v[k] for v in values])) for k in ("ssim", "psnr")}
     counts = np.zeros(4, dtype=np.int64)
     tp = fp = fn = n_pred = n_gt = 0
-    for unit, s, mask in zip(test_units, test, predictions, strict=True):
+    for unit, s, prediction in zip(test_units, test, predictions, strict=True):
+        mask = np.asarray(prediction) > 0
         c = binary_scores(mask, s.label == 1)
         counts += (c.tp, c.fp, c.fn, c.tn)
         if datatype.instances != "none" and unit.instances is not None:
-            objects = _instances(np.asarray(mask, bool), datatype.split_instances)
+            given = np.issubdtype(np.asarray(prediction).dtype, np.integer)  # a method's own instances (Cellpose)
+            objects = np.asarray(prediction) if given else _instances(mask, datatype.split_instances)
             found = instance_scores(objects, read_image(unit.instances).numpy(), thresholds=(0.5,))
             tp, fp, fn = tp + found.tp[0], fp + found.fp[0], fn + found.fn[0]
             n_pred, n_gt = n_pred + found.n_pred, n_gt + found.n_gt
