@@ -147,11 +147,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``base`` recursively (nested mappings merged, anything else replaced)."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_mappings(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -176,7 +177,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def resolve_config(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``key=value``), validated into ``cls``."""
     data: dict[str, Any] = load_yaml(path) if path is not None else {}
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge_mappings(data, parse_overrides(overrides or []))
     return from_dict(cls, data)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fmscope.config import _merge, from_dict, load_yaml, parse_overrides
+from fmscope.config import from_dict, load_yaml, merge_mappings, parse_overrides
 from fmscope.errors import InvalidInputError
 from fmscope.tasks.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
 
@@ -237,9 +237,9 @@ def load_benchmark_config(
     if budget:
         if budget not in budgets:
             raise InvalidInputError(f"--budget: expected one of {sorted(budgets)}, got {budget!r}")
-        data = _merge(data, budgets[budget])
+        data = merge_mappings(data, budgets[budget])
         data["budget"] = budget
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge_mappings(data, parse_overrides(overrides or []))
     config = from_dict(BenchmarkConfig, data)
     root = Path(config.data_root or os.environ.get(DATA_ENV, "") or "../shared/data").expanduser()
     return config, root.resolve()

@@ -19,7 +19,6 @@ import csv
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,8 +307,6 @@ def _run_job(
         config.keep_models,
     )
     predictions = run_method(job, samples, test)
-    if method.kind == "finetune" and not config.keep_models:
-        shutil.rmtree(workdir / "run" / "model", ignore_errors=True)
     row.update(n_train=len(train), n_val=len(distinct_val), **score(dt, classes, test_units, test, predictions))
     largest = size == max(dt.train_sizes or config.protocol.train_sizes) or size == 0
     if config.examples and dt.task == "segment" and fold == 0 and largest:
