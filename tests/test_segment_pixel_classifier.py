@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 
 from fmscope.errors import InvalidInputError
 from fmscope.metrics import dice
-from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, pixel_features
+from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, _slabs, pixel_features
 
 FAST = PixelClassifierConfig(sigmas=(1.0, 2.0, 4.0), n_estimators=20)
 
@@ -77,7 +77,7 @@ def test_full_labels_3d_volume() -> None:
     assert dice(clf.predict(test_image) == 1, test_gt) > 0.9
 
 
-@pytest.mark.parametrize("shape", [(64, 48), (20, 24, 24)])
+@pytest.mark.parametrize("shape", [(64, 48), (40, 24, 24)])
 def test_chunked_predict_equals_whole_image(shape: tuple[int, ...], caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(5)
     image = gaussian(rng.random(shape), 1.5).astype(np.float32)
@@ -94,6 +94,15 @@ def test_chunked_predict_equals_whole_image(shape: tuple[int, ...], caplog: pyte
         np.testing.assert_allclose(clf.predict_proba(image), whole, atol=1e-5)
     assert "chunk_voxels" in caplog.text
     np.testing.assert_allclose(whole.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_an_image_that_fits_is_one_slab() -> None:
+    # A shallow stack whose margins would span it (20 rows, margin 34) is computed once, not row by row.
+    cfg = PixelClassifierConfig()
+    image = np.zeros((20, 64, 64), np.float32)
+    assert list(_slabs(image, cfg)) == [(0, 20, 0, 20)]
+    small = dataclasses.replace(cfg, chunk_voxels=64 * 64 * (2 * cfg.margin + 5))
+    assert [s[:2] for s in _slabs(np.zeros((100, 64, 64), np.float32), small)] == [(k, k + 5) for k in range(0, 100, 5)]
 
 
 def test_chunked_fit_equals_whole_image_fit() -> None:

@@ -138,6 +138,9 @@ def _slabs(img: NDArray[np.float32], config: PixelClassifierConfig) -> Iterator[
     n = img.shape[0]
     plane = int(np.prod(img.shape[1:]))
     margin = config.margin
+    if n * plane <= config.chunk_voxels:  # the whole image fits: one slab, no margins computed twice
+        yield 0, n, 0, n
+        return
     core = config.chunk_voxels // plane - 2 * margin
     if core < 1 and n > 1:
         logger.warning("chunk_voxels=%d holds less than 1 + 2x%d rows: 1-row slabs", config.chunk_voxels, margin)
