@@ -229,3 +229,17 @@ def test_config_accepts_yaml_lists() -> None:
         PixelClassifierConfig(intensity=False, edges=False, texture=False)
     with pytest.raises(InvalidInputError, match="config"):
         PixelClassifier({"sigmas": (1.0,)})  # type: ignore[arg-type]
+
+
+def test_precomputed_features_give_the_same_forest() -> None:
+    # Interactive use computes a slice's features once and refits on every click: same result as fit/predict.
+    image, gt, _ = _disks((64, 64), seed=7)
+    labels = np.full(gt.shape, -1, np.int64)
+    labels[::7, ::7] = gt[::7, ::7]
+    cfg = PixelClassifierConfig(sigmas=(1.0, 2.0), n_estimators=10)
+    feats = pixel_features(image, cfg)
+    direct = PixelClassifier(cfg).fit([image], [labels]).predict_proba(image)
+    cached = PixelClassifier(cfg).fit_features([feats], [labels]).predict_proba_features(feats)
+    np.testing.assert_allclose(cached, direct, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="features"):
+        PixelClassifier(cfg).fit_features([feats], [labels]).predict_proba_features(feats[..., 0])

@@ -197,15 +197,46 @@ class PixelClassifier:
             if rows is not None:
                 xs.append(rows)
                 ys.append(y)
-        x_train, y_train = np.concatenate(xs), np.concatenate(ys)
+        return self._fit_rows(np.concatenate(xs), np.concatenate(ys), classes, imgs[0].ndim)
+
+    def fit_features(self, features: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> PixelClassifier:
+        """Train like :meth:`fit` from features computed once by :func:`pixel_features` (``(*spatial, F)`` per
+        image; interactive use: the features of a slice are reused for every new click)."""
+        feats = [np.asarray(f, dtype=np.float32) for f in features]
+        if not feats or any(f.ndim not in (3, 4) for f in feats):
+            raise InvalidInputError("features: expected (*spatial, F) arrays from pixel_features, one per image")
+        _, labs, classes = _check_training([f[..., 0] for f in feats], labels)
+        xs, ys = [], []
+        for f, (flat, y) in zip(feats, _sample(labs, classes, self.config), strict=True):
+            xs.append(f.reshape(-1, f.shape[-1])[flat])
+            ys.append(y)
+        return self._fit_rows(np.concatenate(xs), np.concatenate(ys), classes, feats[0].ndim - 1)
+
+    def _fit_rows(
+        self, x_train: NDArray[np.float32], y_train: NDArray[np.int64], classes: NDArray[np.int64], ndim: int
+    ) -> PixelClassifier:
+        cfg = self.config
         params = {k: getattr(cfg, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "n_jobs")}
         logger.info("pixel classifier: fit on %d pixels x %d features, classes %s", *x_train.shape, classes.tolist())
         forest = RandomForestClassifier(class_weight="balanced", random_state=cfg.seed, **params)
         forest.fit(x_train, y_train)
         self._forest = forest
-        self._ndim = imgs[0].ndim
+        self._ndim = ndim
         self._n_classes = int(classes.max()) + 1
         return self
+
+    def predict_proba_features(self, features: np.ndarray) -> NDArray[np.float32]:
+        """Class probabilities ``(C, *spatial)`` from features computed by :func:`pixel_features`."""
+        forest = self._fitted()
+        feats = np.asarray(features, dtype=np.float32)
+        if feats.ndim - 1 != self._ndim:
+            raise InvalidInputError(
+                f"features: expected ({'Z, ' if self._ndim == 3 else ''}Y, X, F), got {feats.shape}"
+            )
+        out = np.zeros((self._n_classes, *feats.shape[:-1]), dtype=np.float32)
+        seen = forest.classes_.astype(np.int64)
+        out[seen] = forest.predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape(len(seen), *feats.shape[:-1])
+        return out
 
     @property
     def classes_(self) -> NDArray[np.int64]:
