@@ -21,14 +21,7 @@ from fmscope.evaluation.baselines import (
     train_resnet18,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: on a small shared CPU, oversubscribed OpenMP threads make each step ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blobs(n: int, size: int, seed: int, *, by_size: bool = False) -> tuple[list[np.ndarray], list[int]]:

@@ -13,7 +13,6 @@ import socket
 import sys
 import types
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,7 @@ from fmscope.errors import FileFormatError, InvalidInputError, MissingDependency
 from fmscope.evaluation import external
 from fmscope.evaluation.external import cellpose_available, cellpose_segment
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,6 +181,24 @@ def resolve_config(cls: type[T], path: str | os.PathLike[str] | None = None, ove
     data: dict[str, Any] = load_yaml(path) if path is not None else {}
     data = merge_mappings(data, parse_overrides(overrides or []))
     return from_dict(cls, data)
+
+
+def config_path(
+    name_or_path: str, shipped: Sequence[str] | None = None, *, folder: str = "configs", option: str = "--config"
+) -> Path:
+    """A YAML path, or the path of a config shipped with fmscope (``fmscope/FOLDER/NAME.yaml``); ``shipped`` lists the
+    names allowed (default: every YAML in the folder). Errors name ``option``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InvalidInputError(f"{option}: '{path}' does not exist")
+        return path
+    base = resources.files("fmscope").joinpath(*folder.split("/"))
+    names = list(shipped) if shipped is not None else sorted(Path(str(p)).stem for p in base.iterdir()
+                                                             if str(p).endswith(".yaml"))  # fmt: skip
+    if name_or_path not in names:
+        raise InvalidInputError(f"{option}: expected a YAML file or one of {names}, got '{name_or_path}'")
+    return Path(str(base / f"{name_or_path}.yaml"))
 
 
 def save_config(config: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:

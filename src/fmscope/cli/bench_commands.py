@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fmscope.errors import InvalidInputError
+from fmscope.config import config_path
 
 
 def shipped_benchmarks() -> dict[str, Path]:
@@ -19,15 +19,7 @@ def shipped_benchmarks() -> dict[str, Path]:
 
 def benchmark_config_path(name_or_path: str) -> Path:
     """A YAML file, or the path of a shipped benchmark config by name."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise InvalidInputError(f"config: '{path}' does not exist")
-        return path
-    shipped = shipped_benchmarks()
-    if name_or_path not in shipped:
-        raise InvalidInputError(f"config: expected a YAML file or one of {sorted(shipped)}, got '{name_or_path}'")
-    return shipped[name_or_path]
+    return config_path(name_or_path, folder="configs/benchmark", option="config")
 
 
 def register(sub: Any) -> None:

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fmscope.errors import InvalidInputError
 from fmscope.io import Image, read_image
 from fmscope.utils.provenance import RunRecord, write_run_record
-
-
-def config_path(name_or_path: str, shipped: tuple[str, ...]) -> Path:
-    """A YAML path, or the path of a config shipped with fmscope (``fmscope/configs/NAME.yaml``)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise InvalidInputError(f"--config: '{path}' does not exist")
-        return path
-    if name_or_path not in shipped:
-        raise InvalidInputError(f"--config: expected a YAML file or one of {list(shipped)}, got '{name_or_path}'")
-    return Path(str(resources.files("fmscope") / "configs" / f"{name_or_path}.yaml"))
 
 
 def add_input(parser: argparse.ArgumentParser, name: str = "input", help: str = "input image or volume") -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fmscope.cli.common import config_path
+from fmscope.config import config_path
 from fmscope.errors import InvalidInputError
 
 SHIPPED = ("unet-cpu", "image-only", "unet", "swinunetr")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Literal
 
-from fmscope.cli.common import config_path
+from fmscope.config import config_path
 from fmscope.errors import InvalidInputError
 
 SHIPPED = ("finetune-unet-cpu", "finetune-unet", "finetune-swinunetr")

@@ -23,13 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmscope.config import resolve_config, save_config, to_dict
+from fmscope.config import config_path, resolve_config, save_config, to_dict
 from fmscope.errors import FmscopeError, InvalidInputError
 from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
 from fmscope.evaluation.methods import UNTRAINED, Job, load_units, run_method, score, unavailable
@@ -94,8 +93,7 @@ def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str
         same = (folder / "spec.json").is_file() and json.loads((folder / "spec.json").read_text()) == signature
         if not (same and (folder / "model").is_dir()):
             overrides = [f"data.path={root / spec.data}", *spec.overrides]
-            shipped = resources.files("fmscope") / "configs" / f"{spec.config}.yaml"
-            path = Path(spec.config) if spec.config.endswith((".yaml", ".yml")) else Path(str(shipped))
+            path = config_path(spec.config, option=f"pretrain.{name}.config")
             pre = resolve_config(PretrainConfig, path, overrides)
             resume = same and (folder / "checkpoints").is_dir()  # interrupted with the same settings: go on
             logger.info("pretraining %s (%s) into '%s'%s", name, spec.config, folder, " (resumed)" if resume else "")
@@ -143,10 +141,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _example(test: list[Any]) -> tuple[int, tuple[int, ...] | tuple[()]]:
-    """The test sample with the most structure, and (3D) its Z slice with the most structure."""
-    sizes = [int(np.count_nonzero(s.label)) if s.label is not None else 0 for s in test]
-    i = int(np.argmax(sizes))
-    label = test[i].label if test[i].label is not None else test[i].image
+    """The segmentation test sample with the most structure, and (3D) its Z slice with the most structure."""
+    i = int(np.argmax([np.count_nonzero(s.label) for s in test]))
+    label = test[i].label
     if label.ndim == 3:
         return i, (int(np.argmax(np.count_nonzero(label.reshape(label.shape[0], -1), axis=1))),)
     return i, ()
@@ -205,11 +202,15 @@ def run_benchmark(
     cache: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     computed: list[float] = []
+    finished = [
+        _finished(_job_path(out, dt.name, method.name, size, fold), _job_signature(config, dt, method))
+        for dt, method, size, fold in jobs
+    ]
+    pending = finished.count(None)
     with make_progress(progress, len(jobs), "benchmark") as advance:
-        for index, (dt, method, size, fold) in enumerate(jobs):
+        for index, ((dt, method, size, fold), done) in enumerate(zip(jobs, finished, strict=True)):
             path = _job_path(out, dt.name, method.name, size, fold)
             signature = _job_signature(config, dt, method)
-            done = _finished(path, signature)
             if done is not None:
                 rows.append(done)
                 advance(1)
@@ -235,10 +236,7 @@ def run_benchmark(
             _write_json(path, row)
             rows.append(row)
             computed.append(row["seconds"])
-            remaining = sum(
-                _finished(_job_path(out, j[0].name, j[1].name, j[2], j[3]), _job_signature(config, j[0], j[1])) is None
-                for j in jobs[index + 1 :]
-            )
+            remaining = pending - len(computed)
             main = {k: row[k] for k in ("dice", "accuracy", "ssim") if k in row}
             say(
                 f"[{index + 1}/{len(jobs)}] {dt.name} {method.name} n={size} fold={fold}: "

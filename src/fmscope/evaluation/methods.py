@@ -44,7 +44,7 @@ from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig
 from fmscope.segment.postprocess import label_components, watershed_split
 from fmscope.tasks.config import FinetuneConfig
-from fmscope.tasks.finetune import finetune
+from fmscope.tasks.finetune import finetune, resolve_device
 from fmscope.tasks.model import load_task_model
 from fmscope.tasks.restoration import DegradationConfig, restoration_metrics
 from fmscope.tasks.samples import Sample, centre_patch, load_samples
@@ -121,7 +121,7 @@ def _finetuned(job: Job, test: list[Sample]) -> list[Any]:
     }
     result = finetune(config, task_set["train"], task_set["val"], run, init=job.init, overwrite=True)
     model = load_task_model(result.model_dir, task=job.datatype.task)
-    device = torch.device("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(config.device)
     model = model.to(device).eval()
     size = model.backbone.config.patch_size
     out: list[Any] = []

@@ -24,14 +24,21 @@ from fmscope.config import to_dict
 from fmscope.data.manifest import volume_stem
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation.bench_config import DatatypeConfig
-from fmscope.io import SUPPORTED_FORMATS, ImageMetadata, read_image, write_image
+from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.segment.postprocess import label_components
-from fmscope.tasks.labelled import BINARY_CLASSES, LabelledItem, LabelledSet, Task, load_labelled, stack_slices
+from fmscope.tasks.labelled import (
+    BINARY_CLASSES,
+    IMAGE_EXTENSIONS,
+    LabelledItem,
+    LabelledSet,
+    Task,
+    load_labelled,
+    stack_slices,
+    strip_suffix,
+)
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
-
-_EXTENSIONS = tuple(s for exts in SUPPORTED_FORMATS.values() for s in exts)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def _paired(datatype: DatatypeConfig, root: Path) -> list[LabelledItem]:
     for f in folders:
         if not f.is_dir():
             raise InvalidInputError(f"datatypes[{datatype.name}]: '{f}' is not a folder")
-    images, labels = ([p for p in sorted(f.iterdir()) if p.name.lower().endswith(_EXTENSIONS)] for f in folders)
+    images, labels = ([p for p in sorted(f.iterdir()) if p.name.lower().endswith(IMAGE_EXTENSIONS)] for f in folders)
     if datatype.pair_by == "order":
         if len(images) != len(labels):
             raise InvalidInputError(
@@ -103,9 +110,7 @@ def _paired(datatype: DatatypeConfig, root: Path) -> list[LabelledItem]:
         by_stem = {}
         for label in labels:
             stem = volume_stem(label)
-            for suffix in datatype.label_suffixes:
-                stem = stem[: -len(suffix)] if stem.endswith(suffix) else stem
-            by_stem[stem] = label
+            by_stem[strip_suffix(stem, datatype.label_suffixes) or stem] = label
         missing = [p.name for p in images if volume_stem(p) not in by_stem]
         if missing:
             raise InvalidInputError(

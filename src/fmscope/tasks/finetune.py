@@ -52,7 +52,8 @@ class FinetuneResult:
     init_report: str
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'`` (an error without a CUDA device)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -176,7 +177,7 @@ def finetune(
     if (task == "classify") != (train.task == "classify"):
         raise InvalidInputError(f"train: a {train.task} set cannot train the {task} task")
     out_dir = check_output_path(out, overwrite)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     classes = () if task == "deblur" else train.classes
     load = {"low_percentile": config.low_percentile, "high_percentile": config.high_percentile, "mapping": mapping,

@@ -42,7 +42,7 @@ BINARY_CLASSES = ("background", "foreground")
 EXPECTED_LAYOUTS = "expected NAME.nii.gz + NAME_label.nii.gz pairs, images/ + labels/, or a CSV"
 FOLDER_PAIRS = (("images", "labels"), ("image", "label"), ("images", "masks"))
 _CSV_COLUMNS = ("image", "label", "class", "source", "degraded")
-_EXTENSIONS = tuple(s for exts in SUPPORTED_FORMATS.values() for s in exts)
+IMAGE_EXTENSIONS = tuple(s for exts in SUPPORTED_FORMATS.values() for s in exts)
 _VOLUME_ID = re.compile(r"(?:^|[_.-])(vol\d+)(?=$|[_.-])")
 
 
@@ -138,10 +138,11 @@ def _source_id(stem: str) -> str:
 def _scan(folder: Path) -> list[Path]:
     """Image files (and ``.zarr`` folders) of ``folder``, sorted; hidden files and other files are skipped."""
     names = [(p, p.name.lower()) for p in folder.iterdir() if not p.name.startswith(".")]
-    return sorted(p for p, low in names if low.endswith(_EXTENSIONS) and (p.is_file() or low.endswith(".zarr")))
+    return sorted(p for p, low in names if low.endswith(IMAGE_EXTENSIONS) and (p.is_file() or low.endswith(".zarr")))
 
 
-def _strip(stem: str, suffixes: Sequence[str]) -> str | None:
+def strip_suffix(stem: str, suffixes: Sequence[str]) -> str | None:
+    """``stem`` without the longest of ``suffixes`` it ends with (and is longer than), else None."""
     for suffix in sorted(suffixes, key=len, reverse=True):
         if stem.endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
@@ -174,9 +175,9 @@ class _Row:
 
 def _from_folder(folder: Path, task: Task, suffixes: Sequence[str]) -> list[_Row]:
     files = _by_stem(_scan(folder), folder)
-    label_of = {s: b for s in files if (b := _strip(s, suffixes)) is not None}
+    label_of = {s: b for s in files if (b := strip_suffix(s, suffixes)) is not None}
     label_of = {s: b for s, b in label_of.items() if s not in label_of.values()}  # 'x_seg' with 'x_seg_label': image
-    twin_of = {s: b for s in files if s not in label_of and (b := _strip(s, [DEGRADED_SUFFIX])) is not None}
+    twin_of = {s: b for s in files if s not in label_of and (b := strip_suffix(s, [DEGRADED_SUFFIX])) is not None}
     images = {s: p for s, p in files.items() if s not in label_of and s not in twin_of}
     labels = {b: files[s] for s, b in label_of.items()}
     _unpaired(folder, "mask(s) without an image", [files[s].name for s, b in label_of.items() if b not in images])
@@ -199,13 +200,13 @@ def _twin(image: Path) -> Path | None:
 
 def _from_two_folders(img_dir: Path, lab_dir: Path, task: Task, suffixes: Sequence[str]) -> list[_Row]:
     files = _by_stem(_scan(img_dir), img_dir)
-    images = {s: p for s, p in files.items() if _strip(s, [DEGRADED_SUFFIX]) is None}
+    images = {s: p for s, p in files.items() if strip_suffix(s, [DEGRADED_SUFFIX]) is None}
     if task == "classify":
         return [_Row(p, degraded=_twin(p)) for p in images.values()]
     labels: dict[str, Path] = {}
     orphans: list[str] = []
     for stem, path in _by_stem(_scan(lab_dir), lab_dir).items():
-        base = stem if stem in images else _strip(stem, suffixes)
+        base = stem if stem in images else strip_suffix(stem, suffixes)
         if base is None or base not in images:
             orphans.append(path.name)
         elif base in labels:
