@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import apply_profile, fit_profile
+from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
 from fmscope.interactive.prompts import ObjectPrompt
+from fmscope.interactive.protocol import PromptMask
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, pixel_features
 
 logger = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ class SliceEmbedding:
         return (int(self.features.shape[0]), int(self.features.shape[1]))
 
 
-@dataclass(frozen=True)
-class PromptMask:
-    """A mask for one object and its score (mean object probability inside the mask; 0 for an empty mask)."""
-
-    mask: NDArray[np.bool_]
-    score: float
-
-
 class RandomForestPrompter:
     """Promptable segmentation without weights (see the module doc)."""
 
@@ -64,14 +57,15 @@ class RandomForestPrompter:
                 raise InvalidInputError(f"{name}: expected an integer >= 1, got {value!r}")
         self.point_radius, self.box_margin = point_radius, box_margin
 
-    def embed(self, image: np.ndarray) -> SliceEmbedding:
-        """Features of a 2D slice of any dtype (windowed to [0, 1] by its 1st/99.8th percentiles)."""
+    def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SliceEmbedding:
+        """Features of a 2D slice of any dtype, windowed to [0, 1] by ``profile`` (default: the slice's 1st/99.8th
+        percentiles)."""
         arr = np.asarray(image)
         if arr.ndim != 2:
             raise InvalidInputError(
                 f"image: the rf backend embeds 2D slices, got shape {arr.shape}; use propagation for stacks"
             )
-        window = apply_profile(arr, fit_profile(arr, low_percentile=1.0, high_percentile=99.8))
+        window = apply_profile(arr, profile or fit_profile(arr, low_percentile=1.0, high_percentile=99.8))
         return SliceEmbedding(pixel_features(np.asarray(window, dtype=np.float32), self.config))
 
     def _labels(self, prompt: ObjectPrompt, shape: tuple[int, int]) -> tuple[NDArray[np.int64], list[tuple[int, int]]]:

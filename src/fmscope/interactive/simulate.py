@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,13 +20,8 @@ from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.prompts import ObjectPrompt
+from fmscope.interactive.protocol import PromptableModel
 from fmscope.metrics import iou
-
-
-class Prompter(Protocol):
-    """What the simulator needs of a backend: ``predict(embedding, prompt)`` returning an object with ``.mask``."""
-
-    def predict(self, embedding: Any, prompt: ObjectPrompt) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +58,7 @@ def next_click(prediction: NDArray[np.bool_], truth: NDArray[np.bool_]) -> tuple
 
 
 def simulate_object(
-    prompter: Prompter,
+    prompter: PromptableModel,
     embedding: Any,
     truth: NDArray[np.bool_],
     *,
