@@ -60,7 +60,7 @@ def test_bad_prompts_and_inputs() -> None:
     embedding = prompter.embed(_image()[0])
     with pytest.raises(InvalidInputError, match="grounding model"):
         prompter.predict(embedding, ObjectPrompt(1, text="a disk"))
-    with pytest.raises(InvalidInputError, match="positive point or a box"):
+    with pytest.raises(InvalidInputError, match="positive point, a box or a mask"):
         prompter.predict(embedding, ObjectPrompt(1, negative=((5.0, 5.0),)))
     with pytest.raises(InvalidInputError, match="2D slices"):
         prompter.embed(np.zeros((4, 32, 32)))

@@ -8,7 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from fmscope import __version__
-from fmscope.cli import bench_commands, data_commands, pretrain_commands, seg_commands, task_commands
+from fmscope.cli import (
+    bench_commands,
+    data_commands,
+    interactive_commands,
+    model_commands,
+    pretrain_commands,
+    seg_commands,
+    task_commands,
+)
 from fmscope.errors import FmscopeError
 from fmscope.utils.logging import configure_logging
 
@@ -28,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     task_commands.register(sub)
     pretrain_commands.register(sub)
     bench_commands.register(sub)
+    interactive_commands.register(sub)
+    model_commands.register(sub)
     return parser
 
 

@@ -18,8 +18,10 @@ from fmscope.cli.common import (
     print_table,
     read_spatial,
 )
+from fmscope.cli.interactive_commands import add_prompted_options, cmd_segment_prompted
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
+from fmscope.interactive.backends import BACKENDS
 from fmscope.io import write_image
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.utils.atomic import check_output_path
@@ -30,10 +32,15 @@ CLASSICAL_METHODS = ("otsu", "li", "triangle", "multiotsu", "local", "watershed"
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("segment", help="segment an image or volume (classical thresholds and watershed)")
+    p = sub.add_parser(
+        "segment",
+        help="segment an image or volume: classical thresholds and watershed, or prompted (rf, fm, sam, sam2)",
+    )
     add_input(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output label image (format from extension)")
-    p.add_argument("--method", choices=CLASSICAL_METHODS, default="otsu", help="segmentation method (default otsu)")
+    p.add_argument(
+        "--method", choices=(*CLASSICAL_METHODS, *BACKENDS), default="otsu", help="segmentation method (default otsu)"
+    )
     add_dataset_option(p)
     p.add_argument("--channel", type=int, default=None, help="channel to use for a multi-channel image")
     p.add_argument("--per-slice", action="store_true", help="2D per Z slice instead of 3D")
@@ -47,6 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--classes", type=int, default=3, help="multiotsu: number of intensity phases (default 3)")
     p.add_argument("--phase", type=int, default=-1, help="multiotsu: phase to keep, 0 = darkest, -1 = brightest")
     p.add_argument("--instances", action="store_true", help="write instance labels (connected components)")
+    add_prompted_options(p)
     add_overwrite(p)
     p.set_defaults(func=cmd_segment)
 
@@ -74,6 +82,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    if args.method in BACKENDS:
+        return cmd_segment_prompted(args)
     check_output_path(args.output, args.overwrite)
     image = read_spatial(args.input, args.dataset, args.channel)
     config = ClassicalConfig(

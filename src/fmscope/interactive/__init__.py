@@ -1,5 +1,26 @@
-"""Zero-shot and interactive segmentation: prompts, promptable-model backends, propagation through stacks."""
+"""Zero-shot and interactive segmentation: prompts, promptable-model backends (rf, fm, sam, sam2), propagation
+through stacks with slice-to-slice enhancement, the human-in-the-loop session and the simulated annotator."""
 
+from fmscope.interactive.backends import BACKENDS, make_backend
+from fmscope.interactive.enhance import EnhanceConfig, enhance
 from fmscope.interactive.prompts import ObjectPrompt, load_prompts, parse_prompts, save_prompts
+from fmscope.interactive.propagate import PropagationConfig, SliceEmbeddings, propagate
+from fmscope.interactive.protocol import PromptableModel, PromptMask
+from fmscope.interactive.session import Session
 
-__all__ = ["ObjectPrompt", "load_prompts", "parse_prompts", "save_prompts"]
+__all__ = [
+    "BACKENDS",
+    "EnhanceConfig",
+    "ObjectPrompt",
+    "PromptMask",
+    "PromptableModel",
+    "PropagationConfig",
+    "Session",
+    "SliceEmbeddings",
+    "enhance",
+    "load_prompts",
+    "make_backend",
+    "parse_prompts",
+    "propagate",
+    "save_prompts",
+]

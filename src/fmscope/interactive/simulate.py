@@ -6,10 +6,14 @@ pixels, negative on pixels wrongly included. The run stops when the IoU reaches 
 ``max_clicks``. :func:`summarize` reports the standard numbers of interactive segmentation: clicks to reach 85 % and
 90 % IoU (an object that never gets there counts as ``max_clicks``, the usual NoC convention) and the IoU after 1, 3
 and 5 clicks (the last IoU carried forward once the target is reached).
+
+For stacks, :func:`simulate_stack` clicks the objects of one key slice, propagates them (optionally with the
+enhancement steps) and compares the 3D Dice with per-slice prompting (one click on every slice).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,17 +23,29 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
+from fmscope.intensity import IntensityProfile
+from fmscope.interactive.enhance import EnhanceConfig, enhance
 from fmscope.interactive.prompts import ObjectPrompt
+from fmscope.interactive.propagate import (
+    PropagationConfig,
+    SliceEmbeddings,
+    interior_point,
+    propagate_object,
+    tracks_to_labels,
+)
 from fmscope.interactive.protocol import PromptableModel
-from fmscope.metrics import iou
+from fmscope.metrics import dice, iou
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ClickTrace:
-    """IoU after each click of one object (``ious[k]`` after click k + 1)."""
+    """IoU after each click of one object (``ious[k]`` after click k + 1) and the 2D prompt the clicks made."""
 
     object_id: int
     ious: tuple[float, ...]
+    prompt: ObjectPrompt | None = None
 
     def clicks_to(self, target: float, max_clicks: int) -> int:
         """Clicks needed to reach ``target`` IoU, or ``max_clicks`` when never reached."""
@@ -65,8 +81,13 @@ def simulate_object(
     object_id: int = 1,
     target_iou: float = 0.9,
     max_clicks: int = 20,
+    box: bool = False,
 ) -> ClickTrace:
-    """Click on one object (2D ground-truth mask ``truth``) until ``target_iou`` or ``max_clicks``."""
+    """Click on one object (2D ground-truth mask ``truth``) until ``target_iou`` or ``max_clicks``.
+
+    With ``box`` the first interaction is the object's bounding box (one more pixel on each side) instead of a click,
+    and the clicks refine it; it counts as one interaction in the trace.
+    """
     truth = np.asarray(truth, dtype=bool)
     if truth.ndim != 2 or not truth.any():
         raise InvalidInputError(f"truth: expected a non-empty 2D mask, got shape {truth.shape} with {truth.sum()} px")
@@ -76,20 +97,29 @@ def simulate_object(
         raise InvalidInputError(f"max_clicks: expected an integer >= 1, got {max_clicks}")
     positive: list[tuple[float, float]] = []
     negative: list[tuple[float, float]] = []
+    frame = None
+    if box:
+        ys, xs = np.nonzero(truth)
+        h, w = truth.shape
+        frame = (
+            float(max(ys.min() - 1, 0)), float(max(xs.min() - 1, 0)),
+            float(min(ys.max() + 2, h)), float(min(xs.max() + 2, w)),
+        )  # fmt: skip
     prediction = np.zeros_like(truth)
     ious: list[float] = []
-    for _ in range(max_clicks):
-        click = next_click(prediction, truth)
-        if click is None:
-            break
-        (positive if click[1] else negative).append(click[0])
-        prediction = np.asarray(
-            prompter.predict(embedding, ObjectPrompt(object_id, tuple(positive), tuple(negative))).mask
-        )
+    for k in range(max_clicks):
+        if k > 0 or frame is None:
+            click = next_click(prediction, truth)
+            if click is None:
+                break
+            (positive if click[1] else negative).append(click[0])
+        prompt = ObjectPrompt(object_id, tuple(positive), tuple(negative), frame)
+        prediction = np.asarray(prompter.predict(embedding, prompt).mask)
         ious.append(iou(prediction, truth))
         if ious[-1] >= target_iou:
             break
-    return ClickTrace(object_id, tuple(ious) if ious else (1.0,))
+    prompt = ObjectPrompt(object_id, tuple(positive), tuple(negative), frame)
+    return ClickTrace(object_id, tuple(ious) if ious else (1.0,), prompt)
 
 
 def summarize(
@@ -108,4 +138,109 @@ def summarize(
         values = [tr.iou_after(k) for tr in traces]
         out[f"iou_after_{k}"] = float(np.mean(values))
         out[f"median_iou_after_{k}"] = float(np.median(values))
+    return out
+
+
+@dataclass(frozen=True)
+class StackResult:
+    """One object of a stack: key-slice clicks, and the Dice of its 3D mask (propagated, then enhanced when asked,
+    and one click per slice) against its 3D ground truth."""
+
+    object_id: int
+    key_trace: ClickTrace
+    dice_propagated: float
+    dice_enhanced: float | None
+    dice_per_slice: float
+    per_slice_clicks: int
+
+
+def simulate_stack(
+    prompter: PromptableModel,
+    volume: np.ndarray,
+    objects: NDArray[np.integer],
+    key_slice: int,
+    *,
+    target_iou: float = 0.9,
+    max_clicks: int = 20,
+    max_objects: int | None = None,
+    box: bool = False,
+    propagation: PropagationConfig | None = None,
+    enhancement: EnhanceConfig | None = None,
+    profile: IntensityProfile | None = None,
+) -> list[StackResult]:
+    """Annotate the objects of ``key_slice`` with simulated clicks, propagate them through the stack and score them.
+
+    ``objects`` is a (Z, Y, X) instance label volume (one id per 3D object). The objects cut by the key slice (the
+    ``max_objects`` largest there) are clicked there (after their box, with ``box``) until ``target_iou``; their
+    prompts are propagated (and enhanced with ``enhancement``, when given). The reference is per-slice prompting: one
+    click at the interior point of the object on every slice it occupies.
+    """
+    volume, objects = np.asarray(volume), np.asarray(objects)
+    if volume.ndim != 3 or objects.shape != volume.shape:
+        raise InvalidInputError(
+            f"labels: expected a (Z, Y, X) label volume of the image's shape {volume.shape}, got {objects.shape}"
+        )
+    if not 0 <= key_slice < volume.shape[0]:
+        raise InvalidInputError(f"key_slice: expected a slice in [0, {volume.shape[0] - 1}], got {key_slice}")
+    ids, sizes = np.unique(objects[key_slice][objects[key_slice] > 0], return_counts=True)
+    if ids.size == 0:
+        raise InvalidInputError(f"key_slice: no labelled object on slice {key_slice}")
+    chosen = ids[np.argsort(-sizes, kind="stable")][:max_objects]
+    embeddings = SliceEmbeddings(prompter, volume, profile)
+    results = []
+    for k in chosen:
+        truth = objects == k
+        trace = simulate_object(
+            prompter, embeddings[key_slice], truth[key_slice], object_id=int(k), target_iou=target_iou,
+            max_clicks=max_clicks, box=box,
+        )  # fmt: skip
+        assert trace.prompt is not None
+        prompt = ObjectPrompt(
+            int(k),
+            tuple((key_slice, *p) for p in trace.prompt.positive),
+            tuple((key_slice, *p) for p in trace.prompt.negative),
+            None if trace.prompt.box is None else (key_slice, *trace.prompt.box),
+        )
+        track = propagate_object(embeddings, prompt, propagation)
+        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
+        propagated = tracks_to_labels([track], shape) > 0
+        enhanced = None
+        if enhancement is not None:
+            kept, _ = enhance(embeddings, [track], enhancement, propagation=propagation)
+            enhanced = dice(tracks_to_labels(kept, shape) > 0, truth)
+        per_slice = np.zeros_like(truth)
+        occupied = [z for z in range(truth.shape[0]) if truth[z].any()]
+        for z in occupied:
+            click = ObjectPrompt(int(k), positive=(interior_point(truth[z]),))
+            per_slice[z] = np.asarray(prompter.predict(embeddings[z], click).mask)
+        results.append(
+            StackResult(int(k), trace, dice(propagated, truth), enhanced, dice(per_slice, truth), len(occupied))
+        )
+        logger.info(
+            "object %d: key IoU %.3f after %d clicks, Dice propagated %.3f, enhanced %s, per slice %.3f",
+            k, trace.ious[-1], len(trace.ious), results[-1].dice_propagated,
+            "-" if enhanced is None else f"{enhanced:.3f}", results[-1].dice_per_slice,
+        )  # fmt: skip
+    return results
+
+
+def summarize_stack(results: Sequence[StackResult]) -> dict[str, float]:
+    """Means over objects: ``stack_dice`` (propagated; enhanced when run), the other variants and the clicks."""
+    if not results:
+        raise InvalidInputError("results: expected at least one simulated object")
+    propagated = [r.dice_propagated for r in results]
+    enhanced = [r.dice_enhanced for r in results if r.dice_enhanced is not None]
+    out = {
+        "objects": float(len(results)),
+        "key_slice_clicks": float(np.mean([len(r.key_trace.ious) for r in results])),
+        "key_slice_iou": float(np.mean([r.key_trace.ious[-1] for r in results])),
+        "stack_dice_propagated": float(np.mean(propagated)),
+        "median_stack_dice_propagated": float(np.median(propagated)),
+        "stack_dice_per_slice": float(np.mean([r.dice_per_slice for r in results])),
+        "per_slice_clicks": float(np.mean([r.per_slice_clicks for r in results])),
+    }
+    if enhanced:
+        out["stack_dice_enhanced"] = float(np.mean(enhanced))
+        out["median_stack_dice_enhanced"] = float(np.median(enhanced))
+    out["stack_dice"] = out.get("stack_dice_enhanced", out["stack_dice_propagated"])
     return out

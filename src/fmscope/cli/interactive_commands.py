@@ -1,0 +1,208 @@
+"""Prompted segmentation (``fmscope segment --method rf|fm|sam|sam2``) and the simulated annotator (``simulate``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from fmscope.cli.common import add_dataset_option, add_input, finish_output, print_json, print_table, read_spatial
+from fmscope.errors import InvalidInputError
+from fmscope.intensity import IntensityProfile, fit_profile
+from fmscope.interactive.backends import BACKENDS, make_backend
+from fmscope.interactive.enhance import EnhanceConfig, enhance
+from fmscope.interactive.morphometry import measure_objects, write_morphometry
+from fmscope.interactive.prompts import ObjectPrompt, load_prompts
+from fmscope.interactive.propagate import PropagationConfig, SliceEmbeddings, propagate_object, tracks_to_labels
+from fmscope.interactive.protocol import PromptableModel
+from fmscope.interactive.simulate import simulate_object, simulate_stack, summarize, summarize_stack
+from fmscope.io import write_image
+from fmscope.utils.atomic import check_output_path
+
+logger = logging.getLogger(__name__)
+
+
+def add_prompted_options(p: argparse.ArgumentParser) -> None:
+    """Options of ``segment`` for the promptable methods (rf, fm, sam, sam2)."""
+    g = p.add_argument_group("promptable methods (rf, fm, sam, sam2)")
+    g.add_argument("--prompts", type=Path, default=None, help="prompts JSON: points (z, y, x), boxes, text per object")
+    g.add_argument("--text", default=None, help="a phrase to find (needs --grounding)")
+    g.add_argument("--text-slice", type=int, default=None, help="slice searched for --text (default: the middle)")
+    g.add_argument("--grounding", type=Path, default=None, help="local Grounding DINO folder (transformers)")
+    add_backend_options(g)
+    g.add_argument("--propagate", action="store_true", help="carry the prompts through the stack from their slices")
+    g.add_argument("--stop-iou", type=float, default=0.5, help="stop when consecutive slices overlap less (0.5)")
+    g.add_argument("--enhance", action="store_true", help="re-segment outlier slices, fill gaps, drop small bits")
+    g.add_argument("--min-slices", type=int, default=1, help="with --enhance: drop objects on fewer slices")
+    g.add_argument("--semantic", action="store_true", help="rf/fm: one phase, touching regions are not split")
+    g.add_argument("--morphometry", type=Path, default=None, help="also write per-object measurements (CSV)")
+
+
+def add_backend_options(g: Any) -> None:
+    g.add_argument("--checkpoint", type=Path, default=None, help="sam/sam2: checkpoint file (default: cache folder)")
+    g.add_argument("--model", default=None, help="sam: vit_b|vit_l|vit_h; sam2: sam2.1_hiera_tiny|... (fmscope models)")
+    g.add_argument("--model-dir", type=Path, default=None, help="fm: an fmscope model folder")
+    g.add_argument("--device", default="cpu", help="torch device for sam, sam2, fm (default cpu)")
+
+
+def _backend(args: argparse.Namespace) -> PromptableModel:
+    return make_backend(
+        args.method, checkpoint=args.checkpoint, model=args.model, model_dir=args.model_dir, device=args.device,
+        semantic=getattr(args, "semantic", False),
+    )  # fmt: skip
+
+
+def _text_prompts(
+    args: argparse.Namespace, image: np.ndarray, prompts: list[ObjectPrompt], profile: IntensityProfile | None
+) -> list[ObjectPrompt]:
+    """Replace text-only objects (and ``--text``) by one object per detected box."""
+    phrases = [p.text for p in prompts if p.text and not p.positive and p.box is None]
+    if args.text:
+        phrases.append(args.text)
+    if not phrases:
+        return prompts
+    from fmscope.interactive.grounding import GroundingDetector, prompts_from_text, require_grounding
+
+    detector = require_grounding(phrases[0], GroundingDetector(args.grounding) if args.grounding else None)
+    kept = [p for p in prompts if not (p.text and not p.positive and p.box is None)]
+    z = None
+    if image.ndim == 3:
+        z = image.shape[0] // 2 if args.text_slice is None else args.text_slice
+        if not 0 <= z < image.shape[0]:
+            raise InvalidInputError(f"--text-slice: expected a slice in [0, {image.shape[0] - 1}], got {z}")
+    plane = image if z is None else image[z]
+    next_id = max((p.id for p in kept), default=0) + 1
+    for phrase in phrases:
+        found = prompts_from_text(detector, plane, phrase, first_id=next_id, profile=profile)
+        logger.info("'%s': %d box(es)%s", phrase, len(found), "" if z is None else f" on slice {z}")
+        for p in found:
+            box = p.box if z is None or p.box is None else (z, *p.box)
+            kept.append(ObjectPrompt(p.id, box=box, text=phrase))
+        next_id += len(found)
+    return kept
+
+
+def cmd_segment_prompted(args: argparse.Namespace) -> int:
+    check_output_path(args.output, args.overwrite)
+    if args.prompts is None and args.text is None:
+        raise InvalidInputError(f"--method {args.method}: needs --prompts FILE and/or --text PHRASE")
+    image = read_spatial(args.input, args.dataset, args.channel)
+    data = image.numpy()
+    if data.ndim == 3 and not args.propagate:
+        raise InvalidInputError(
+            f"{args.input}: a stack of {data.shape[0]} slices; the {args.method} backend segments 2D slices: add "
+            "--propagate to carry the prompts through the stack"
+        )
+    prompts = load_prompts(args.prompts, data.shape) if args.prompts is not None else []
+    t0 = time.perf_counter()
+    backend = _backend(args)
+    profile = fit_profile(data, low_percentile=1.0, high_percentile=99.8)  # one window for the whole volume
+    prompts = _text_prompts(args, data, prompts, profile)
+    if not prompts:
+        raise InvalidInputError("prompts: nothing to segment (the phrase found no box)")
+    if data.ndim == 2:
+        embedding = backend.embed(data, profile)
+        labels = np.zeros(data.shape, np.uint32)
+        for p in prompts:
+            mask = np.asarray(backend.predict(embedding, p).mask)
+            labels[mask & (labels == 0)] = p.id
+        counts: dict[str, int] = {}
+    else:
+        embeddings = SliceEmbeddings(backend, data, profile)
+        propagation = PropagationConfig(stop_iou=args.stop_iou)
+        tracks = [propagate_object(embeddings, p, propagation) for p in prompts]
+        counts = {}
+        if args.enhance:
+            tracks, counts = enhance(
+                embeddings, tracks, EnhanceConfig(min_slices=args.min_slices), propagation=propagation
+            )
+        labels = tracks_to_labels(tracks, data.shape)
+    seconds = time.perf_counter() - t0
+    out = labels.astype(np.uint16) if labels.max() < 2**16 else labels
+    meta = image.meta.replace(dtype=str(out.dtype), format="array", notes=())
+    written = write_image(args.output, out, meta, overwrite=args.overwrite, labels=True)
+    finish_output(written, "segment", args, (args.input,))
+    if args.morphometry is not None:
+        known = image.meta.unit is not None and len(image.meta.spacing) == data.ndim  # else sizes in pixels only
+        spacing = (1.0,) * (3 - data.ndim) + tuple(image.meta.spacing) if known else None
+        z_labels = labels if labels.ndim == 3 else labels[None]
+        measured = measure_objects(z_labels, data if data.ndim == 3 else data[None], spacing=spacing)
+        write_morphometry(measured, args.morphometry, is_2d=data.ndim == 2, overwrite=args.overwrite)
+    found = sorted(int(v) for v in np.unique(labels) if v)
+    extra = "".join(f", {v} {k}" for k, v in counts.items() if v)
+    print(f"wrote {written}: {args.method}, {len(found)} of {len(prompts)} object(s), {seconds:.1f} s{extra}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="simulated annotator: clicks to 85/90 %% IoU, IoU after 1/3/5 clicks, stack Dice"
+    )
+    add_input(p, "image", "image (2D) or stack")
+    add_input(p, "labels", "ground-truth labels: instances, or a binary mask (split into connected components)")
+    p.add_argument("--method", choices=BACKENDS, default="rf", help="promptable backend (default rf)")
+    add_backend_options(p)
+    add_dataset_option(p)
+    p.add_argument("--target-iou", type=float, default=0.9, help="stop clicking an object at this IoU (0.9)")
+    p.add_argument("--max-clicks", type=int, default=20, help="clicks per object at most (20)")
+    p.add_argument("--objects", type=int, default=None, help="only the N largest objects (default all)")
+    p.add_argument("--propagate-from", type=int, default=None, metavar="SLICE", help="stacks: annotate this slice")
+    p.add_argument("--enhance", action="store_true", help="with --propagate-from: also the enhancement steps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    image = read_spatial(args.image, args.dataset).numpy()
+    labels = read_spatial(args.labels, args.dataset).numpy()
+    if labels.shape != image.shape:
+        raise InvalidInputError(f"{args.labels}: shape {labels.shape} differs from the image's {image.shape}")
+    if labels.max() <= 1:  # a binary mask: objects are its connected components
+        labels = ndi.label(labels > 0)[0]
+    backend = _backend(args)
+    profile = fit_profile(image, low_percentile=1.0, high_percentile=99.8)
+    t0 = time.perf_counter()
+    if image.ndim == 3:
+        if args.propagate_from is None:
+            raise InvalidInputError(
+                f"{args.image}: a stack; the {args.method} backend is 2D: give --propagate-from SLICE to annotate one "
+                "slice and propagate"
+            )
+        enhancement = EnhanceConfig() if args.enhance else None
+        results = simulate_stack(
+            backend, image, labels, args.propagate_from, target_iou=args.target_iou, max_clicks=args.max_clicks,
+            max_objects=args.objects, enhancement=enhancement, profile=profile,
+        )  # fmt: skip
+        summary = {**summarize([r.key_trace for r in results], max_clicks=args.max_clicks), **summarize_stack(results)}
+    else:
+        if args.propagate_from is not None:
+            raise InvalidInputError(f"--propagate-from: {args.image} is a 2D image, not a stack")
+        embedding = backend.embed(image, profile)
+        ids, sizes = np.unique(labels[labels > 0], return_counts=True)
+        if ids.size == 0:
+            raise InvalidInputError(f"{args.labels}: no labelled object")
+        chosen = ids[np.argsort(-sizes, kind="stable")][: args.objects]
+        traces = [
+            simulate_object(
+                backend,
+                embedding,
+                labels == k,
+                object_id=int(k),
+                target_iou=args.target_iou,
+                max_clicks=args.max_clicks,
+            )  # fmt: skip
+            for k in chosen
+        ]
+        summary = summarize(traces, max_clicks=args.max_clicks)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    result = {"method": args.method, "target_iou": args.target_iou, "max_clicks": args.max_clicks, **summary}
+    if args.json:
+        print_json(result)
+    else:
+        print_table([(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in result.items()])
+    return 0

@@ -1,0 +1,231 @@
+"""Carry 2D prompt results through a stack: bidirectional propagation from key slices.
+
+A key slice of an object is a slice on which it has prompts (points or a box). The object is segmented there from its
+prompts, then slice by slice away from each key slice, each step prompted by the previous slice's result:
+
+* the previous mask's bounding box, enlarged by ``box_expand`` of its size (at least ``box_margin`` pixels) on each
+  side, and its interior point (the pixel farthest from its edge, :func:`interior_point`) as a positive click;
+* the previous mask itself as a mask prompt (``use_mask_prompt``).
+
+Propagation in one direction stops when the new mask is empty, or when its IoU with the previous slice's mask falls
+below ``stop_iou`` (the object ended or the model lost it; that slice is dropped). Between two key slices the stack is
+filled from both ends, meeting in the middle, so a second annotated slice corrects drift rather than competing with it.
+
+Embeddings are computed once per slice and shared by all objects (:class:`SliceEmbeddings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage as ndi
+
+from fmscope.errors import InvalidInputError
+from fmscope.intensity import IntensityProfile
+from fmscope.interactive.cache import EmbeddingCache
+from fmscope.interactive.prompts import ObjectPrompt
+from fmscope.interactive.protocol import PromptableModel, PromptMask
+from fmscope.metrics import iou
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """How a slice's result prompts the next slice (see the module doc)."""
+
+    stop_iou: float = 0.5
+    box_expand: float = 0.1
+    box_margin: int = 4
+    use_mask_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.stop_iou < 1.0:
+            raise InvalidInputError(f"stop_iou: expected a value in [0, 1), got {self.stop_iou}")
+        if self.box_expand < 0:
+            raise InvalidInputError(f"box_expand: expected a value >= 0, got {self.box_expand}")
+        if self.box_margin < 0:
+            raise InvalidInputError(f"box_margin: expected an integer >= 0, got {self.box_margin}")
+
+
+class SliceEmbeddings:
+    """Lazily computed ``backend.embed(volume[z], profile)`` of a (Z, Y, X) stack, kept in memory and, with a
+    ``cache_dir``, on disk (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run."""
+
+    def __init__(
+        self,
+        backend: PromptableModel,
+        volume: np.ndarray,
+        profile: IntensityProfile | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if np.ndim(volume) != 3:
+            raise InvalidInputError(f"volume: expected a (Z, Y, X) stack, got shape {np.shape(volume)}")
+        self.backend, self.volume, self.profile = backend, volume, profile
+        self._cache: dict[int, Any] = {}
+        self.disk = EmbeddingCache(cache_dir, backend, profile) if cache_dir is not None else None
+        self.reused = 0
+
+    def __getitem__(self, z: int) -> Any:
+        if z not in self._cache:
+            plane = np.asarray(self.volume[z])
+            embedding = self.disk.get(z, plane) if self.disk is not None else None
+            if embedding is None:
+                embedding = self.backend.embed(plane, self.profile)
+                if self.disk is not None:
+                    self.disk.put(z, plane, embedding)
+            else:
+                self.reused += 1
+            self._cache[z] = embedding
+        return self._cache[z]
+
+    def __len__(self) -> int:
+        return int(self.volume.shape[0])
+
+    @property
+    def computed(self) -> int:
+        """Slices embedded so far."""
+        return len(self._cache)
+
+
+@dataclass
+class ObjectTrack:
+    """One object's per-slice masks (z -> mask) with, per slice, the score, the IoU with the slice it came from and
+    how it was obtained (``key`` or ``propagated``)."""
+
+    object_id: int
+    masks: dict[int, NDArray[np.bool_]] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)
+    step_iou: dict[int, float] = field(default_factory=dict)
+    source: dict[int, str] = field(default_factory=dict)
+
+    def slices(self) -> list[int]:
+        """Slices holding a non-empty mask, in order."""
+        return sorted(z for z, m in self.masks.items() if m.any())
+
+
+def project_prompt(object_id: int, previous: NDArray[np.bool_], config: PropagationConfig) -> ObjectPrompt:
+    """The prompt a slice's result ``previous`` (2D, non-empty) gives the next slice: enlarged box + interior point."""
+    ys, xs = np.nonzero(previous)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy = max(config.box_margin, round(config.box_expand * (y1 - y0)))
+    dx = max(config.box_margin, round(config.box_expand * (x1 - x0)))
+    h, w = previous.shape
+    box = (float(max(0, y0 - dy)), float(max(0, x0 - dx)), float(min(h, y1 + dy)), float(min(w, x1 + dx)))
+    return ObjectPrompt(object_id, positive=(interior_point(previous),), box=box)
+
+
+def interior_point(mask: NDArray[np.bool_]) -> tuple[float, float]:
+    """The pixel farthest from the edge of a non-empty 2D mask (ties: the one nearest the centroid)."""
+    depth = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    ys, xs = np.nonzero(depth >= depth.max())
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return float(ys[k]), float(xs[k])
+
+
+def _step(
+    embeddings: SliceEmbeddings,
+    z: int,
+    previous: NDArray[np.bool_],
+    object_id: int,
+    config: PropagationConfig,
+) -> PromptMask:
+    prompt = project_prompt(object_id, previous, config)
+    return embeddings.backend.predict(embeddings[z], prompt, previous if config.use_mask_prompt else None)
+
+
+def _walk(
+    embeddings: SliceEmbeddings,
+    track: ObjectTrack,
+    start: int,
+    stop: int,
+    direction: int,
+    config: PropagationConfig,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Propagate from ``start`` (already in ``track``) towards ``stop`` (inclusive) in ``direction``."""
+    previous = track.masks[start]
+    for z in range(start + direction, stop + direction, direction):
+        if not previous.any():
+            return
+        result = _step(embeddings, z, previous, track.object_id, config)
+        overlap = iou(result.mask, previous)
+        if progress is not None:
+            progress(1)
+        if not result.mask.any() or overlap < config.stop_iou:
+            logger.debug("object %d: propagation stops at z=%d (IoU %.2f)", track.object_id, z, overlap)
+            return
+        track.masks[z], track.scores[z], track.step_iou[z] = result.mask, result.score, overlap
+        track.source[z] = "propagated"
+        previous = result.mask
+
+
+def propagate_object(
+    embeddings: SliceEmbeddings,
+    prompt: ObjectPrompt,
+    config: PropagationConfig | None = None,
+    *,
+    z_range: tuple[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ObjectTrack:
+    """Segment ``prompt`` (3D coordinates) on its key slices and propagate both ways (within ``z_range``, inclusive
+    bounds; default the whole stack)."""
+    config = config or PropagationConfig()
+    keys = prompt.slices()
+    if not keys:
+        raise InvalidInputError(
+            f"prompt {prompt.id}: propagation needs points or a box on at least one slice (text alone gives no slice)"
+        )
+    lo, hi = z_range if z_range is not None else (0, len(embeddings) - 1)
+    track = ObjectTrack(prompt.id)
+    for z in keys:
+        result = embeddings.backend.predict(embeddings[z], prompt.on_slice(z))
+        track.masks[z], track.scores[z], track.source[z] = result.mask, result.score, "key"
+        if progress is not None:
+            progress(1)
+    _walk(embeddings, track, keys[0], lo, -1, config, progress)
+    for a, b in zip(keys[:-1], keys[1:], strict=True):  # fill between key slices from both ends
+        middle = (a + b) // 2
+        _walk(embeddings, track, a, middle, +1, config, progress)
+        _walk(embeddings, track, b, middle + 1, -1, config, progress)
+    _walk(embeddings, track, keys[-1], hi, +1, config, progress)
+    return track
+
+
+def tracks_to_labels(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int]) -> NDArray[np.uint32]:
+    """A (Z, Y, X) label volume; where objects overlap, the earlier track keeps the pixel."""
+    labels = np.zeros(shape, np.uint32)
+    for track in tracks:
+        for z, mask in track.masks.items():
+            plane = labels[z]
+            plane[mask & (plane == 0)] = track.object_id
+    return labels
+
+
+def propagate(
+    backend: PromptableModel,
+    volume: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
+    config: PropagationConfig | None = None,
+    *,
+    profile: IntensityProfile | None = None,
+    embeddings: SliceEmbeddings | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[NDArray[np.uint32], list[ObjectTrack]]:
+    """Propagate every object of ``prompts`` through ``volume``; returns the label volume and the tracks."""
+    embeddings = embeddings or SliceEmbeddings(backend, volume, profile)
+    ids = [p.id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError(f"prompts: object ids must be distinct, got {ids}")
+    tracks = [propagate_object(embeddings, p, config, progress=progress) for p in prompts]
+    logger.info(
+        "propagated %d object(s) through %d slices (%d embedded)", len(tracks), len(embeddings), embeddings.computed
+    )
+    return tracks_to_labels(tracks, tuple(int(s) for s in np.shape(volume))), tracks  # type: ignore[arg-type]

@@ -1,0 +1,110 @@
+"""``fmscope segment --method rf|fm --prompts`` and ``fmscope simulate``: outputs, JSON keys, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmscope.cli.main import main
+from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.metrics import dice
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A (9, 48, 48) uint16 stack with two bright balls (slices 2 px apart) and their instance labels."""
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.ogrid[:9, :48, :48]
+    labels = np.zeros((9, 48, 48), np.uint16)
+    for i, (y, x) in enumerate(((14, 14), (32, 32)), start=1):
+        labels[(2.0 * (zz - 4)) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= 81] = i
+    image = (1000 + 500 * (labels > 0) + rng.normal(0, 50, labels.shape)).astype(np.uint16)
+    meta = ImageMetadata.for_array(image, spacing=(1.0, 0.5, 0.5), unit="micrometer")
+    img = write_image(tmp_path / "stack.ome.tif", image, meta)
+    gt = write_image(tmp_path / "stack_labels.tif", labels, meta, labels=True)
+    return img, gt, labels
+
+
+def _prompts(path: Path, objects: list[dict[str, object]]) -> Path:
+    path.write_text(json.dumps({"objects": objects}))
+    return path
+
+
+def test_segment_a_slice_with_clicks_and_a_box(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _, labels = stack
+    image = read_image(path).numpy()[4]
+    img = write_image(tmp_path / "slice.tif", image, ImageMetadata.for_array(image))
+    prompts = _prompts(tmp_path / "p.json", [{"id": 3, "positive": [[14, 14]]}, {"id": 5, "box": [22, 22, 43, 43]}])
+    out, table = tmp_path / "out.tif", tmp_path / "m.csv"
+    code, text, err = run(capsys, "segment", img, "-o", out, "--method", "rf", "--prompts", prompts,
+                          "--morphometry", table)  # fmt: skip
+    assert code == 0, err
+    assert "2 of 2 object(s)" in text
+    result = read_image(out).numpy()
+    assert dice(result == 3, labels[4] == 1) > 0.85 and dice(result == 5, labels[4] == 2) > 0.85
+    rows = list(csv.DictReader(table.open()))
+    assert [r["id"] for r in rows] == ["3", "5"] and rows[0]["area_physical"] == ""  # no unit: pixels only
+
+
+def test_segment_propagates_through_a_stack(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    img, _, labels = stack
+    prompts = _prompts(
+        tmp_path / "p.json", [{"id": 1, "positive": [[4, 14, 14]]}, {"id": 2, "positive": [[4, 32, 32]]}]
+    )
+    out, table = tmp_path / "out.tif", tmp_path / "m.csv"
+    code, _, err = run(capsys, "segment", img, "-o", out, "--method", "rf", "--prompts", prompts)
+    assert code == 1 and "add --propagate" in err  # a 2D backend is not run on a stack silently
+    code, text, err = run(capsys, "segment", img, "-o", out, "--method", "rf", "--prompts", prompts, "--propagate",
+                          "--enhance", "--morphometry", table)  # fmt: skip
+    assert code == 0, err
+    result = read_image(out).numpy()
+    assert dice(result == 1, labels == 1) > 0.85 and dice(result == 2, labels == 2) > 0.85
+    rows = list(csv.DictReader(table.open()))
+    assert float(rows[0]["volume_physical"]) == pytest.approx(0.25 * float(rows[0]["volume_voxels"]))
+
+
+def test_segment_bad_prompted_input(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    img, _, _ = stack
+    out = tmp_path / "out.tif"
+    code, _, err = run(capsys, "segment", img, "-o", out, "--method", "rf")
+    assert code == 1 and "--prompts" in err
+    outside = _prompts(tmp_path / "bad.json", [{"id": 1, "positive": [[4, 60, 10]]}])
+    code, _, err = run(capsys, "segment", img, "-o", out, "--method", "rf", "--prompts", outside, "--propagate")
+    assert code == 1 and "outside" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "segment", img, "-o", out, "--method", "rf", "--text", "a ball", "--propagate")
+    assert code == 1 and "grounding model" in err
+    code, _, err = run(capsys, "segment", img, "-o", out, "--method", "fm", "--text", "a ball", "--propagate")
+    assert code == 1 and "model folder" in err
+
+
+def test_simulate_2d_prints_the_click_metrics(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _, labels = stack
+    image = read_image(path).numpy()[4]
+    img = write_image(tmp_path / "slice.tif", image, ImageMetadata.for_array(image))
+    gt = write_image(tmp_path / "gt.tif", labels[4], ImageMetadata.for_array(labels[4]), labels=True)
+    code, out, err = run(capsys, "simulate", img, gt, "--method", "rf", "--max-clicks", "5", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("mean_clicks_to_85", "mean_clicks_to_90", "iou_after_1", "iou_after_3", "iou_after_5"):
+        assert key in result
+    assert result["objects"] == 2 and result["iou_after_5"] > 0.8
+
+
+def test_simulate_a_stack_from_one_slice(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    img, gt, _ = stack
+    code, _, err = run(capsys, "simulate", img, gt, "--json")
+    assert code == 1 and "--propagate-from" in err
+    code, out, err = run(capsys, "simulate", img, gt, "--propagate-from", "4", "--max-clicks", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["objects"] == 2 and result["stack_dice"] > 0.8 and "iou_after_1" in result
