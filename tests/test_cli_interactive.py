@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,18 @@ def test_simulate_a_stack_from_one_slice(tmp_path: Path, stack, capsys) -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["objects"] == 2 and result["stack_dice"] > 0.8 and "iou_after_1" in result
+
+
+def test_segment_reuses_the_embedding_cache(tmp_path: Path, stack, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    img, _, _ = stack
+    prompts = _prompts(tmp_path / "p.json", [{"id": 1, "positive": [[4, 14, 14]]}])
+    args = ("segment", img, "--method", "rf", "--prompts", prompts, "--propagate", "--cache", tmp_path / "cache")
+    assert run(capsys, *args, "-o", tmp_path / "a.tif")[0] == 0
+    with caplog.at_level(logging.INFO, logger="fmscope.cli"):
+        assert run(capsys, *args, "-o", tmp_path / "b.tif")[0] == 0
+    assert "reused from" in caplog.text
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif").numpy(), read_image(tmp_path / "b.tif").numpy())
+    code, _, err = run(capsys, *args, "-o", tmp_path / "c.tif", "--semantic")
+    assert code == 0, err  # --semantic changes prediction, not the embeddings: the cache still fits
+    code, _, err = run(capsys, *args, "-o", tmp_path / "d.tif", "--video")
+    assert code == 1 and "--video" in err

@@ -32,7 +32,7 @@ def test_rf_embeddings_are_reused_and_identical(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.features, b.features)
     np.testing.assert_array_equal(a.superpixels, b.superpixels)
     np.testing.assert_array_equal(a.gradient, b.gradient)
-    assert len(EmbeddingCache(tmp_path / "cache", backend)) == 1
+    assert len(EmbeddingCache(tmp_path / "cache", backend, first.profile)) == 1
 
 
 def test_sam_embedding_round_trip_keeps_tensors_and_the_transform(tmp_path: Path) -> None:
@@ -50,14 +50,15 @@ def test_sam_embedding_round_trip_keeps_tensors_and_the_transform(tmp_path: Path
 
 def test_stale_or_foreign_caches_are_refused(tmp_path: Path) -> None:
     volume = _volume()
+    profile = fit_profile(volume)  # what SliceEmbeddings fits when given none
     SliceEmbeddings(RandomForestPrompter(), volume, cache_dir=tmp_path / "cache")[0]
     other = RandomForestPrompter(PixelClassifierConfig(sigmas=(1.0, 3.0)))
     with pytest.raises(FileFormatError, match="another model or window.*sigmas"):
         SliceEmbeddings(other, volume, cache_dir=tmp_path / "cache")
-    with pytest.raises(FileFormatError, match="profile"):
-        EmbeddingCache(tmp_path / "cache", RandomForestPrompter(), fit_profile(volume))
+    with pytest.raises(FileFormatError, match="another model or window.*profile"):
+        EmbeddingCache(tmp_path / "cache", RandomForestPrompter(), fit_profile(volume, low_percentile=5.0))
     with pytest.raises(FileFormatError, match="other data"):
-        SliceEmbeddings(RandomForestPrompter(), volume + 1, cache_dir=tmp_path / "cache")[0]
+        SliceEmbeddings(RandomForestPrompter(), volume[::-1], profile, cache_dir=tmp_path / "cache")[0]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")
     with pytest.raises(FileFormatError, match="not an embedding cache"):

@@ -179,3 +179,16 @@ def test_unfixable_outliers_are_interpolated_and_small_things_filtered() -> None
     assert counts == {"outliers": 1, "filled": 0, "dropped": 1}  # object 2 is below min_area
     assert kept[0].source[2] == "interpolated" and dice(kept[0].masks[2], _disk(12)) > 0.95
     assert filter_tracks([ObjectTrack(3, {0: _disk(12)})], min_slices=2) == []
+
+
+def test_bridging_skips_a_failed_slice_and_gap_filling_closes_it() -> None:
+    volume = np.stack([_disk(10).astype(np.float32)] * 7)
+    volume[3] = 0.0  # a blank section in the middle (a damaged slice)
+    prompt = ObjectPrompt(1, positive=((0, 32, 32),))
+    _, (stopped,) = propagate(Threshold(), volume, [prompt])
+    assert stopped.slices() == [0, 1, 2]
+    _, (bridged,) = propagate(Threshold(), volume, [prompt], PropagationConfig(bridge=1))
+    assert bridged.slices() == [0, 1, 2, 4, 5, 6]
+    assert fill_gaps(bridged) == [3] and dice(bridged.masks[3], _disk(10)) > 0.99
+    with pytest.raises(InvalidInputError, match="bridge"):
+        PropagationConfig(bridge=-1)

@@ -15,13 +15,14 @@ from fmscope.cli.common import add_dataset_option, add_input, finish_output, pri
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile, fit_profile
 from fmscope.interactive.backends import BACKENDS, make_backend
-from fmscope.interactive.enhance import EnhanceConfig, enhance
+from fmscope.interactive.enhance import EnhanceConfig, bridged, enhance
+from fmscope.interactive.modes import automatic_stack
 from fmscope.interactive.morphometry import measure_objects, write_morphometry
 from fmscope.interactive.prompts import ObjectPrompt, load_prompts
 from fmscope.interactive.propagate import PropagationConfig, SliceEmbeddings, propagate_object, tracks_to_labels
 from fmscope.interactive.protocol import PromptableModel
 from fmscope.interactive.simulate import simulate_object, simulate_stack, summarize, summarize_stack
-from fmscope.io import write_image
+from fmscope.io import Image, write_image
 from fmscope.utils.atomic import check_output_path
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ def add_prompted_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("promptable methods (rf, fm, sam, sam2)")
     g.add_argument("--prompts", type=Path, default=None, help="prompts JSON: points (z, y, x), boxes, text per object")
     g.add_argument("--text", default=None, help="a phrase to find (needs --grounding)")
+    g.add_argument("--auto", action="store_true", help="sam: segment everything (stacks: per slice, then linked)")
     g.add_argument("--text-slice", type=int, default=None, help="slice searched for --text (default: the middle)")
     g.add_argument("--grounding", type=Path, default=None, help="local Grounding DINO folder (transformers)")
     add_backend_options(g)
     g.add_argument("--propagate", action="store_true", help="carry the prompts through the stack from their slices")
+    g.add_argument("--video", action="store_true", help="sam2 --propagate: use SAM2's video predictor (memory)")
+    g.add_argument("--cache", type=Path, default=None, help="embedding cache folder (zarr), reused by later runs")
     g.add_argument("--stop-iou", type=float, default=0.5, help="stop when consecutive slices overlap less (0.5)")
     g.add_argument("--enhance", action="store_true", help="re-segment outlier slices, fill gaps, drop small bits")
     g.add_argument("--min-slices", type=int, default=1, help="with --enhance: drop objects on fewer slices")
@@ -89,10 +93,12 @@ def _text_prompts(
 
 def cmd_segment_prompted(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.overwrite)
-    if args.prompts is None and args.text is None:
-        raise InvalidInputError(f"--method {args.method}: needs --prompts FILE and/or --text PHRASE")
+    if args.prompts is None and args.text is None and not args.auto:
+        raise InvalidInputError(f"--method {args.method}: needs --prompts FILE, --text PHRASE or --auto")
     image = read_spatial(args.input, args.dataset, args.channel)
     data = image.numpy()
+    if args.auto:
+        return _segment_automatic(args, image, data)
     if data.ndim == 3 and not args.propagate:
         raise InvalidInputError(
             f"{args.input}: a stack of {data.shape[0]} slices; the {args.method} backend segments 2D slices: add "
@@ -112,17 +118,45 @@ def cmd_segment_prompted(args: argparse.Namespace) -> int:
             mask = np.asarray(backend.predict(embedding, p).mask)
             labels[mask & (labels == 0)] = p.id
         counts: dict[str, int] = {}
+    elif args.video:
+        if args.method != "sam2":
+            raise InvalidInputError(f"--video: SAM2's video predictor, not available with --method {args.method}")
+        key = min(z for p in prompts for z in p.slices())
+        labels = backend.propagate_video(data, key, prompts, profile).astype(np.uint32)  # type: ignore[attr-defined]
+        counts = {}
     else:
-        embeddings = SliceEmbeddings(backend, data, profile)
-        propagation = PropagationConfig(stop_iou=args.stop_iou)
+        embeddings = SliceEmbeddings(backend, data, profile, cache_dir=args.cache)
+        enhancement = EnhanceConfig(min_slices=args.min_slices) if args.enhance else None
+        propagation = bridged(PropagationConfig(stop_iou=args.stop_iou), enhancement)
         tracks = [propagate_object(embeddings, p, propagation) for p in prompts]
         counts = {}
-        if args.enhance:
-            tracks, counts = enhance(
-                embeddings, tracks, EnhanceConfig(min_slices=args.min_slices), propagation=propagation
-            )
+        if enhancement is not None:
+            tracks, counts = enhance(embeddings, tracks, enhancement, propagation=propagation)
         labels = tracks_to_labels(tracks, data.shape)
-    seconds = time.perf_counter() - t0
+        if embeddings.reused:
+            logger.info("%d slice embedding(s) reused from %s", embeddings.reused, args.cache)
+    extra = "".join(f", {v} {k}" for k, v in counts.items() if v)
+    found = len([v for v in np.unique(labels) if v])
+    return _write_labels(
+        args,
+        image,
+        data,
+        labels,
+        f"{args.method}, {found} of {len(prompts)} object(s)",
+        time.perf_counter() - t0,
+        extra,
+    )
+
+
+def _write_labels(
+    args: argparse.Namespace,
+    image: Image,
+    data: np.ndarray,
+    labels: np.ndarray,
+    what: str,
+    seconds: float,
+    extra: str = "",
+) -> int:
     out = labels.astype(np.uint16) if labels.max() < 2**16 else labels
     meta = image.meta.replace(dtype=str(out.dtype), format="array", notes=())
     written = write_image(args.output, out, meta, overwrite=args.overwrite, labels=True)
@@ -133,10 +167,18 @@ def cmd_segment_prompted(args: argparse.Namespace) -> int:
         z_labels = labels if labels.ndim == 3 else labels[None]
         measured = measure_objects(z_labels, data if data.ndim == 3 else data[None], spacing=spacing)
         write_morphometry(measured, args.morphometry, is_2d=data.ndim == 2, overwrite=args.overwrite)
-    found = sorted(int(v) for v in np.unique(labels) if v)
-    extra = "".join(f", {v} {k}" for k, v in counts.items() if v)
-    print(f"wrote {written}: {args.method}, {len(found)} of {len(prompts)} object(s), {seconds:.1f} s{extra}")
+    print(f"wrote {written}: {what}, {seconds:.1f} s{extra}")
     return 0
+
+
+def _segment_automatic(args: argparse.Namespace, image: Image, data: np.ndarray) -> int:
+    if args.prompts is not None or args.text is not None:
+        raise InvalidInputError("--auto: segments everything; give it without --prompts and --text")
+    t0 = time.perf_counter()
+    backend = _backend(args)
+    profile = fit_profile(data, low_percentile=1.0, high_percentile=99.8)
+    labels = automatic_stack(backend, data, profile=profile, min_slices=args.min_slices, progress=True)
+    return _write_labels(args, image, data, labels, f"{args.method} automatic", time.perf_counter() - t0)
 
 
 def register(sub: Any) -> None:
@@ -148,6 +190,8 @@ def register(sub: Any) -> None:
     p.add_argument("--method", choices=BACKENDS, default="rf", help="promptable backend (default rf)")
     add_backend_options(p)
     add_dataset_option(p)
+    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    p.add_argument("--box", action="store_true", help="start each object with its bounding box, then click")
     p.add_argument("--target-iou", type=float, default=0.9, help="stop clicking an object at this IoU (0.9)")
     p.add_argument("--max-clicks", type=int, default=20, help="clicks per object at most (20)")
     p.add_argument("--objects", type=int, default=None, help="only the N largest objects (default all)")
@@ -158,7 +202,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    image = read_spatial(args.image, args.dataset).numpy()
+    image = read_spatial(args.image, args.dataset, args.channel).numpy()
     labels = read_spatial(args.labels, args.dataset).numpy()
     if labels.shape != image.shape:
         raise InvalidInputError(f"{args.labels}: shape {labels.shape} differs from the image's {image.shape}")
@@ -176,7 +220,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         enhancement = EnhanceConfig() if args.enhance else None
         results = simulate_stack(
             backend, image, labels, args.propagate_from, target_iou=args.target_iou, max_clicks=args.max_clicks,
-            max_objects=args.objects, enhancement=enhancement, profile=profile,
+            max_objects=args.objects, box=args.box, enhancement=enhancement, profile=profile,
         )  # fmt: skip
         summary = {**summarize([r.key_trace for r in results], max_clicks=args.max_clicks), **summarize_stack(results)}
     else:
@@ -200,7 +244,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ]
         summary = summarize(traces, max_clicks=args.max_clicks)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    result = {"method": args.method, "target_iou": args.target_iou, "max_clicks": args.max_clicks, **summary}
+    result = {"method": args.method, "box": args.box, "target_iou": args.target_iou, "max_clicks": args.max_clicks}
+    result.update(summary)
     if args.json:
         print_json(result)
     else:

@@ -7,20 +7,22 @@
   side deviates by more than ``max_change`` (a fraction of the median) is an outlier.
 * :func:`resegment_outliers`: an outlier slice is segmented again from its nearest good neighbours' prompts (their
   union's box, enlarged, and the interior point of the nearer one, plus its mask); when the new mask is still an
-  outlier the slice is replaced by the shape interpolated between the neighbours.
+  outlier the slice is replaced by the shape interpolated between the neighbours (an end slice is kept as it was).
 * :func:`fill_gaps`: missing slices inside a track (up to ``max_gap`` in a row) are filled by interpolating the signed
   distance maps of the slices on either side.
 * :func:`filter_tracks`: fragments below ``min_area`` pixels are dropped per slice, then tracks shorter than
   ``min_slices`` slices or smaller than ``min_size`` voxels.
 
-:func:`enhance` applies them in that order with one :class:`EnhanceConfig`.
+:func:`enhance` applies them in that order with one :class:`EnhanceConfig`. Its ``bridge`` is the one enhancement that
+acts during propagation (:class:`~fmscope.interactive.propagate.PropagationConfig` ``bridge``: skip up to that many
+failed slices instead of stopping); callers propagate with :func:`bridged` before enhancing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 class EnhanceConfig:
     """Settings of the enhancement steps (see the module doc); a step is off when its switch is False."""
 
+    bridge: int = 2
     resegment: bool = True
     window: int = 5
     max_change: float = 0.5
@@ -53,7 +56,7 @@ class EnhanceConfig:
             raise InvalidInputError(f"window: expected an integer >= 3, got {self.window}")
         if self.max_change <= 0:
             raise InvalidInputError(f"max_change: expected a value > 0, got {self.max_change}")
-        for name in ("max_gap", "min_area", "min_slices", "min_size"):
+        for name in ("bridge", "max_gap", "min_area", "min_slices", "min_size"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
 
@@ -151,8 +154,8 @@ def resegment_outliers(
             t = (z - below) / (above - below)
             track.masks[z] = interpolate_masks(track.masks[below], track.masks[above], t)
             track.source[z] = "interpolated"
-        else:
-            track.masks[z], track.source[z] = track.masks[nearest].copy(), "copied"
+        else:  # an end slice that stays an outlier: objects do taper at their ends, keep it
+            continue
         changed.append(z)
     return changed
 
@@ -212,3 +215,9 @@ def enhance(
     counts["dropped"] = len(tracks) - len(kept)
     logger.info("enhancement: %(outliers)d outlier slices, %(filled)d gap slices filled, %(dropped)d dropped", counts)
     return kept, counts
+
+
+def bridged(propagation: PropagationConfig | None, config: EnhanceConfig | None) -> PropagationConfig:
+    """``propagation`` with the enhancement's ``bridge`` (when enhancing), else unchanged."""
+    propagation = propagation or PropagationConfig()
+    return propagation if config is None else replace(propagation, bridge=config.bridge)

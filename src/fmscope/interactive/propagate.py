@@ -7,9 +7,16 @@ prompts, then slice by slice away from each key slice, each step prompted by the
   side, and its interior point (the pixel farthest from its edge, :func:`interior_point`) as a positive click;
 * the previous mask itself as a mask prompt (``use_mask_prompt``).
 
+A backend with a ``transfer(previous_embedding, previous_mask, embedding, prompt)`` method (the forest backends) is
+asked that instead (``transfer``): it learns the object's appearance on the previous slice, where the mask is known,
+and looks for it on this one, rather than labelling this slice's pixels under the old mask as the object.
+
 Propagation in one direction stops when the new mask is empty, or when its IoU with the previous slice's mask falls
-below ``stop_iou`` (the object ended or the model lost it; that slice is dropped). Between two key slices the stack is
-filled from both ends, meeting in the middle, so a second annotated slice corrects drift rather than competing with it.
+below ``stop_iou`` (the object ended or the model lost it; that slice is dropped), unless ``bridge`` > 0: then up to
+``bridge`` failed slices in a row are skipped, the next one prompted from the last good slice, and propagation goes on
+where it finds the object again (the skipped slices are left for :func:`~fmscope.interactive.enhance.fill_gaps`).
+Between two key slices the stack is filled from both ends, meeting in the middle, so a second annotated slice
+corrects drift rather than competing with it.
 
 Embeddings are computed once per slice and shared by all objects (:class:`SliceEmbeddings`).
 """
@@ -27,7 +34,7 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import IntensityProfile
+from fmscope.intensity import IntensityProfile, fit_profile
 from fmscope.interactive.cache import EmbeddingCache
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.protocol import PromptableModel, PromptMask
@@ -44,19 +51,24 @@ class PropagationConfig:
     box_expand: float = 0.1
     box_margin: int = 4
     use_mask_prompt: bool = True
+    transfer: bool = True
+    bridge: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.stop_iou < 1.0:
             raise InvalidInputError(f"stop_iou: expected a value in [0, 1), got {self.stop_iou}")
         if self.box_expand < 0:
             raise InvalidInputError(f"box_expand: expected a value >= 0, got {self.box_expand}")
-        if self.box_margin < 0:
-            raise InvalidInputError(f"box_margin: expected an integer >= 0, got {self.box_margin}")
+        for name in ("box_margin", "bridge"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
 
 
 class SliceEmbeddings:
     """Lazily computed ``backend.embed(volume[z], profile)`` of a (Z, Y, X) stack, kept in memory and, with a
-    ``cache_dir``, on disk (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run."""
+    ``cache_dir``, on disk (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run. Without a
+    ``profile`` one is fitted to the whole stack (1st/99.8th percentiles, streamed), so every slice is windowed alike.
+    """
 
     def __init__(
         self,
@@ -68,6 +80,8 @@ class SliceEmbeddings:
     ) -> None:
         if np.ndim(volume) != 3:
             raise InvalidInputError(f"volume: expected a (Z, Y, X) stack, got shape {np.shape(volume)}")
+        if profile is None:  # one window for the whole stack, so that slices compare (spec: per volume, once)
+            profile = fit_profile(volume, low_percentile=1.0, high_percentile=99.8)
         self.backend, self.volume, self.profile = backend, volume, profile
         self._cache: dict[int, Any] = {}
         self.disk = EmbeddingCache(cache_dir, backend, profile) if cache_dir is not None else None
@@ -133,11 +147,16 @@ def interior_point(mask: NDArray[np.bool_]) -> tuple[float, float]:
 def _step(
     embeddings: SliceEmbeddings,
     z: int,
+    z_previous: int,
     previous: NDArray[np.bool_],
     object_id: int,
     config: PropagationConfig,
 ) -> PromptMask:
     prompt = project_prompt(object_id, previous, config)
+    transfer = getattr(embeddings.backend, "transfer", None)
+    if config.transfer and transfer is not None:
+        result: PromptMask = transfer(embeddings[z_previous], previous, embeddings[z], prompt)
+        return result
     return embeddings.backend.predict(embeddings[z], prompt, previous if config.use_mask_prompt else None)
 
 
@@ -150,21 +169,24 @@ def _walk(
     config: PropagationConfig,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Propagate from ``start`` (already in ``track``) towards ``stop`` (inclusive) in ``direction``."""
-    previous = track.masks[start]
+    """Propagate from ``start`` (already in ``track``) towards ``stop`` (inclusive) in ``direction``; up to
+    ``config.bridge`` failed slices in a row are skipped (prompted from the last good slice) before it stops."""
+    previous, last = track.masks[start], start
     for z in range(start + direction, stop + direction, direction):
         if not previous.any():
             return
-        result = _step(embeddings, z, previous, track.object_id, config)
+        result = _step(embeddings, z, last, previous, track.object_id, config)
         overlap = iou(result.mask, previous)
         if progress is not None:
             progress(1)
         if not result.mask.any() or overlap < config.stop_iou:
-            logger.debug("object %d: propagation stops at z=%d (IoU %.2f)", track.object_id, z, overlap)
-            return
+            if abs(z - last) > config.bridge:
+                logger.debug("object %d: propagation stops at z=%d (IoU %.2f)", track.object_id, z, overlap)
+                return
+            continue  # bridged: the gap is left for fill_gaps
         track.masks[z], track.scores[z], track.step_iou[z] = result.mask, result.score, overlap
         track.source[z] = "propagated"
-        previous = result.mask
+        previous, last = result.mask, z
 
 
 def propagate_object(

@@ -236,6 +236,46 @@ class RandomForestPrompter:
             out = self._snap(out, embedding.gradient, labels == 0, window)
         if self.split_touching and prompt.box is None and seeds.any() and out.any():  # a box delimits the object
             out = self._split(out, seeds)
+        return self._result(out, proba, prompt.id)
+
+    def _result(self, out: NDArray[np.bool_], proba: NDArray[np.float32], object_id: int) -> PromptMask:
         score = float(proba[out].mean()) if out.any() else 0.0
-        logger.debug("rf prompt %d: %d pixels, score %.3f", prompt.id, int(out.sum()), score)
+        logger.debug("rf object %d: %d pixels, score %.3f", object_id, int(out.sum()), score)
         return PromptMask(out, score)
+
+    def transfer(
+        self,
+        previous: SliceEmbedding,
+        previous_mask: NDArray[np.bool_],
+        embedding: SliceEmbedding,
+        prompt: ObjectPrompt,
+    ) -> PromptMask:
+        """One propagation step: a forest trained on the *previous* slice (its mask, eroded by a pixel, is the object;
+        a ring from 2 pixels outside it, as wide as the object's radius and at least ``2 * box_margin``, is
+        background: local, so that other objects of the same kind elsewhere are not taught as background) classifies this slice inside ``prompt.box``; the
+        regions touching the previous mask are kept and snapped to edges. The appearance comes from a slice whose
+        labels are known, so a mask that has run off the object's end finds nothing here (propagation stops) instead
+        of labelling whatever lies under the old mask as the object."""
+        if previous_mask.shape != embedding.shape or previous.shape != embedding.shape:
+            raise InvalidInputError(f"previous_mask: expected shape {embedding.shape}, got {previous_mask.shape}")
+        labels = np.full(embedding.shape, -1, np.int64)
+        near = ndi.binary_dilation(previous_mask, iterations=2)
+        width = max(2 * self.box_margin, round(float(np.sqrt(previous_mask.sum() / np.pi))))  # object-sized context
+        labels[ndi.binary_dilation(near, iterations=width) & ~near] = 0
+        core = ndi.binary_erosion(previous_mask)
+        labels[core if core.any() else previous_mask] = 1
+        forest = PixelClassifier(self.config).fit_features([previous.features], [labels])
+        window = (slice(None), slice(None))
+        if prompt.box is not None:
+            y0, x0, y1, x1 = (round(v) for v in prompt.box)
+            window = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+        proba = np.zeros(embedding.shape, np.float32)
+        proba[window] = forest.predict_proba_features(embedding.features[window])[1]
+        regions, _ = ndi.label(proba > 0.5)
+        keep = np.unique(regions[ndi.binary_dilation(previous_mask, iterations=2)])
+        out = np.isin(regions, keep[keep > 0])
+        if self.snap_radius and embedding.gradient is not None and out.any():
+            outside = np.ones(embedding.shape, bool)
+            outside[window] = False
+            out = self._snap(out, embedding.gradient, outside, window)
+        return self._result(out, proba, prompt.id)

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile
-from fmscope.interactive.enhance import EnhanceConfig, enhance
+from fmscope.interactive.enhance import EnhanceConfig, bridged, enhance
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.propagate import (
     PropagationConfig,
@@ -167,13 +167,14 @@ def simulate_stack(
     propagation: PropagationConfig | None = None,
     enhancement: EnhanceConfig | None = None,
     profile: IntensityProfile | None = None,
+    embeddings: SliceEmbeddings | None = None,
 ) -> list[StackResult]:
     """Annotate the objects of ``key_slice`` with simulated clicks, propagate them through the stack and score them.
 
     ``objects`` is a (Z, Y, X) instance label volume (one id per 3D object). The objects cut by the key slice (the
     ``max_objects`` largest there) are clicked there (after their box, with ``box``) until ``target_iou``; their
-    prompts are propagated (and enhanced with ``enhancement``, when given). The reference is per-slice prompting: one
-    click at the interior point of the object on every slice it occupies.
+    prompts are propagated (and, with ``enhancement``, propagated again bridging failed slices, then enhanced). The
+    reference is per-slice prompting: one click at the interior point of the object on every slice it occupies.
     """
     volume, objects = np.asarray(volume), np.asarray(objects)
     if volume.ndim != 3 or objects.shape != volume.shape:
@@ -186,7 +187,7 @@ def simulate_stack(
     if ids.size == 0:
         raise InvalidInputError(f"key_slice: no labelled object on slice {key_slice}")
     chosen = ids[np.argsort(-sizes, kind="stable")][:max_objects]
-    embeddings = SliceEmbeddings(prompter, volume, profile)
+    embeddings = embeddings or SliceEmbeddings(prompter, volume, profile)
     results = []
     for k in chosen:
         truth = objects == k
@@ -206,7 +207,10 @@ def simulate_stack(
         propagated = tracks_to_labels([track], shape) > 0
         enhanced = None
         if enhancement is not None:
-            kept, _ = enhance(embeddings, [track], enhancement, propagation=propagation)
+            bridging = bridged(propagation, enhancement)
+            kept, _ = enhance(
+                embeddings, [propagate_object(embeddings, prompt, bridging)], enhancement, propagation=bridging
+            )
             enhanced = dice(tracks_to_labels(kept, shape) > 0, truth)
         per_slice = np.zeros_like(truth)
         occupied = [z for z in range(truth.shape[0]) if truth[z].any()]
