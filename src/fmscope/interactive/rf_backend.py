@@ -251,11 +251,13 @@ class RandomForestPrompter:
         prompt: ObjectPrompt,
     ) -> PromptMask:
         """One propagation step: a forest trained on the *previous* slice classifies this slice inside ``prompt.box``.
+
         There, the mask eroded by a pixel is the object, and a ring from 2 pixels outside it, as wide as the object's
         radius and at least ``2 * box_margin``, is background: local, so that other objects of the same kind elsewhere
-        are not taught as background. The regions touching the previous mask are kept and snapped to edges. The appearance comes from a slice whose
-        labels are known, so a mask that has run off the object's end finds nothing here (propagation stops) instead
-        of labelling whatever lies under the old mask as the object."""
+        are not taught as background. The regions touching the previous mask are kept and snapped to edges. The
+        appearance comes from a slice whose labels are known, so a mask that has run off the object's end finds
+        nothing here (propagation stops) instead of labelling whatever lies under the old mask as the object.
+        """
         if previous_mask.shape != embedding.shape or previous.shape != embedding.shape:
             raise InvalidInputError(f"previous_mask: expected shape {embedding.shape}, got {previous_mask.shape}")
         labels = np.full(embedding.shape, -1, np.int64)
