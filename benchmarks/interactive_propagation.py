@@ -1,7 +1,7 @@
 """Mitochondria of the ISBI 2012 EM stack propagated from one annotated slice, with and without enhancement, vs Otsu.
 
     python benchmarks/interactive_propagation.py [--data ../shared/data] [--key-slices 5 15 25] [--objects 10]
-        [--max-clicks 10] [--stop-iou 0.3]
+        [--max-clicks 10] [--stop-iou 0.3] [--bridge 2] [--no-resegment] [--per-object]
 
 Ground truth: the 3D connected components of the Cardona 2010 mitochondria mask (30 x 512 x 512). The ``--objects``
 largest components cut by each key slice are annotated there by the simulated annotator (their box, then clicks until
@@ -46,6 +46,9 @@ def main() -> None:
     p.add_argument("--objects", type=int, default=10)
     p.add_argument("--max-clicks", type=int, default=10)
     p.add_argument("--stop-iou", type=float, default=0.3)
+    p.add_argument("--bridge", type=int, default=2, help="enhancement: failed slices bridged (0 = none)")
+    p.add_argument("--no-resegment", action="store_true", help="enhancement: keep outlier slices as they are")
+    p.add_argument("--per-object", action="store_true", help="also print each object's Dice")
     args = p.parse_args()
     root = args.data / "isbi2012_em_membranes"
     volume = read_image(root / "raw.tif").numpy()
@@ -55,10 +58,11 @@ def main() -> None:
     results, otsu = [], []
     backend = RandomForestPrompter()
     embeddings = SliceEmbeddings(backend, volume)  # shared by the key slices
+    enhancement = EnhanceConfig(min_area=20, bridge=args.bridge, resegment=not args.no_resegment)
     for key in args.key_slices:
         found = simulate_stack(
             backend, volume, objects, key, target_iou=0.9, max_clicks=args.max_clicks, max_objects=args.objects,
-            box=True, propagation=PropagationConfig(stop_iou=args.stop_iou), enhancement=EnhanceConfig(min_area=20),
+            box=True, propagation=PropagationConfig(stop_iou=args.stop_iou), enhancement=enhancement,
             embeddings=embeddings,
         )  # fmt: skip
         for r in found:
@@ -81,6 +85,10 @@ def main() -> None:
     ]
     for label, key, clicks in rows:
         print(f"| rf, {label} | {clicks:.1f} | {s[f'stack_dice_{key}']:.3f} | {s[f'median_stack_dice_{key}']:.3f} |")
+    if args.per_object:
+        for r, o in zip(results, otsu, strict=True):
+            print(f"object {r.object_id}: Otsu {o:.2f}, propagated {r.dice_propagated:.2f}, enhanced "
+                  f"{r.dice_enhanced:.2f}, per slice {r.dice_per_slice:.2f}")  # fmt: skip
     per_slice = [r.dice_per_slice for r in results]
     print(
         f"| rf, per-slice prompting | {s['per_slice_clicks']:.1f} | {np.mean(per_slice):.3f} | "

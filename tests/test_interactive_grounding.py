@@ -390,3 +390,18 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_cli_text_prompt_becomes_boxes_for_the_backend(tiny_folder, tmp_path):
+    from fmscope.cli.main import main
+    from fmscope.io import ImageMetadata, read_image, write_image
+
+    rng = np.random.default_rng(2)
+    img = rng.normal(1000.0, 50.0, size=(H, W))
+    img[10:25, 30:50] += 400.0
+    path = write_image(tmp_path / "img.tif", img.astype(np.uint16), ImageMetadata.for_array(img.astype(np.uint16)))
+    out = tmp_path / "out.tif"
+    argv = ["segment", str(path), "-o", str(out), "--method", "rf", "--text", "cell", "--grounding", str(tiny_folder)]
+    assert main([*argv, "--box-threshold", "0"]) == 0
+    labels = read_image(out).numpy()
+    assert labels.shape == img.shape and labels.max() >= 1  # random weights: boxes somewhere, one object per box

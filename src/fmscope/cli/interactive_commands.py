@@ -36,6 +36,7 @@ def add_prompted_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--auto", action="store_true", help="sam: segment everything (stacks: per slice, then linked)")
     g.add_argument("--text-slice", type=int, default=None, help="slice searched for --text (default: the middle)")
     g.add_argument("--grounding", type=Path, default=None, help="local Grounding DINO folder (transformers)")
+    g.add_argument("--box-threshold", type=float, default=0.35, help="--text: detection score threshold (0.35)")
     add_backend_options(g)
     g.add_argument("--propagate", action="store_true", help="carry the prompts through the stack from their slices")
     g.add_argument("--video", action="store_true", help="sam2 --propagate: use SAM2's video predictor (memory)")
@@ -72,7 +73,8 @@ def _text_prompts(
         return prompts
     from fmscope.interactive.grounding import GroundingDetector, prompts_from_text, require_grounding
 
-    detector = require_grounding(phrases[0], GroundingDetector(args.grounding) if args.grounding else None)
+    found_by = GroundingDetector(args.grounding, box_threshold=args.box_threshold) if args.grounding else None
+    detector = require_grounding(phrases[0], found_by)
     kept = [p for p in prompts if not (p.text and not p.positive and p.box is None)]
     z = None
     if image.ndim == 3:
