@@ -14,7 +14,7 @@ import tifffile
 from fmscope.cli.main import main
 from fmscope.io import ImageMetadata, read_image, write_image
 
-COMMANDS = ["info", "convert", "normalize", "segment", "evaluate", "quickstart"]
+COMMANDS = ["info", "convert", "normalize", "segment", "evaluate", "quickstart", "simulate", "models"]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:

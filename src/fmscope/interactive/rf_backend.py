@@ -5,9 +5,10 @@ works) the multi-scale filter features, the gradient magnitude and Felzenszwalb 
 object's prompts into pixel labels and fits a forest on the cached features:
 
 * a positive point labels a disk of ``point_radius`` pixels as the object, a negative point a disk as background.
-  With ``superpixels`` (the default) the clicked superpixel gets the same label when it is smaller than
-  ``max_superpixel`` of the slice and holds no pixel already labelled the other way: a disk at a nucleus' centre
-  teaches the forest what its centre looks like, the superpixel what the whole nucleus looks like;
+  With ``superpixels`` (the default) the clicked superpixel (less its rim, which may have leaked across the edge)
+  gets the same label when it is smaller than ``max_superpixel`` of the slice and holds no pixel already labelled
+  the other way: a disk at a nucleus' centre teaches the forest what its centre looks like, the superpixel what the
+  whole nucleus looks like;
 * a box labels a band of ``box_margin`` pixels around it as background and a disk at its centre (a quarter of its
   smaller side) as the object, unless a negative click falls on that disk; the mask is kept inside the box (and
   predicted only there);
@@ -23,8 +24,7 @@ watershed of the gradient magnitude seeded with both (no click labels edge pixel
 With ``split_touching`` (instance mode, the default) and no box (a box already delimits the object), a kept region is
 cut by a watershed of its distance transform (markers: maxima at least ``split_depth`` pixels above their saddle) and
 only the basins holding a seed stay: one click gives the clicked nucleus, not the clump it touches. Semantic (phase)
-prompting turns it off. The score is the mean probability inside the mask. Text needs a grounding
-model: refused here.
+prompting turns it off. The score is the mean probability inside the mask. Text needs a grounding model: refused.
 """
 
 from __future__ import annotations
