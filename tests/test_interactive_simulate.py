@@ -57,7 +57,7 @@ def test_simulation_stops_at_the_target_and_summarizes() -> None:
     trace = simulate_object(backend, None, truth, target_iou=0.9, max_clicks=10)
     assert trace.ious == (0.5, 0.8, 0.95) and backend.calls == 3
     assert trace.clicks_to(0.85, 10) == 3 and trace.iou_after(5) == 0.95
-    never = ClickTrace(2, (0.3, 0.4))
+    never = ClickTrace(2, (0.3, 0.4), ObjectPrompt(2, positive=((1.0, 1.0),)))
     summary = summarize([trace, never], max_clicks=10)
     assert summary["mean_clicks_to_90"] == (3 + 10) / 2 and summary["iou_after_1"] == pytest.approx(0.4)
     with pytest.raises(InvalidInputError, match="truth"):

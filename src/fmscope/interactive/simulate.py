@@ -45,7 +45,7 @@ class ClickTrace:
 
     object_id: int
     ious: tuple[float, ...]
-    prompt: ObjectPrompt | None = None
+    prompt: ObjectPrompt
 
     def clicks_to(self, target: float, max_clicks: int) -> int:
         """Clicks needed to reach ``target`` IoU, or ``max_clicks`` when never reached."""
@@ -195,7 +195,6 @@ def simulate_stack(
             prompter, embeddings[key_slice], truth[key_slice], object_id=int(k), target_iou=target_iou,
             max_clicks=max_clicks, box=box,
         )  # fmt: skip
-        assert trace.prompt is not None
         prompt = ObjectPrompt(
             int(k),
             tuple((key_slice, *p) for p in trace.prompt.positive),
