@@ -68,10 +68,13 @@ def backend_signature(backend: PromptableModel) -> dict[str, Any]:
     return sig
 
 
-def slice_hash(image: np.ndarray) -> str:
-    """SHA-256 of a slice's shape, dtype and bytes."""
-    arr = np.ascontiguousarray(image)
-    return hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode() + arr.tobytes()).hexdigest()
+def image_hash(image: np.ndarray) -> str:
+    """SHA-256 of an array's shape, dtype and bytes (slice by slice, no full copy)."""
+    arr = np.asarray(image)
+    h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
+    for plane in arr.reshape((-1, *arr.shape[-2:])):
+        h.update(np.ascontiguousarray(plane).tobytes())
+    return h.hexdigest()
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -127,7 +130,7 @@ class EmbeddingCache:
             return None
         node: Any = self._group[key]
         attrs = dict(node.attrs)
-        if attrs.get("slice_sha256") != slice_hash(image):
+        if attrs.get("slice_sha256") != image_hash(image):
             raise FileFormatError(
                 f"cache: slice {z} in '{self.folder}' was computed from other data; delete the cache or choose "
                 "another folder"
@@ -181,7 +184,7 @@ class EmbeddingCache:
                 "type": f"{cls.__module__}.{cls.__qualname__}",
                 "kinds": kinds,
                 "values": json.loads(json.dumps(values)),
-                "slice_sha256": slice_hash(image),
+                "slice_sha256": image_hash(image),
             }
         )
 

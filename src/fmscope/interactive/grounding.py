@@ -51,8 +51,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fmscope.errors import FileFormatError, InvalidInputError, MissingDependencyError
-from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
+from fmscope.intensity import IntensityProfile
 from fmscope.interactive.prompts import ObjectPrompt
+from fmscope.interactive.protocol import rgb8, window_slice
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +164,9 @@ def _read_model_type(path: Path) -> str:
 def _window_rgb(image: np.ndarray, profile: IntensityProfile | None) -> np.ndarray:
     """8-bit RGB ``(H, W, 3)`` of a raw 2D slice, windowed by ``profile`` (resampling dropped: boxes stay in the
     slice's pixels) or by the slice's own 1st/99.8th percentiles."""
-    if profile is None:
-        profile = fit_profile(image, low_percentile=1.0, high_percentile=99.8)
-    elif profile.spacing is not None or profile.target_spacing is not None:
+    if profile is not None and (profile.spacing is not None or profile.target_spacing is not None):
         profile = dataclasses.replace(profile, spacing=None, target_spacing=None)
-    window = np.asarray(apply_profile(image, profile))
-    if window.dtype != np.uint8:
-        window = np.rint(np.clip(window, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.repeat(window[:, :, None], 3, axis=2)
+    return rgb8(window_slice(image, profile)[0])
 
 
 def _import_transformers() -> tuple[Any, Any]:

@@ -39,9 +39,9 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import felzenszwalb, watershed
 
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
+from fmscope.intensity import IntensityProfile
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask
+from fmscope.interactive.protocol import PromptMask, check_slice, window_slice
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, pixel_features
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,14 @@ class SliceEmbedding:
     def shape(self) -> tuple[int, int]:
         """The slice's (Y, X) shape."""
         return (int(self.features.shape[0]), int(self.features.shape[1]))
+
+
+def _box_window(box: tuple[float, ...] | None) -> tuple[slice, slice]:
+    """The pixels of a 2D box (pixel-edge corners), or the whole slice."""
+    if box is None:
+        return (slice(None), slice(None))
+    y0, x0, y1, x1 = (round(v) for v in box)
+    return (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
 
 
 class RandomForestPrompter:
@@ -100,14 +108,7 @@ class RandomForestPrompter:
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SliceEmbedding:
         """Features of a 2D slice of any dtype, windowed to [0, 1] by ``profile`` (default: the slice's 1st/99.8th
         percentiles)."""
-        arr = np.asarray(image)
-        if arr.ndim != 2:
-            raise InvalidInputError(
-                f"image: the {self.name} backend embeds 2D slices, got shape {arr.shape}; use propagation for stacks"
-            )
-        window = np.asarray(
-            apply_profile(arr, profile or fit_profile(arr, low_percentile=1.0, high_percentile=99.8)), np.float32
-        )
+        window = np.asarray(window_slice(check_slice(image, f"the {self.name} backend"), profile)[0], np.float32)
         segments = (
             felzenszwalb(window, scale=self.superpixel_scale, sigma=self.superpixel_sigma, min_size=20)
             if self.superpixels
@@ -220,10 +221,7 @@ class RandomForestPrompter:
             raise InvalidInputError(f"prompt {prompt.id}: no background pixels (add a negative point or a box)")
         forest = PixelClassifier(self.config).fit_features([embedding.features], [labels])
         proba = np.zeros(embedding.shape, np.float32)
-        window = (slice(None), slice(None))
-        if prompt.box is not None:  # the mask stays inside the box: predict only there
-            y0, x0, y1, x1 = (round(v) for v in prompt.box)
-            window = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+        window = _box_window(prompt.box)  # the mask stays inside the box: predict only there
         proba[window] = forest.predict_proba_features(embedding.features[window])[1]
         out = proba > 0.5
         regions, n = ndi.label(out)
@@ -267,10 +265,7 @@ class RandomForestPrompter:
         core = ndi.binary_erosion(previous_mask)
         labels[core if core.any() else previous_mask] = 1
         forest = PixelClassifier(self.config).fit_features([previous.features], [labels])
-        window = (slice(None), slice(None))
-        if prompt.box is not None:
-            y0, x0, y1, x1 = (round(v) for v in prompt.box)
-            window = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+        window = _box_window(prompt.box)
         proba = np.zeros(embedding.shape, np.float32)
         proba[window] = forest.predict_proba_features(embedding.features[window])[1]
         regions, _ = ndi.label(proba > 0.5)

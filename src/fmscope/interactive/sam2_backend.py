@@ -32,10 +32,9 @@ from fmscope.errors import InvalidInputError, MissingDependencyError
 from fmscope.intensity import IntensityProfile, fit_profile
 from fmscope.interactive.checkpoints import load_weights, locate_checkpoint, read_checkpoint
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask
+from fmscope.interactive.protocol import PromptMask, check_slice
 from fmscope.interactive.sam_backend import (
     check_prompt,
-    check_slice,
     choose_mask,
     mask_to_logits,
     resolve_device,

@@ -24,10 +24,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fmscope.errors import InvalidInputError, MissingDependencyError
-from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
+from fmscope.intensity import IntensityProfile
 from fmscope.interactive.checkpoints import load_weights, locate_checkpoint, read_checkpoint
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask
+from fmscope.interactive.protocol import PromptMask, check_slice, rgb8, window_slice
 
 if TYPE_CHECKING:
     import torch
@@ -41,36 +41,20 @@ MASK_LOGIT = 8.0
 # --------------------------------------------------------------------------------------------- shared helpers
 
 
-def check_slice(image: Any, backend: str) -> np.ndarray:
-    """``image`` as a 2D numpy array; a 3D stack is refused with a pointer to propagation."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        raise InvalidInputError(
-            f"image: shape {arr.shape} is 3D; {backend} segments 2D slices, use propagation for stacks"
-        )
-    if arr.ndim != 2 or arr.size == 0:
-        raise InvalidInputError(f"image: expected a non-empty 2D slice (Y, X), got shape {arr.shape}")
-    return arr
-
-
 def window_to_rgb8(
     image: np.ndarray, profile: IntensityProfile | None = None
 ) -> tuple[NDArray[np.uint8], IntensityProfile]:
     """An ``(Y, X, 3)`` uint8 image from a raw 2D slice, windowed by ``profile`` (default: the slice's 1st/99.8th
     percentiles), and the profile used. Profiles that resample are refused (the slice must keep its shape)."""
-    if profile is None:
-        profile = fit_profile(image, low_percentile=1.0, high_percentile=99.8)
-    elif not isinstance(profile, IntensityProfile):
+    if profile is not None and not isinstance(profile, IntensityProfile):
         raise InvalidInputError(f"profile: expected an IntensityProfile, got {type(profile).__name__}")
-    elif profile.resamples:
+    if profile is not None and profile.resamples:
         raise InvalidInputError(
             "profile: it resamples (spacing -> target_spacing), which would change the slice's shape; use a profile "
             "without target_spacing for prompting"
         )
-    window = np.asarray(apply_profile(image, profile))
-    if window.dtype != np.uint8:
-        window = np.rint(np.clip(window, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.ascontiguousarray(np.repeat(window[:, :, None], 3, axis=2)), profile
+    window, used = window_slice(image, profile)
+    return rgb8(window), used
 
 
 def sam_points(prompt: ObjectPrompt) -> tuple[NDArray[np.float32] | None, NDArray[np.int32] | None]:

@@ -34,7 +34,6 @@ foreground segmentation, or keep ids and pass ``--map-labels 0=0,other=1``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -50,6 +49,7 @@ from numpy.typing import NDArray
 
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.intensity import IntensityProfile
+from fmscope.interactive.cache import image_hash
 from fmscope.interactive.morphometry import ObjectMeasurement, measure_objects, write_morphometry
 from fmscope.interactive.prompts import ObjectPrompt, _box, _number, parse_prompts
 from fmscope.interactive.protocol import PromptableModel
@@ -78,15 +78,6 @@ class _Step:
     prompts: tuple[tuple[int, ObjectPrompt | None, ObjectPrompt | None], ...]  # (id, before, after); None = absent
     accepted: tuple[frozenset[int], frozenset[int]]
     next_id: tuple[int, int]
-
-
-def image_hash(image: np.ndarray) -> str:
-    """SHA-256 of an array's shape, dtype and bytes (slice by slice, no full copy)."""
-    arr = np.asarray(image)
-    h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
-    for plane in arr.reshape((-1, *arr.shape[-2:])):
-        h.update(np.ascontiguousarray(plane).tobytes())
-    return h.hexdigest()
 
 
 def _is_int(v: Any) -> bool:

@@ -188,6 +188,7 @@ def simulate_stack(
         raise InvalidInputError(f"key_slice: no labelled object on slice {key_slice}")
     chosen = ids[np.argsort(-sizes, kind="stable")][:max_objects]
     embeddings = embeddings or SliceEmbeddings(prompter, volume, profile)
+    shape = (volume.shape[0], volume.shape[1], volume.shape[2])
     results = []
     for k in chosen:
         truth = objects == k
@@ -202,7 +203,6 @@ def simulate_stack(
             None if trace.prompt.box is None else (key_slice, *trace.prompt.box),
         )
         track = propagate_object(embeddings, prompt, propagation)
-        shape = (volume.shape[0], volume.shape[1], volume.shape[2])
         propagated = tracks_to_labels([track], shape) > 0
         enhanced = None
         if enhancement is not None:
