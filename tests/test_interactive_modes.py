@@ -22,6 +22,9 @@ class Components:
 
     name = "components"
 
+    def signature(self) -> dict[str, Any]:
+        return {}
+
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> Any:
         return np.asarray(image)
 

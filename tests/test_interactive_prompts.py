@@ -52,7 +52,16 @@ def test_save_load_round_trip(tmp_path_factory: pytest.TempPathFactory, points: 
         ([{"box": [3, 10, 10, 10, 50]}], r"objects\[0\].box: box .* zero area"),
         ([{"box": [3, 10, 10, 600, 50]}], "reaches outside"),
         ([{"box": [31, 10, 10, 20, 50]}], "outside the stack"),
-        ([{"negative": [[3, 10, 10]]}], "needs a positive point, a box or a text"),
+        ([{"negative": [[3, 10, 10]]}], "needs a positive point, a positive stroke, a box or a text"),
+        ([{"strokes": [{"points": [[3, 10, 10]], "positive": False}]}], "needs a positive point, a positive stroke"),
+        ([{"strokes": [{"points": [[3, 10, 10], [4, 10, 20]]}]}], r"strokes\[0\]: a stroke lies on one slice"),
+        ([{"strokes": [{"points": [[3, 10, 10]], "width": 0}]}], r"strokes\[0\].width"),
+        ([{"strokes": [{"points": [[3, 10, 10]], "width": 300}]}], r"width in \(0, 256\]"),
+        ([{"strokes": [{"points": [[3, 10, 600]]}]}], r"strokes\[0\].points\[0\]: point .* outside"),
+        ([{"strokes": [{"points": []}]}], r"strokes\[0\].points: expected a non-empty list"),
+        ([{"strokes": [{"points": [[3, 1, 1]], "positive": 1}]}], r"positive: expected true or false"),
+        ([{"strokes": [{"points": [[3, 1, 1]], "colour": 1}]}], r"strokes\[0\]: unknown key"),
+        ([{"strokes": {"points": [[3, 1, 1]]}}], r"strokes: expected a list"),
         ([{"id": 1, "text": "a"}, {"id": 1, "text": "b"}], "distinct"),
         ([{"id": 0, "text": "a"}], r"objects\[0\].id"),
         ([{"text": "  "}], "text"),
@@ -64,6 +73,20 @@ def test_save_load_round_trip(tmp_path_factory: pytest.TempPathFactory, points: 
 def test_bad_prompts_name_the_problem(objects: list[Any], match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         parse_prompts({"objects": objects}, SHAPE)
+
+
+def test_strokes_round_trip_and_lie_on_their_slice(tmp_path: Path) -> None:
+    data = {"objects": [{"id": 2, "strokes": [
+        {"points": [[3, 10, 10], [3, 10, 40]], "width": 5, "positive": True},
+        {"points": [[7, 20, 20]], "width": 2, "positive": False},
+    ]}]}  # fmt: skip
+    (prompt,) = parse_prompts(data, SHAPE)
+    assert prompt.slices() == (3, 7) and prompt.has_positive
+    flat = prompt.on_slice(3)
+    assert [s.points for s in flat.strokes] == [((10.0, 10.0), (10.0, 40.0))] and prompt.on_slice(5).strokes == ()
+    assert not prompt.on_slice(7).has_positive
+    path = save_prompts(tmp_path / "p.json", [prompt])
+    assert load_prompts(path, SHAPE) == [prompt]
 
 
 def test_bad_files(tmp_path: Path) -> None:

@@ -21,12 +21,12 @@ from fmscope.interactive.enhance import (
     match_slices,
     resegment_outliers,
 )
+from fmscope.interactive.pipeline import propagate
 from fmscope.interactive.propagate import (
     ObjectTrack,
     PropagationConfig,
     SliceEmbeddings,
     project_prompt,
-    propagate,
     tracks_to_labels,
 )
 from fmscope.interactive.protocol import PromptMask
@@ -38,6 +38,9 @@ class Threshold:
     """A fast stand-in backend: the bright component under the click (or the box centre), clipped to the box."""
 
     name = "threshold"
+
+    def signature(self) -> dict[str, Any]:
+        return {}
 
     def __init__(self) -> None:
         self.predicted: list[int] = []

@@ -22,6 +22,7 @@ from fmscope.cli import model_commands
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.interactive import ObjectPrompt
 from fmscope.interactive import checkpoints as ck
+from fmscope.interactive.prompts import Stroke
 from fmscope.interactive.protocol import PromptableModel, PromptMask
 from fmscope.interactive.sam_backend import mask_to_logits, sam_box, sam_points
 
@@ -103,6 +104,10 @@ def test_points_and_box_are_converted_to_sam_xy() -> None:
     assert coords is not None and labels is not None
     assert coords.tolist() == [[40.0, 10.0], [7.0, 5.0]] and labels.tolist() == [1, 0]
     assert sam_points(ObjectPrompt(1, box=(0, 0, 4, 4))) == (None, None)
+    line = Stroke(((1.0, 2.0), (3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.0, 10.0)), positive=False)
+    coords, labels = sam_points(ObjectPrompt(1, strokes=(line,)))  # a stroke: its ends and middle, (x, y)
+    assert coords is not None and labels is not None
+    assert coords.tolist() == [[2.0, 1.0], [6.0, 5.0], [10.0, 9.0]] and labels.tolist() == [0, 0, 0]
     # corners are pixel edges in fmscope; SAM's box runs from the first to the last covered pixel, x first
     assert sam_box((2.0, 3.0, 12.0, 20.0)).tolist() == [3.0, 2.0, 19.0, 11.0]
 
@@ -180,7 +185,7 @@ def test_sam_automatic_gives_a_label_image(sam: Any, sam_emb: Any) -> None:
     [
         (np.zeros((3, 48, 64), np.uint16), None, r"is 3D; SAM segments 2D slices, use propagation"),
         (None, ObjectPrompt(1, text="mitochondrion"), "grounding model"),
-        (None, ObjectPrompt(1, negative=((3.0, 3.0),)), "needs a positive point, a box or a mask"),
+        (None, ObjectPrompt(1, negative=((3.0, 3.0),)), "needs a positive point, a positive stroke, a box or a mask"),
     ],
 )
 def test_sam_refuses(sam: Any, sam_emb: Any, image: Any, prompt: Any, message: str) -> None:

@@ -42,6 +42,9 @@ class ThresholdBackend:
 
     name = "threshold"
 
+    def signature(self) -> dict[str, Any]:
+        return {}
+
     def __init__(self) -> None:
         self.embedded: list[int] = []
 

@@ -13,16 +13,18 @@ from scipy import ndimage as ndi
 
 from fmscope.cli.common import add_dataset_option, add_input, finish_output, print_json, print_table, read_spatial
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import IntensityProfile, fit_profile
+from fmscope.intensity import fit_profile
 from fmscope.interactive.backends import BACKENDS, make_backend
-from fmscope.interactive.enhance import EnhanceConfig, bridged, enhance
-from fmscope.interactive.modes import automatic_stack
-from fmscope.interactive.morphometry import measure_objects, write_morphometry
-from fmscope.interactive.prompts import ObjectPrompt, load_prompts
-from fmscope.interactive.propagate import PropagationConfig, SliceEmbeddings, propagate_object, tracks_to_labels
+from fmscope.interactive.enhance import EnhanceConfig
+from fmscope.interactive.grounding import GroundingDetector
+from fmscope.interactive.morphometry import measure_image, write_morphometry
+from fmscope.interactive.pipeline import StackConfig, segment_automatic, segment_prompted
+from fmscope.interactive.prompts import load_prompts
+from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.protocol import PromptableModel
 from fmscope.interactive.simulate import simulate_object, simulate_stack, summarize, summarize_stack
-from fmscope.io import Image, write_image
+from fmscope.io import write_image
+from fmscope.segment import narrow_labels
 from fmscope.utils.atomic import check_output_path
 
 logger = logging.getLogger(__name__)
@@ -62,125 +64,41 @@ def _backend(args: argparse.Namespace) -> PromptableModel:
     )  # fmt: skip
 
 
-def _text_prompts(
-    args: argparse.Namespace, image: np.ndarray, prompts: list[ObjectPrompt], profile: IntensityProfile | None
-) -> list[ObjectPrompt]:
-    """Replace text-only objects (and ``--text``) by one object per detected box."""
-    phrases = [p.text for p in prompts if p.text and not p.positive and p.box is None]
-    if args.text:
-        phrases.append(args.text)
-    if not phrases:
-        return prompts
-    from fmscope.interactive.grounding import GroundingDetector, prompts_from_text, require_grounding
-
-    found_by = GroundingDetector(args.grounding, box_threshold=args.box_threshold) if args.grounding else None
-    detector = require_grounding(phrases[0], found_by)
-    kept = [p for p in prompts if not (p.text and not p.positive and p.box is None)]
-    z = None
-    if image.ndim == 3:
-        z = image.shape[0] // 2 if args.text_slice is None else args.text_slice
-        if not 0 <= z < image.shape[0]:
-            raise InvalidInputError(f"--text-slice: expected a slice in [0, {image.shape[0] - 1}], got {z}")
-    plane = image if z is None else image[z]
-    next_id = max((p.id for p in kept), default=0) + 1
-    for phrase in phrases:
-        found = prompts_from_text(detector, plane, phrase, first_id=next_id, profile=profile)
-        logger.info("'%s': %d box(es)%s", phrase, len(found), "" if z is None else f" on slice {z}")
-        for p in found:
-            box = p.box if z is None or p.box is None else (z, *p.box)
-            kept.append(ObjectPrompt(p.id, box=box, text=phrase))
-        next_id += len(found)
-    return kept
-
-
 def cmd_segment_prompted(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.overwrite)
     if args.prompts is None and args.text is None and not args.auto:
         raise InvalidInputError(f"--method {args.method}: needs --prompts FILE, --text PHRASE or --auto")
+    if args.auto and (args.prompts is not None or args.text is not None):
+        raise InvalidInputError("--auto: segments everything; give it without --prompts and --text")
     image = read_spatial(args.input, args.dataset, args.channel)
     data = image.numpy()
-    if args.auto:
-        return _segment_automatic(args, image, data)
-    if data.ndim == 3 and not args.propagate:
-        raise InvalidInputError(
-            f"{args.input}: a stack of {data.shape[0]} slices; the {args.method} backend segments 2D slices: add "
-            "--propagate to carry the prompts through the stack"
-        )
     prompts = load_prompts(args.prompts, data.shape) if args.prompts is not None else []
-    t0 = time.perf_counter()
     backend = _backend(args)
-    profile = fit_profile(data, low_percentile=1.0, high_percentile=99.8)  # one window for the whole volume
-    prompts = _text_prompts(args, data, prompts, profile)
-    if not prompts:
-        raise InvalidInputError("prompts: nothing to segment (the phrase found no box)")
-    if data.ndim == 2:
-        embedding = backend.embed(data, profile)
-        labels = np.zeros(data.shape, np.uint32)
-        for p in prompts:
-            mask = np.asarray(backend.predict(embedding, p).mask)
-            labels[mask & (labels == 0)] = p.id
-        counts: dict[str, int] = {}
-    elif args.video:
-        if args.method != "sam2":
-            raise InvalidInputError(f"--video: SAM2's video predictor, not available with --method {args.method}")
-        key = min(z for p in prompts for z in p.slices())
-        labels = backend.propagate_video(data, key, prompts, profile).astype(np.uint32)  # type: ignore[attr-defined]
-        counts = {}
+    if args.auto:
+        result = segment_automatic(backend, data, min_slices=args.min_slices, progress=True)
+        what = f"{args.method} automatic"
     else:
-        embeddings = SliceEmbeddings(backend, data, profile, cache_dir=args.cache)
         enhancement = EnhanceConfig(min_slices=args.min_slices) if args.enhance else None
-        propagation = bridged(PropagationConfig(stop_iou=args.stop_iou), enhancement)
-        tracks = [propagate_object(embeddings, p, propagation) for p in prompts]
-        counts = {}
-        if enhancement is not None:
-            tracks, counts = enhance(embeddings, tracks, enhancement, propagation=propagation)
-        labels = tracks_to_labels(tracks, data.shape)
-        if embeddings.reused:
-            logger.info("%d slice embedding(s) reused from %s", embeddings.reused, args.cache)
-    extra = "".join(f", {v} {k}" for k, v in counts.items() if v)
-    found = len([v for v in np.unique(labels) if v])
-    return _write_labels(
-        args,
-        image,
-        data,
-        labels,
-        f"{args.method}, {found} of {len(prompts)} object(s)",
-        time.perf_counter() - t0,
-        extra,
-    )
-
-
-def _write_labels(
-    args: argparse.Namespace,
-    image: Image,
-    data: np.ndarray,
-    labels: np.ndarray,
-    what: str,
-    seconds: float,
-    extra: str = "",
-) -> int:
-    out = labels.astype(np.uint16) if labels.max() < 2**16 else labels
+        stack = StackConfig(args.propagate, args.video, PropagationConfig(stop_iou=args.stop_iou), enhancement)
+        detector = GroundingDetector(args.grounding, box_threshold=args.box_threshold) if args.grounding else None
+        result = segment_prompted(
+            backend, data, prompts, stack=stack, cache_dir=args.cache, detector=detector,
+            phrases=[args.text] if args.text else [], text_slice=args.text_slice, progress=True,
+        )  # fmt: skip
+        what = f"{args.method}, {result.found} of {len(result.prompts)} object(s)"
+        if result.reused:
+            logger.info("%d slice embedding(s) reused from %s", result.reused, args.cache)
+    extra = "".join(f", {v} {k}" for k, v in result.counts.items() if v)
+    out = narrow_labels(result.labels)
     meta = image.meta.replace(dtype=str(out.dtype), format="array", notes=())
     written = write_image(args.output, out, meta, overwrite=args.overwrite, labels=True)
     finish_output(written, "segment", args, (args.input,))
     if args.morphometry is not None:
         known = image.meta.unit is not None and len(image.meta.spacing) == data.ndim  # else sizes in pixels only
-        spacing = (1.0,) * (3 - data.ndim) + tuple(image.meta.spacing) if known else None
-        z_labels = labels if labels.ndim == 3 else labels[None]
-        measured = measure_objects(z_labels, data if data.ndim == 3 else data[None], spacing=spacing)
+        measured = measure_image(result.labels, data, spacing=image.meta.spacing if known else None)
         write_morphometry(measured, args.morphometry, is_2d=data.ndim == 2, overwrite=args.overwrite)
-    print(f"wrote {written}: {what}, {seconds:.1f} s{extra}")
+    print(f"wrote {written}: {what}, {result.seconds:.1f} s{extra}")
     return 0
-
-
-def _segment_automatic(args: argparse.Namespace, image: Image, data: np.ndarray) -> int:
-    if args.prompts is not None or args.text is not None:
-        raise InvalidInputError("--auto: segments everything; give it without --prompts and --text")
-    t0 = time.perf_counter()
-    backend = _backend(args)
-    profile = fit_profile(data, low_percentile=1.0, high_percentile=99.8)
-    labels = automatic_stack(backend, data, profile=profile, min_slices=args.min_slices, progress=True)
-    return _write_labels(args, image, data, labels, f"{args.method} automatic", time.perf_counter() - t0)
 
 
 def register(sub: Any) -> None:
@@ -211,7 +129,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if labels.max() <= 1:  # a binary mask: objects are its connected components
         labels = ndi.label(labels > 0)[0]
     backend = _backend(args)
-    profile = fit_profile(image, low_percentile=1.0, high_percentile=99.8)
+    profile = fit_profile(image)
     t0 = time.perf_counter()
     if image.ndim == 3:
         if args.propagate_from is None:

@@ -10,25 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmscope.interactive.checkpoints import KNOWN_CHECKPOINTS, cache_dir
-
-
-def model_rows(folder: Path | None = None) -> list[dict[str, Any]]:
-    """One mapping per known checkpoint: its registry fields, ``size_mb``, ``path`` in the cache folder and
-    ``present`` (``'yes'``, ``'no'`` or ``'wrong size'``: a file of another size, e.g. an interrupted download)."""
-    folder = cache_dir() if folder is None else folder
-    rows = []
-    for known in KNOWN_CHECKPOINTS.values():
-        path = folder / known.file_name
-        if not path.is_file():
-            present = "no"
-        elif known.size is not None and path.stat().st_size != known.size:
-            present = "wrong size"
-        else:
-            present = "yes"
-        size_mb = None if known.size is None else round(known.size / 1e6, 1)
-        rows.append({**known.to_dict(), "size_mb": size_mb, "path": str(path), "present": present})
-    return rows
+from fmscope.interactive.checkpoints import cache_dir, checkpoint_rows
 
 
 def format_table(rows: list[dict[str, Any]], folder: Path) -> str:
@@ -71,7 +53,7 @@ def register(sub: Any) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     folder = cache_dir()
-    rows = model_rows(folder)
+    rows = checkpoint_rows(folder)
     if args.json:
         print(json.dumps({"cache_dir": str(folder), "models": rows}, indent=1))
     else:

@@ -23,7 +23,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
 from fmscope.interactive.backends import BACKENDS
 from fmscope.io import write_image
-from fmscope.segment import ClassicalConfig, segment_classical
+from fmscope.segment import ClassicalConfig, narrow_labels, segment_classical
 from fmscope.utils.atomic import check_output_path
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     )
     result = segment_classical(image.numpy(), config, instances=args.instances)
     if result.labels is not None:
-        out = result.labels.astype(np.uint16 if result.labels.max() < 2**16 else np.uint32)
+        out = narrow_labels(result.labels)
         what = f"{int(result.labels.max())} objects"
     else:
         out = result.mask.astype(np.uint8)

@@ -3,10 +3,11 @@
 Encoding a slice is the expensive step of every backend (SAM vit_b: ~16 s per slice on a CPU), so a stack is encoded
 once and reused across sessions and commands. The cache folder is a zarr group:
 
-* its attributes hold the format version and the **signature**: the backend's :func:`backend_signature` (name, model,
-  weights file size and time, settings) and the intensity window. Opening a cache whose signature differs from the
-  current one raises :class:`~fmscope.errors.FileFormatError` naming the differing keys (delete the folder or use
-  another one): an embedding of another model, checkpoint or window would give silently wrong masks;
+* its attributes hold the format version and the **signature**: the backend's :func:`backend_signature` (name, class
+  and :meth:`~fmscope.interactive.protocol.PromptableModel.signature`: model, weights file size and time, settings)
+  and the intensity window. Opening a cache whose signature differs from the current one raises
+  :class:`~fmscope.errors.FileFormatError` naming the differing keys (delete the folder or use another one): an
+  embedding of another model, checkpoint or window would give silently wrong masks;
 * one sub-group per slice (``z00012``) holds the embedding's fields: numpy arrays and torch tensors as arrays, other
   fields (sizes, scales, dicts) as JSON attributes, plus the SHA-256 of the raw slice it was computed from, checked on
   every read (the same folder used with another volume is refused).
@@ -39,32 +40,11 @@ VERSION = 1
 _MODULE_PREFIX = "fmscope.interactive."
 
 
-def _file_stamp(path: Any) -> dict[str, Any]:
-    p = Path(path)
-    if not p.exists():
-        return {"path": str(p)}
-    stat = p.stat()
-    if p.is_dir():  # a model folder: its files' sizes
-        return {
-            "path": str(p.resolve()),
-            "files": {f.name: f.stat().st_size for f in sorted(p.iterdir()) if f.is_file()},
-        }
-    return {"path": str(p.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
-
-
 def backend_signature(backend: PromptableModel) -> dict[str, Any]:
-    """What an embedding depends on: the backend's name and class, its model name, weights file (size and time) or
-    model folder, and its embedding settings (the forest feature config, superpixels)."""
+    """What an embedding depends on: the backend's name and class and its own :meth:`PromptableModel.signature`
+    (model name, weights file or model folder, embedding settings)."""
     sig: dict[str, Any] = {"backend": backend.name, "class": type(backend).__qualname__}
-    for attr in ("model_name", "checkpoint", "model_dir"):
-        value = getattr(backend, attr, None)
-        if value is not None:
-            sig[attr] = _file_stamp(value) if attr != "model_name" else str(value)
-    config = getattr(backend, "config", None)
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        sig["config"] = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    if hasattr(backend, "superpixels"):
-        sig["superpixels"] = bool(backend.superpixels)
+    sig.update(backend.signature())
     return sig
 
 

@@ -110,6 +110,24 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fmscope"
 
 
+def checkpoint_rows(folder: Path | None = None) -> list[dict[str, Any]]:
+    """One mapping per known checkpoint: its registry fields, ``size_mb``, ``path`` in the cache folder and
+    ``present`` (``'yes'``, ``'no'`` or ``'wrong size'``: a file of another size, e.g. an interrupted download)."""
+    folder = cache_dir() if folder is None else folder
+    rows = []
+    for known in KNOWN_CHECKPOINTS.values():
+        path = folder / known.file_name
+        if not path.is_file():
+            present = "no"
+        elif known.size is not None and path.stat().st_size != known.size:
+            present = "wrong size"
+        else:
+            present = "yes"
+        size_mb = None if known.size is None else round(known.size / 1e6, 1)
+        rows.append({**known.to_dict(), "size_mb": size_mb, "path": str(path), "present": present})
+    return rows
+
+
 def known_checkpoint(model_name: str, family: Family | None = None) -> KnownCheckpoint:
     """The registry entry of ``model_name`` (optionally required to be of ``family``)."""
     names = [n for n, c in KNOWN_CHECKPOINTS.items() if family is None or c.family == family]

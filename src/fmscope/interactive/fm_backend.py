@@ -18,6 +18,7 @@ import torch
 from numpy.typing import NDArray
 
 from fmscope.errors import InvalidInputError
+from fmscope.interactive.protocol import file_stamp
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.models.serialization import load_model
 from fmscope.tasks.finetune import resolve_device
@@ -42,6 +43,10 @@ class FoundationPrompter(RandomForestPrompter):
             )
         self.divisor = int(config.divisor)
         self.spatial_dims = int(config.spatial_dims)
+
+    def signature(self) -> dict[str, Any]:
+        """The rf backend's settings and the model folder (its files' sizes)."""
+        return {**super().signature(), "model_dir": file_stamp(self.model_dir)}
 
     def dense_features(self, window: NDArray[np.float32]) -> NDArray[np.float32]:
         """``(Y, X, C)`` dense backbone features of a windowed 2D slice."""

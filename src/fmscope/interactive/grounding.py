@@ -341,3 +341,40 @@ def require_grounding(prompt_text: str, detector: GroundingDetector | None) -> G
             "(a local Grounding DINO folder loadable with transformers)"
         )
     return detector
+
+
+def text_to_prompts(
+    detector: GroundingDetector | None,
+    image: np.ndarray,
+    prompts: Sequence[ObjectPrompt],
+    phrases: Sequence[str] = (),
+    *,
+    text_slice: int | None = None,
+    profile: IntensityProfile | None = None,
+) -> list[ObjectPrompt]:
+    """``prompts`` with every text-only object (and each extra phrase of ``phrases``) replaced by one box object per
+    detection on a 2D image, or on slice ``text_slice`` of a ``(Z, Y, X)`` stack (default: the middle one); new ids
+    follow the largest given id. Without text nothing is detected and ``prompts`` come back unchanged; text without a
+    ``detector`` is refused, saying how to supply one."""
+    is_text = [p.text is not None and not p.has_positive for p in prompts]
+    wanted = [p.text for p, t in zip(prompts, is_text, strict=True) if t and p.text] + list(phrases)
+    if not wanted:
+        return list(prompts)
+    found_by = require_grounding(wanted[0], detector)
+    kept = [p for p, t in zip(prompts, is_text, strict=True) if not t]
+    z = None
+    if np.ndim(image) == 3:
+        depth = int(np.shape(image)[0])
+        z = depth // 2 if text_slice is None else text_slice
+        if isinstance(z, bool) or not isinstance(z, int | np.integer) or not 0 <= z < depth:
+            raise InvalidInputError(f"text_slice: expected a slice in [0, {depth - 1}], got {text_slice!r}")
+    plane = np.asarray(image if z is None else image[int(z)])
+    next_id = max((p.id for p in kept), default=0) + 1
+    for phrase in wanted:
+        found = prompts_from_text(found_by, plane, phrase, first_id=next_id, profile=profile)
+        logger.info("'%s': %d box(es)%s", phrase, len(found), "" if z is None else f" on slice {z}")
+        for p in found:
+            box = p.box if z is None or p.box is None else (float(z), *p.box)
+            kept.append(ObjectPrompt(p.id, box=box, text=phrase))
+        next_id += len(found)
+    return kept

@@ -24,7 +24,7 @@ from fmscope.intensity import IntensityProfile
 from fmscope.interactive.enhance import filter_tracks, match_slices
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.propagate import SliceEmbeddings, tracks_to_labels
-from fmscope.interactive.protocol import PromptableModel, PromptMask
+from fmscope.interactive.protocol import PromptableModel, PromptMask, SupportsAutomatic
 from fmscope.utils.progress import ProgressCallback, make_progress
 
 logger = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def automatic_stack(
     progress: ProgressCallback | bool | None = None,
 ) -> NDArray[np.uint32]:
     """Automatic instances of every slice of a (Z, Y, X) ``volume``, linked across slices into 3D objects."""
-    automatic = getattr(backend, "automatic", None)
-    if automatic is None:
+    if not isinstance(backend, SupportsAutomatic):
         raise InvalidInputError(f"method: the {backend.name} backend has no automatic mode (sam has)")
+    automatic = backend.automatic
     volume = np.asarray(volume)
     if volume.ndim == 2:
         return np.asarray(automatic(backend.embed(volume, profile), **dict(options or {})), np.uint32)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from skimage.measure import regionprops
 
+from fmscope.errors import InvalidInputError
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,28 @@ def measure_objects(
             )
         )
     return out
+
+
+def measure_image(
+    labels: np.ndarray,
+    image: np.ndarray,
+    *,
+    spacing: Sequence[float] | None = None,
+    accepted: frozenset[int] = frozenset(),
+) -> list[ObjectMeasurement]:
+    """:func:`measure_objects` of a 2D ``(Y, X)`` or 3D ``(Z, Y, X)`` label image over its raw image; ``spacing`` in
+    the image's own axis order (a 2D image counts as one slice of thickness 1)."""
+    labels, image = np.asarray(labels), np.asarray(image)
+    if labels.shape != image.shape or labels.ndim not in (2, 3):
+        raise InvalidInputError(
+            f"labels: expected a 2D or 3D label image of the image's shape {image.shape}, got {labels.shape}"
+        )
+    if spacing is not None and len(spacing) != labels.ndim:
+        raise InvalidInputError(f"spacing: expected {labels.ndim} values, got {tuple(spacing)}")
+    if labels.ndim == 2:
+        labels, image = labels[None], image[None]
+        spacing = None if spacing is None else (1.0, *spacing)
+    return measure_objects(labels, image, spacing=spacing, accepted=accepted)
 
 
 def write_morphometry(

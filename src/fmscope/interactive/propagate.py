@@ -7,7 +7,7 @@ prompts, then slice by slice away from each key slice, each step prompted by the
   side, and its interior point (the pixel farthest from its edge, :func:`interior_point`) as a positive click;
 * the previous mask itself as a mask prompt (``use_mask_prompt``).
 
-A backend with a ``transfer(previous_embedding, previous_mask, embedding, prompt)`` method (the forest backends) is
+A backend with the transfer ability (:class:`~fmscope.interactive.protocol.SupportsTransfer`: the forest backends) is
 asked that instead (``transfer``): it learns the object's appearance on the previous slice, where the mask is known,
 and looks for it on this one, rather than labelling this slice's pixels under the old mask as the object.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile, fit_profile
 from fmscope.interactive.cache import EmbeddingCache
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptableModel, PromptMask
+from fmscope.interactive.protocol import PromptableModel, PromptMask, SupportsTransfer
 from fmscope.metrics import iou
 
 logger = logging.getLogger(__name__)
@@ -153,10 +153,9 @@ def _step(
     config: PropagationConfig,
 ) -> PromptMask:
     prompt = project_prompt(object_id, previous, config)
-    transfer = getattr(embeddings.backend, "transfer", None)
-    if config.transfer and transfer is not None:
-        result: PromptMask = transfer(embeddings[z_previous], previous, embeddings[z], prompt)
-        return result
+    backend = embeddings.backend
+    if config.transfer and isinstance(backend, SupportsTransfer):
+        return backend.transfer(embeddings[z_previous], previous, embeddings[z], prompt)
     return embeddings.backend.predict(embeddings[z], prompt, previous if config.use_mask_prompt else None)
 
 
@@ -195,29 +194,44 @@ def propagate_object(
     config: PropagationConfig | None = None,
     *,
     z_range: tuple[int, int] | None = None,
+    key_masks: Mapping[int, NDArray[np.bool_]] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ObjectTrack:
     """Segment ``prompt`` (3D coordinates) on its key slices and propagate both ways (within ``z_range``, inclusive
-    bounds; default the whole stack)."""
+    bounds; default the whole stack).
+
+    ``key_masks`` (slice -> 2D mask) are key slices whose mask is known (accepted or corrected by hand): they are used
+    as they are instead of being predicted from the prompts, and slices without prompts become key slices too."""
     config = config or PropagationConfig()
-    keys = prompt.slices()
+    known = {int(z): np.asarray(m, dtype=bool) for z, m in (key_masks or {}).items() if np.asarray(m).any()}
+    keys = sorted(set(prompt.slices()) | set(known))
     if not keys:
         raise InvalidInputError(
-            f"prompt {prompt.id}: propagation needs points or a box on at least one slice (text alone gives no slice)"
+            f"prompt {prompt.id}: propagation needs points, strokes or a box on at least one slice (text alone gives "
+            "no slice)"
         )
     lo, hi = z_range if z_range is not None else (0, len(embeddings) - 1)
+    if not 0 <= lo <= hi < len(embeddings):
+        raise InvalidInputError(f"z_range: expected 0 <= first <= last < {len(embeddings)}, got {z_range}")
     track = ObjectTrack(prompt.id)
     for z in keys:
-        result = embeddings.backend.predict(embeddings[z], prompt.on_slice(z))
-        track.masks[z], track.scores[z], track.source[z] = result.mask, result.score, "key"
-        if progress is not None:
-            progress(1)
-    _walk(embeddings, track, keys[0], lo, -1, config, progress)
-    for a, b in zip(keys[:-1], keys[1:], strict=True):  # fill between key slices from both ends
+        if z in known:
+            track.masks[z], track.scores[z] = known[z], 1.0
+        else:
+            result = embeddings.backend.predict(embeddings[z], prompt.on_slice(z))
+            track.masks[z], track.scores[z] = result.mask, result.score
+            if progress is not None:
+                progress(1)
+        track.source[z] = "key"
+    inside = [z for z in keys if lo <= z <= hi]
+    if not inside:
+        return track
+    _walk(embeddings, track, inside[0], lo, -1, config, progress)
+    for a, b in zip(inside[:-1], inside[1:], strict=True):  # fill between key slices from both ends
         middle = (a + b) // 2
         _walk(embeddings, track, a, middle, +1, config, progress)
         _walk(embeddings, track, b, middle + 1, -1, config, progress)
-    _walk(embeddings, track, keys[-1], hi, +1, config, progress)
+    _walk(embeddings, track, inside[-1], hi, +1, config, progress)
     return track
 
 
@@ -229,25 +243,3 @@ def tracks_to_labels(tracks: Sequence[ObjectTrack], shape: tuple[int, int, int])
             plane = labels[z]
             plane[mask & (plane == 0)] = track.object_id
     return labels
-
-
-def propagate(
-    backend: PromptableModel,
-    volume: np.ndarray,
-    prompts: Sequence[ObjectPrompt],
-    config: PropagationConfig | None = None,
-    *,
-    profile: IntensityProfile | None = None,
-    embeddings: SliceEmbeddings | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[NDArray[np.uint32], list[ObjectTrack]]:
-    """Propagate every object of ``prompts`` through ``volume``; returns the label volume and the tracks."""
-    embeddings = embeddings or SliceEmbeddings(backend, volume, profile)
-    ids = [p.id for p in prompts]
-    if len(set(ids)) != len(ids):
-        raise InvalidInputError(f"prompts: object ids must be distinct, got {ids}")
-    tracks = [propagate_object(embeddings, p, config, progress=progress) for p in prompts]
-    logger.info(
-        "propagated %d object(s) through %d slices (%d embedded)", len(tracks), len(embeddings), embeddings.computed
-    )
-    return tracks_to_labels(tracks, tuple(int(s) for s in np.shape(volume))), tracks  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,6 +41,7 @@ from skimage.segmentation import felzenszwalb, watershed
 
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile
+from fmscope.interactive import raster
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.protocol import PromptMask, check_slice, window_slice
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, pixel_features
@@ -61,6 +63,26 @@ class SliceEmbedding:
         return (int(self.features.shape[0]), int(self.features.shape[1]))
 
 
+def _segment_window(segments: NDArray[np.int64], k: int, at: tuple[int, int]) -> raster.Window:
+    """The bounding box of superpixel ``k`` (the one under pixel ``at``), found by growing a window from the click
+    until the segment no longer reaches its edge (superpixels are small; the whole slice is never scanned)."""
+    shape = segments.shape
+    y, x = min(max(at[0], 0), shape[0] - 1), min(max(at[1], 0), shape[1] - 1)
+    half = 16
+    while True:
+        win = raster.clip_window(y - half, x - half, y + half + 1, x + half + 1, shape)
+        inside = segments[win] == k
+        edge = (
+            (win[0].start > 0 and inside[0].any())
+            or (win[0].stop < shape[0] and inside[-1].any())
+            or (win[1].start > 0 and inside[:, 0].any())
+            or (win[1].stop < shape[1] and inside[:, -1].any())
+        )
+        if not edge:
+            return win
+        half *= 2
+
+
 def _box_window(box: tuple[float, ...] | None) -> tuple[slice, slice]:
     """The pixels of a 2D box (pixel-edge corners), or the whole slice."""
     if box is None:
@@ -74,6 +96,7 @@ class RandomForestPrompter:
 
     name = "rf"
     superpixel_scale = 100.0  # Felzenszwalb scale and smoothing of the superpixels
+    search_margin = 32  # pixels around the seeds classified first (the window grows while the object reaches its edge)
     superpixel_sigma = 1.0
 
     def __init__(
@@ -105,6 +128,12 @@ class RandomForestPrompter:
             raise InvalidInputError(f"max_superpixel: expected a fraction in (0, 1], got {max_superpixel}")
         self.superpixels, self.max_superpixel = superpixels, max_superpixel
 
+    def signature(self) -> dict[str, Any]:
+        """What an embedding depends on: the feature settings and the superpixels."""
+        features = {k: getattr(self.config, k) for k in ("sigmas", "intensity", "edges", "texture")}
+        superpixels = (self.superpixel_scale, self.superpixel_sigma) if self.superpixels else None
+        return {"features": {**features, "sigmas": list(self.config.sigmas)}, "superpixels": superpixels}
+
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SliceEmbedding:
         """Features of a 2D slice of any dtype, windowed to [0, 1] by ``profile`` (default: the slice's 1st/99.8th
         percentiles)."""
@@ -124,51 +153,72 @@ class RandomForestPrompter:
     def _labels(
         self, prompt: ObjectPrompt, embedding: SliceEmbedding, mask: NDArray[np.bool_] | None
     ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+        """Pixel labels (-1 unlabelled, 0 background, 1 object) of one object's 2D prompts and the seed pixels (the
+        object's sure pixels: clicks, positive strokes, the box's centre guess, the mask prompt's core)."""
         shape = embedding.shape
         labels = np.full(shape, -1, dtype=np.int64)
-        yy, xx = np.ogrid[: shape[0], : shape[1]]
-        seeds = [(round(y), round(x)) for y, x in prompt.positive]
         seed_mask = np.zeros(shape, bool)
         m = self.box_margin
         if mask is not None:
-            near = ndi.binary_dilation(mask, iterations=m)
-            labels[ndi.binary_dilation(near, iterations=m) & ~near] = 0
-            depth = ndi.distance_transform_edt(mask)
+            win = raster.bbox(mask, 2 * m + 1)
+            local = mask[win]
+            near = ndi.binary_dilation(local, iterations=m)
+            labels[win][ndi.binary_dilation(near, iterations=m) & ~near] = 0
+            depth = ndi.distance_transform_edt(local)
             core = depth >= depth.max() / 2  # the object may shrink on this slice: only its core is sure
-            labels[core] = 1
-            seed_mask |= core
+            labels[win][core] = 1
+            seed_mask[win] |= core
         if prompt.box is not None:
             y0, x0, y1, x1 = prompt.box
-            outer = (yy >= y0 - m) & (yy < y1 + m) & (xx >= x0 - m) & (xx < x1 + m)
-            inner = (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
-            labels[outer & ~inner] = 0
+            inner = raster.clip_window(y0, x0, y1, x1, shape)
+            kept = labels[inner].copy()
+            labels[raster.clip_window(y0 - m, x0 - m, y1 + m, x1 + m, shape)] = 0  # a background band around the box
+            labels[inner] = kept
             cy, cx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
-            radius = max(1.0, min(y1 - y0, x1 - x0) / 4)
-            centre = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+            win, centre = raster.disk(cy, cx, max(1.0, min(y1 - y0, x1 - x0) / 4), shape)
             # a guess (a curved object may miss its box's centre): a negative click on it withdraws it
-            if mask is None and not any(centre[min(round(y), shape[0] - 1), min(round(x), shape[1] - 1)]
-                                        for y, x in prompt.negative):  # fmt: skip
-                labels[centre] = 1
-                seed_mask |= centre
+            withdrawn = any(
+                win[0].start <= round(y) < win[0].stop
+                and win[1].start <= round(x) < win[1].stop
+                and centre[round(y) - win[0].start, round(x) - win[1].start]
+                for y, x in prompt.negative
+            )
+            if mask is None and not withdrawn:
+                labels[win][centre] = 1
+                seed_mask[win] |= centre
         elif mask is None:  # no box: the image border band is background too (objects rarely fill the border)
-            border = np.ones(shape, bool)
-            border[m:-m, m:-m] = False
-            labels[border] = 0
+            labels[:m], labels[-m:], labels[:, :m], labels[:, -m:] = 0, 0, 0, 0
         if embedding.superpixels is not None:
-            sizes = np.bincount(embedding.superpixels.ravel())
-            for points, value in ((prompt.negative, 0), (prompt.positive, 1)):
-                for y, x in points:
-                    k = embedding.superpixels[min(round(y), shape[0] - 1), min(round(x), shape[1] - 1)]
-                    segment = embedding.superpixels == k
-                    if sizes[k] <= self.max_superpixel * labels.size and not (labels[segment] == 1 - value).any():
-                        core = ndi.binary_erosion(segment)  # its rim may have leaked across the edge
-                        labels[core if core.any() else segment] = value
+            self._superpixel_labels(labels, prompt, embedding)
+        for stroke in sorted(prompt.strokes, key=lambda s: s.positive):  # positive strokes win where they cross
+            win, pixels = raster.stroke_pixels(stroke, shape)
+            labels[win][pixels] = int(stroke.positive)
+            if stroke.positive:
+                seed_mask[win] |= pixels
         for points, value in ((prompt.negative, 0), (prompt.positive, 1)):
             for y, x in points:
-                labels[(yy - y) ** 2 + (xx - x) ** 2 <= self.point_radius**2] = value
-        for y, x in seeds:
-            seed_mask[min(max(y, 0), shape[0] - 1), min(max(x, 0), shape[1] - 1)] = True
+                win, pixels = raster.disk(y, x, self.point_radius, shape)
+                labels[win][pixels] = value
+        for y, x in prompt.positive:
+            seed_mask[min(max(round(y), 0), shape[0] - 1), min(max(round(x), 0), shape[1] - 1)] = True
         return labels, seed_mask
+
+    def _superpixel_labels(self, labels: NDArray[np.int64], prompt: ObjectPrompt, embedding: SliceEmbedding) -> None:
+        """Label the clicked superpixels (less their rim) like the click, unless too large or already labelled the
+        other way."""
+        segments = embedding.superpixels
+        if segments is None:
+            return
+        shape = embedding.shape
+        limit = self.max_superpixel * labels.size
+        for points, value in ((prompt.negative, 0), (prompt.positive, 1)):
+            for y, x in points:
+                k = segments[min(round(y), shape[0] - 1), min(round(x), shape[1] - 1)]
+                win = _segment_window(segments, int(k), (round(y), round(x)))
+                segment = segments[win] == k
+                if segment.sum() <= limit and not (labels[win][segment] == 1 - value).any():
+                    core = ndi.binary_erosion(segment)  # its rim may have leaked across the edge
+                    labels[win][core if core.any() else segment] = value
 
     def _snap(
         self,
@@ -178,35 +228,81 @@ class RandomForestPrompter:
         window: tuple[slice, slice],
     ) -> NDArray[np.bool_]:
         """Give the pixels within ``snap_radius`` of ``mask`` to whichever seed reaches them first across the
-        gradient (object: the mask; background: everything farther away and the pixels labelled background)."""
-        near = ndi.binary_dilation(mask, iterations=self.snap_radius)
-        markers = np.zeros(mask.shape, np.int32)
-        markers[~near | background] = 1
-        markers[mask & ~background] = 2
-        inside = np.zeros_like(mask)
+        gradient (object: the mask; background: everything farther away and the pixels labelled background), inside
+        ``window``. Computed on the mask's bounding box enlarged by the radius: every pixel beyond it is a background
+        seed, so the flooding of the pixels near the mask is the same as on the whole slice."""
+        crop = raster.bbox(mask, self.snap_radius + 2)
+        if crop is None:
+            return mask
+        local = mask[crop]
+        near = ndi.binary_dilation(local, iterations=self.snap_radius)
+        markers = np.zeros(local.shape, np.int32)
+        markers[~near | background[crop]] = 1
+        markers[local & ~background[crop]] = 2
+        inside = np.zeros(mask.shape, bool)
         inside[window] = True
-        snapped = watershed(gradient, markers) == 2
-        return snapped & inside
+        return raster.paste(crop, (watershed(gradient[crop], markers) == 2) & inside[crop], mask.shape)
 
     def _split(self, mask: NDArray[np.bool_], seeds: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        """The watershed basins of ``mask`` (distance transform, h-maxima markers) that hold a seed."""
-        distance = ndi.distance_transform_edt(mask)
+        """The watershed basins of ``mask`` (distance transform, h-maxima markers) that hold a seed; computed on the
+        mask's bounding box with a one-pixel background rim (the same distances as on the whole slice)."""
+        crop = raster.bbox(mask, 1)
+        if crop is None:
+            return mask
+        local = mask[crop]
+        distance = ndi.distance_transform_edt(local)
         markers, n = ndi.label(h_maxima(distance, self.split_depth))
         if n < 2:
             return mask
-        basins = watershed(-distance, markers, mask=mask)
-        keep = np.unique(basins[seeds & mask])
-        return np.isin(basins, keep[keep > 0])
+        basins = watershed(-distance, markers, mask=local)
+        keep = np.unique(basins[seeds[crop] & local])
+        return raster.paste(crop, np.isin(basins, keep[keep > 0]), mask.shape)
+
+    def _classify(
+        self, forest: PixelClassifier, embedding: SliceEmbedding, window: raster.Window, seeds: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32]]:
+        """Object probability in ``window`` and the regions above 0.5 that hold a seed (or, without seeds, the
+        largest region), both in window coordinates."""
+        proba = forest.predict_proba_features(embedding.features[window])[1]
+        regions, n = ndi.label(proba > 0.5)
+        local_seeds = seeds[window]
+        if local_seeds.any():
+            keep = np.unique(regions[local_seeds])
+        else:  # a box whose centre guess was withdrawn: its largest region
+            keep = np.array([1 + int(np.argmax(np.bincount(regions.ravel())[1:]))]) if n else np.array([0])
+        return np.isin(regions, keep[keep > 0]), proba
+
+    def _grow(
+        self, forest: PixelClassifier, embedding: SliceEmbedding, start: raster.Window, seeds: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.bool_], NDArray[np.float32], raster.Window]:
+        """Classify a window around the seeds, enlarged until the kept regions no longer touch its edge (or it is
+        the whole slice): the regions found are then the ones the whole slice would give, at a fraction of the
+        cost."""
+        shape = embedding.shape
+        window = start
+        while True:
+            local, proba = self._classify(forest, embedding, window, seeds)
+            (ys, xs), (h, w) = window, shape
+            touches = (
+                (ys.start > 0 and local[0].any())
+                or (ys.stop < h and local[-1].any())
+                or (xs.start > 0 and local[:, 0].any())
+                or (xs.stop < w and local[:, -1].any())
+            )
+            if not touches:
+                return local, proba, window
+            dy, dx = ys.stop - ys.start, xs.stop - xs.start
+            window = raster.clip_window(ys.start - dy, xs.start - dx, ys.stop + dy, xs.stop + dx, shape)
 
     def predict(
         self, embedding: SliceEmbedding, prompt: ObjectPrompt, mask: NDArray[np.bool_] | None = None
     ) -> PromptMask:
-        """The mask of the object described by the 2D ``prompt`` (points (y, x), box (y0, x0, y1, x1)) and/or a mask
-        prompt of the slice's shape."""
-        if prompt.text is not None and not prompt.positive and prompt.box is None:
+        """The mask of the object described by the 2D ``prompt`` (points (y, x), box (y0, x0, y1, x1), strokes)
+        and/or a mask prompt of the slice's shape."""
+        if prompt.text is not None and not prompt.has_positive:
             raise InvalidInputError(
                 f"prompt {prompt.id}: a text prompt needs a grounding model (text -> boxes); the rf backend takes "
-                "points and boxes"
+                "points, strokes and boxes"
             )
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
@@ -214,30 +310,33 @@ class RandomForestPrompter:
                 raise InvalidInputError(f"mask: expected shape {embedding.shape}, got {mask.shape}")
             if not mask.any():
                 mask = None
-        if not prompt.positive and prompt.box is None and mask is None:
-            raise InvalidInputError(f"prompt {prompt.id}: needs a positive point, a box or a mask on this slice")
+        if not prompt.has_positive and mask is None:
+            raise InvalidInputError(
+                f"prompt {prompt.id}: needs a positive point, a positive stroke, a box or a mask on this slice"
+            )
         labels, seeds = self._labels(prompt, embedding, mask)
         if not (labels == 0).any():
             raise InvalidInputError(f"prompt {prompt.id}: no background pixels (add a negative point or a box)")
         forest = PixelClassifier(self.config).fit_features([embedding.features], [labels])
-        proba = np.zeros(embedding.shape, np.float32)
-        window = _box_window(prompt.box)  # the mask stays inside the box: predict only there
-        proba[window] = forest.predict_proba_features(embedding.features[window])[1]
-        out = proba > 0.5
-        regions, n = ndi.label(out)
-        if seeds.any():
-            keep = np.unique(regions[seeds])
-        else:  # a box whose centre guess was withdrawn: its largest region
-            keep = np.array([1 + int(np.argmax(np.bincount(regions.ravel())[1:]))]) if n else np.array([0])
-        out = np.isin(regions, keep[keep > 0])
+        if prompt.box is not None:  # the mask stays inside the box: predict only there
+            window = _box_window(prompt.box)
+            local, proba = self._classify(forest, embedding, window, seeds)
+        else:
+            start = raster.bbox(seeds, max(self.search_margin, 4 * self.box_margin))
+            local, proba, window = self._grow(forest, embedding, start or (slice(None), slice(None)), seeds)
+        out = raster.paste(window, local, embedding.shape)
         if self.snap_radius and embedding.gradient is not None and out.any():
             out = self._snap(out, embedding.gradient, labels == 0, window)
         if self.split_touching and prompt.box is None and seeds.any() and out.any():  # a box delimits the object
             out = self._split(out, seeds)
-        return self._result(out, proba, prompt.id)
+        return self._result(out, proba, window, prompt.id)
 
-    def _result(self, out: NDArray[np.bool_], proba: NDArray[np.float32], object_id: int) -> PromptMask:
-        score = float(proba[out].mean()) if out.any() else 0.0
+    def _result(
+        self, out: NDArray[np.bool_], proba: NDArray[np.float32], window: raster.Window, object_id: int
+    ) -> PromptMask:
+        """The mask (inside ``window``) with its mean probability as the score."""
+        inside = out[window]
+        score = float(proba[inside].mean()) if inside.any() else 0.0
         logger.debug("rf object %d: %d pixels, score %.3f", object_id, int(out.sum()), score)
         return PromptMask(out, score)
 
@@ -258,21 +357,22 @@ class RandomForestPrompter:
         """
         if previous_mask.shape != embedding.shape or previous.shape != embedding.shape:
             raise InvalidInputError(f"previous_mask: expected shape {embedding.shape}, got {previous_mask.shape}")
-        labels = np.full(embedding.shape, -1, np.int64)
-        near = ndi.binary_dilation(previous_mask, iterations=2)
+        previous_mask = np.asarray(previous_mask, dtype=bool)
         width = max(2 * self.box_margin, round(float(np.sqrt(previous_mask.sum() / np.pi))))  # object-sized context
-        labels[ndi.binary_dilation(near, iterations=width) & ~near] = 0
-        core = ndi.binary_erosion(previous_mask)
-        labels[core if core.any() else previous_mask] = 1
+        labels = np.full(embedding.shape, -1, np.int64)
+        crop = raster.bbox(previous_mask, width + 3) or (slice(None), slice(None))
+        local = previous_mask[crop]
+        near = ndi.binary_dilation(local, iterations=2)
+        labels[crop][ndi.binary_dilation(near, iterations=width) & ~near] = 0
+        core = ndi.binary_erosion(local)
+        labels[crop][core if core.any() else local] = 1
         forest = PixelClassifier(self.config).fit_features([previous.features], [labels])
         window = _box_window(prompt.box)
-        proba = np.zeros(embedding.shape, np.float32)
-        proba[window] = forest.predict_proba_features(embedding.features[window])[1]
-        regions, _ = ndi.label(proba > 0.5)
-        keep = np.unique(regions[ndi.binary_dilation(previous_mask, iterations=2)])
-        out = np.isin(regions, keep[keep > 0])
+        touching = raster.paste(crop, near, embedding.shape)  # the previous mask, 2 pixels wider
+        found, proba = self._classify(forest, embedding, window, touching)
+        out = raster.paste(window, found, embedding.shape)
         if self.snap_radius and embedding.gradient is not None and out.any():
             outside = np.ones(embedding.shape, bool)
             outside[window] = False
             out = self._snap(out, embedding.gradient, outside, window)
-        return self._result(out, proba, prompt.id)
+        return self._result(out, proba, window, prompt.id)

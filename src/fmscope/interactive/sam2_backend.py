@@ -32,7 +32,7 @@ from fmscope.errors import InvalidInputError, MissingDependencyError
 from fmscope.intensity import IntensityProfile, fit_profile
 from fmscope.interactive.checkpoints import load_weights, locate_checkpoint, read_checkpoint
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask, check_slice
+from fmscope.interactive.protocol import PromptMask, check_slice, file_stamp
 from fmscope.interactive.sam_backend import (
     check_prompt,
     choose_mask,
@@ -151,6 +151,10 @@ class Sam2Prompter:
         self._predictor = api["image_predictor"](net)
 
     # ----------------------------------------------------------------------------------------- 2D protocol
+
+    def signature(self) -> dict[str, Any]:
+        """The model and its weights file (size and time)."""
+        return {"model_name": self.model_name, "checkpoint": file_stamp(self.checkpoint)}
 
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> Sam2Embedding:
         """Window a raw 2D slice to RGB8 and run the image encoder once."""

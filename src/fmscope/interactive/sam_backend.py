@@ -26,8 +26,8 @@ from numpy.typing import NDArray
 from fmscope.errors import InvalidInputError, MissingDependencyError
 from fmscope.intensity import IntensityProfile
 from fmscope.interactive.checkpoints import load_weights, locate_checkpoint, read_checkpoint
-from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask, check_slice, rgb8, window_slice
+from fmscope.interactive.prompts import ObjectPrompt, Stroke
+from fmscope.interactive.protocol import PromptMask, check_slice, file_stamp, rgb8, window_slice
 
 if TYPE_CHECKING:
     import torch
@@ -57,10 +57,21 @@ def window_to_rgb8(
     return rgb8(window), used
 
 
+STROKE_POINTS = 3  # points a stroke gives SAM: its ends and its middle (SAM takes points, not brush pixels)
+
+
+def stroke_points(stroke: Stroke) -> list[tuple[float, ...]]:
+    """Up to :data:`STROKE_POINTS` points along a stroke's polyline (first, middle, last vertex)."""
+    pts = list(stroke.points)
+    picks = sorted({round(i * (len(pts) - 1) / max(STROKE_POINTS - 1, 1)) for i in range(STROKE_POINTS)})
+    return [pts[i] for i in picks]
+
+
 def sam_points(prompt: ObjectPrompt) -> tuple[NDArray[np.float32] | None, NDArray[np.int32] | None]:
     """SAM point inputs of a 2D prompt: ``(N, 2)`` coordinates in ``(x, y)`` order and labels (1 positive, 0
-    negative), or ``(None, None)`` without points."""
+    negative), or ``(None, None)`` without points. A stroke counts as a few points along it."""
     points = [(p, 1) for p in prompt.positive] + [(p, 0) for p in prompt.negative]
+    points += [(p, int(s.positive)) for s in prompt.strokes for p in stroke_points(s)]
     if not points:
         return None, None
     for p, _ in points:
@@ -101,13 +112,15 @@ def check_prompt(prompt: ObjectPrompt, mask: NDArray[np.bool_] | None, shape: tu
     """Refuse prompts the model cannot use: text alone, nothing positive, a mask of the wrong shape."""
     if not isinstance(prompt, ObjectPrompt):
         raise InvalidInputError(f"prompt: expected an ObjectPrompt, got {type(prompt).__name__}")
-    if prompt.text is not None and not prompt.positive and prompt.box is None and mask is None:
+    if prompt.text is not None and not prompt.has_positive and mask is None:
         raise InvalidInputError(
             f"prompt {prompt.id}: a text prompt needs a grounding model (text -> boxes, e.g. Grounding DINO) first; "
-            f"{backend} takes points, boxes and masks"
+            f"{backend} takes points, strokes, boxes and masks"
         )
-    if not prompt.positive and prompt.box is None and mask is None:
-        raise InvalidInputError(f"prompt {prompt.id}: needs a positive point, a box or a mask prompt on this slice")
+    if not prompt.has_positive and mask is None:
+        raise InvalidInputError(
+            f"prompt {prompt.id}: needs a positive point, a positive stroke, a box or a mask prompt on this slice"
+        )
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != shape or m.dtype != np.bool_:
@@ -215,6 +228,10 @@ class SamPrompter:
         self.checkpoint = path
         self.sam = sam
         self._predictor = sa.SamPredictor(sam)
+
+    def signature(self) -> dict[str, Any]:
+        """The model and its weights file (size and time)."""
+        return {"model_name": self.model_name, "checkpoint": file_stamp(self.checkpoint)}
 
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SamEmbedding:
         """Window a raw 2D slice to RGB8 and run the image encoder once (see the module doc)."""

@@ -51,7 +51,7 @@ from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.intensity import IntensityProfile
 from fmscope.interactive.cache import image_hash
 from fmscope.interactive.morphometry import ObjectMeasurement, measure_objects, write_morphometry
-from fmscope.interactive.prompts import ObjectPrompt, _box, _number, parse_prompts
+from fmscope.interactive.prompts import ObjectPrompt, check_box, check_number, parse_prompts
 from fmscope.interactive.protocol import PromptableModel
 from fmscope.utils.atomic import atomic_output
 
@@ -213,7 +213,7 @@ class Session:
     def _check_yx(self, y: Any, x: Any) -> tuple[float, float]:
         out = []
         for name, value, n in (("y", y, self.shape[1]), ("x", x, self.shape[2])):
-            v = _number(value, name)
+            v = check_number(value, name)
             if not 0 <= v <= n - 1:
                 raise InvalidInputError(f"{name}: point coordinate {v:g} is outside the image (expected 0..{n - 1})")
             out.append(v)
@@ -376,7 +376,7 @@ class Session:
                 raise InvalidInputError(f"box: object {oid} has no box on slice {z} to remove")
             new_box = None
         else:
-            new_box = (float(z), *_box(box, self.shape[1:], "box"))
+            new_box = (float(z), *check_box(box, self.shape[1:], "box"))
         self._edit_prompt("set_box", ObjectPrompt(oid, old.positive, old.negative, new_box, old.text), z)
 
     def set_mask(self, object_id: int, z: int, mask: np.ndarray, *, replace_others: bool = False) -> None:
@@ -518,7 +518,7 @@ class Session:
         the image's axis order, (z, y, x) or (y, x); the CSV is written atomically when ``path`` is given."""
         ndim = len(self.image_shape)
         if spacing is not None:
-            spacing = tuple(_number(s, "spacing") for s in spacing)
+            spacing = tuple(check_number(s, "spacing") for s in spacing)
             if len(spacing) != ndim or any(s <= 0 for s in spacing):
                 raise InvalidInputError(f"spacing: expected {ndim} positive values, got {spacing}")
             spacing = spacing if ndim == 3 else (1.0, *spacing)

@@ -24,15 +24,10 @@ from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile
-from fmscope.interactive.enhance import EnhanceConfig, bridged, enhance
+from fmscope.interactive.enhance import EnhanceConfig
+from fmscope.interactive.pipeline import propagate_objects
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.propagate import (
-    PropagationConfig,
-    SliceEmbeddings,
-    interior_point,
-    propagate_object,
-    tracks_to_labels,
-)
+from fmscope.interactive.propagate import PropagationConfig, SliceEmbeddings, interior_point, tracks_to_labels
 from fmscope.interactive.protocol import PromptableModel
 from fmscope.metrics import dice, iou
 
@@ -202,14 +197,11 @@ def simulate_stack(
             tuple((key_slice, *p) for p in trace.prompt.negative),
             None if trace.prompt.box is None else (key_slice, *trace.prompt.box),
         )
-        track = propagate_object(embeddings, prompt, propagation)
-        propagated = tracks_to_labels([track], shape) > 0
+        tracks, _ = propagate_objects(embeddings, [prompt], propagation=propagation)
+        propagated = tracks_to_labels(tracks, shape) > 0
         enhanced = None
         if enhancement is not None:
-            bridging = bridged(propagation, enhancement)
-            kept, _ = enhance(
-                embeddings, [propagate_object(embeddings, prompt, bridging)], enhancement, propagation=bridging
-            )
+            kept, _ = propagate_objects(embeddings, [prompt], propagation=propagation, enhancement=enhancement)
             enhanced = dice(tracks_to_labels(kept, shape) > 0, truth)
         per_slice = np.zeros_like(truth)
         occupied = [z for z in range(truth.shape[0]) if truth[z].any()]

@@ -127,3 +127,13 @@ def label_slices(mask: NDArray[np.bool_], connectivity: int) -> NDArray[np.int32
         out[z][nz] += offset
         offset = max(offset, int(out[z].max()))
     return out
+
+
+def narrow_labels(labels: np.ndarray) -> np.ndarray:
+    """Label ids in the smallest unsigned type that files and viewers handle well: uint16 when they fit, else
+    uint32 (a mask of 0/1 values stays uint8 only when given as such)."""
+    arr = np.asarray(labels)
+    if arr.dtype == np.uint8 or arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    top = int(arr.max()) if arr.size else 0
+    return arr.astype(np.uint16 if top < 2**16 else np.uint32)
