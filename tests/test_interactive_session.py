@@ -10,70 +10,20 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from skimage.draw import disk
 
 from fmscope.errors import FileFormatError, InvalidInputError, OutputExistsError
 from fmscope.interactive.prompts import ObjectPrompt
-from fmscope.interactive.protocol import PromptMask
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
 from fmscope.io import read_image
 from fmscope.metrics import dice
-
-SHAPE = (4, 96, 96)
-CENTRES = ((30, 30), (30, 66), (68, 48))  # (y, x) of the disks, radius 10 on every slice
-
-
-def _stack(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    image = rng.normal(1000.0, 40.0, SHAPE)
-    truth = np.zeros(SHAPE, np.uint32)
-    for k, centre in enumerate(CENTRES, start=1):
-        rr, cc = disk(centre, 10, shape=SHAPE[1:])
-        image[:, rr, cc] += 800.0
-        truth[:, rr, cc] = k
-    return image.astype(np.uint16), truth
-
-
-class ThresholdBackend:
-    """Deterministic fake: bright pixels within 16 px of a positive click (or inside the box), minus 4 px around
-    negative clicks. Counts embed calls."""
-
-    name = "threshold"
-
-    def signature(self) -> dict[str, Any]:
-        return {}
-
-    def __init__(self) -> None:
-        self.embedded: list[int] = []
-
-    def embed(self, image: np.ndarray, profile: Any = None) -> np.ndarray:
-        self.embedded.append(int(np.asarray(image).sum()) % 997)
-        arr = np.asarray(image, np.float64)
-        return arr > (arr.min() + arr.max()) / 2
-
-    def predict(self, embedding: np.ndarray, prompt: ObjectPrompt, mask: Any = None) -> PromptMask:
-        yy, xx = np.ogrid[: embedding.shape[0], : embedding.shape[1]]
-        near = np.zeros(embedding.shape, bool)
-        for y, x in prompt.positive:
-            near |= (yy - y) ** 2 + (xx - x) ** 2 <= 16**2
-        if prompt.box is not None:
-            y0, x0, y1, x1 = prompt.box
-            near |= (yy >= y0) & (yy < y1) & (xx >= x0) & (xx < x1)
-        for y, x in prompt.negative:
-            near &= (yy - y) ** 2 + (xx - x) ** 2 > 4**2
-        out = near & embedding
-        return PromptMask(out, float(out.any()))
+from session_fakes import CENTRES, OPS, SHAPE, ThresholdBackend, apply_op, make_stack, state_of
 
 
 @pytest.fixture(scope="module")
 def stack() -> tuple[np.ndarray, np.ndarray]:
-    return _stack()
-
-
-def _state(s: Session) -> tuple[bytes, dict[int, ObjectPrompt], frozenset[int], tuple[int, ...]]:
-    return s.labels.tobytes(), s.prompts, s.accepted, s.object_ids
+    return make_stack()
 
 
 def test_edit_changes_only_its_slice_and_embeds_lazily(stack: tuple[np.ndarray, np.ndarray]) -> None:
@@ -135,10 +85,10 @@ def test_delete_accept_undo_redo_and_redo_cleared(stack: tuple[np.ndarray, np.nd
     a = s.new_object()
     s.add_point(a, 1, *CENTRES[0])
     s.accept(a)
-    before = _state(s)
+    before = state_of(s)
     s.delete_object(a)
     assert not s.labels.any() and a not in s.prompts and not s.accepted
-    assert s.undo() and _state(s) == before
+    assert s.undo() and state_of(s) == before
     assert s.redo() and not s.labels.any()
     assert s.undo() and s.undo()  # accept undone
     assert s.accepted == frozenset() and s.can_redo
@@ -147,67 +97,27 @@ def test_delete_accept_undo_redo_and_redo_cleared(stack: tuple[np.ndarray, np.nd
     assert s.new_object() == 2
 
 
-_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(["new", "add", "add", "neg", "remove", "box", "nobox", "mask", "delete", "accept", "prompt"]),
-        st.integers(0, 3),  # object index among current ids
-        st.integers(0, SHAPE[0] - 1),
-        st.integers(0, SHAPE[1] - 1),
-        st.integers(0, SHAPE[2] - 1),
-    ),
-    min_size=6,
-    max_size=20,
-).map(lambda ops: [("new", 0, 0, 0, 0), ("new", 0, 0, 0, 0), *ops])
-
-
-def _do(s: Session, op: str, k: int, z: int, y: int, x: int) -> None:
-    ids = s.object_ids
-    oid = ids[k % len(ids)] if ids else 1
-    if op == "new":
-        s.new_object()
-    elif op in ("add", "neg"):
-        if op == "add" and x % 2 == 0:  # half of the clicks on a disk
-            y, x = CENTRES[y % len(CENTRES)]
-        s.add_point(oid, z, y, x, positive=op == "add")
-    elif op == "remove":
-        s.remove_point(oid, z, y, x)
-    elif op == "box":
-        s.set_box(oid, z, (y % 50, x % 50, y % 50 + 40, x % 50 + 46))
-    elif op == "nobox":
-        s.set_box(oid, z, None)
-    elif op == "mask":
-        m = np.zeros(SHAPE[1:], bool)
-        m[y // 2 : y // 2 + 30, x // 2 : x // 2 + 30] = True
-        s.set_mask(oid, z, m, replace_others=bool(k % 2))
-    elif op == "delete":
-        s.delete_object(oid)
-    elif op == "accept":
-        s.accept(None if k % 2 else oid)
-    else:
-        s.set_prompt(ObjectPrompt(oid, positive=((z, y, x),), negative=((z, 95 - y, 95 - x),)))
-
-
 @settings(max_examples=60, deadline=None)
-@given(ops=_OPS)
+@given(ops=OPS)
 def test_undo_redo_restore_exactly(ops: list[tuple[str, int, int, int, int]]) -> None:
-    image, _ = _stack()
+    image, _ = make_stack()
     s = Session(image, ThresholdBackend())
-    states = [_state(s)]
+    states = [state_of(s)]
     for op in ops:
         try:
-            _do(s, op[0], *op[1:])
+            apply_op(s, op[0], *op[1:])
         except InvalidInputError:  # refused edits change nothing and are no step
-            assert _state(s) == states[-1]
+            assert state_of(s) == states[-1]
             continue
-        states.append(_state(s))
+        states.append(state_of(s))
     n = len(states) - 1
     for k in range(1, n + 1):
         assert s.undo()
-        assert _state(s) == states[n - k]
+        assert state_of(s) == states[n - k]
     assert not s.undo()
     for k in range(1, n + 1):
         assert s.redo()
-        assert _state(s) == states[k]
+        assert state_of(s) == states[k]
     assert not s.redo()
 
 
@@ -253,23 +163,25 @@ def test_save_load_round_trip_and_refusals(tmp_path: Path, stack: tuple[np.ndarr
     s.set_mask(c, 2, np.eye(96, dtype=bool))
     s.accept(b)
     folder = s.save(tmp_path / "sess")
-    assert sorted(p.name for p in folder.iterdir()) == ["labels.npz", "session.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["session.json", "snapshot.npz", "state.json", "steps"]
     with pytest.raises(OutputExistsError):
         s.save(folder)
-    r = Session.load(folder, image.copy(), ThresholdBackend())
-    assert _state(r) == _state(s) and not r.can_undo
+    r = Session.open(folder, image.copy(), ThresholdBackend(), autosave=False)
+    assert state_of(r) == state_of(s) and r.can_undo and r.history() == s.history()
+    assert r.undo() and s.undo() and state_of(r) == state_of(s)  # the undo history came back too
+    assert r.redo() and s.redo()
     assert r.new_object() == 4
     s.delete_object(a)
     s.save(folder, overwrite=True)
-    assert Session.load(folder, image, ThresholdBackend()).object_ids == (b, c)
+    assert Session.open(folder, image, ThresholdBackend(), autosave=False).object_ids == (b, c)
     other = image.copy()
     other[0, 0, 0] += 1
     with pytest.raises(InvalidInputError, match=r"^image: its content differs"):
-        Session.load(folder, other, ThresholdBackend())
+        Session.open(folder, other, ThresholdBackend())
     with pytest.raises(InvalidInputError, match=r"^image: shape \(4, 96, 95\)"):
-        Session.load(folder, image[..., :95], ThresholdBackend())
+        Session.open(folder, image[..., :95], ThresholdBackend())
     with pytest.raises(FileFormatError, match="not a session folder"):
-        Session.load(tmp_path, image, ThresholdBackend())
+        Session.open(tmp_path, image, ThresholdBackend())
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "keep.txt").write_text("x")
     with pytest.raises(InvalidInputError, match="not a session folder"):
@@ -338,10 +250,10 @@ def test_bad_edits_raise_and_change_nothing(
 ) -> None:
     s = Session(stack[0], ThresholdBackend())
     s.new_object()
-    before = _state(s)
+    before = state_of(s)
     with pytest.raises(InvalidInputError, match=message):
         getattr(s, method)(*args)
-    assert _state(s) == before and len(s._undo) == 1
+    assert state_of(s) == before and len(s._undo) == 1
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,23 @@ def image_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+FULL_HASH_BYTES = 256 * 2**20
+SAMPLED_SLICES = 16
+
+
+def image_fingerprint(image: Any) -> str:
+    """An identity of an image for a session: the SHA-256 of all its bytes (:func:`image_hash`) up to
+    :data:`FULL_HASH_BYTES`; for a larger (lazily read) stack, of its shape, dtype and :data:`SAMPLED_SLICES` evenly
+    spaced slices, prefixed ``sampled:`` (reading a terabyte stack whole to reopen a session is not an option)."""
+    shape, dtype = tuple(int(s) for s in np.shape(image)), np.dtype(image.dtype)
+    if int(np.prod(shape)) * dtype.itemsize <= FULL_HASH_BYTES or len(shape) != 3:
+        return image_hash(np.asarray(image))
+    h = hashlib.sha256(f"{shape}|{dtype.str}|sampled{SAMPLED_SLICES}|".encode())
+    for z in np.unique(np.linspace(0, shape[0] - 1, SAMPLED_SLICES).round().astype(int)):
+        h.update(np.ascontiguousarray(np.asarray(image[int(z)])).tobytes())
+    return "sampled:" + h.hexdigest()
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []

@@ -50,13 +50,14 @@ def _csv_fields(is_2d: bool) -> list[str]:
 
 def measure_objects(
     labels: np.ndarray,
-    image: np.ndarray,
+    image: Any,
     *,
     spacing: Sequence[float] | None = None,
     accepted: frozenset[int] = frozenset(),
 ) -> list[ObjectMeasurement]:
     """Morphometry of every label > 0 of a (Z, Y, X) label volume over its (Z, Y, X) raw ``image`` (any dtype), with
-    :func:`skimage.measure.regionprops`; ``spacing`` (z, y, x) gives ``physical_size``."""
+    :func:`skimage.measure.regionprops`; ``spacing`` (z, y, x) gives ``physical_size``. ``image`` is anything that
+    can be cut by the objects' bounding boxes (numpy, dask, zarr): it is read only there."""
     factor = None if spacing is None else float(np.prod(spacing))
     out = []
     for region in regionprops(np.asarray(labels)):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,48 +67,78 @@ class PropagationConfig:
 
 
 class SliceEmbeddings:
-    """Lazily computed ``backend.embed(volume[z], profile)`` of a (Z, Y, X) stack, kept in memory and, with a
-    ``cache_dir``, on disk (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run. Without a
-    ``profile`` one is fitted to the whole stack (1st/99.8th percentiles, streamed), so every slice is windowed alike.
+    """Lazily computed ``backend.embed(volume[z], profile)`` of a (Z, Y, X) stack, kept in memory (the
+    ``max_slices`` most recently used, or all) and, with a ``cache_dir``, on disk
+    (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run. Without a ``profile`` one is fitted to the
+    whole stack (1st/99.8th percentiles, streamed), so every slice is windowed alike. Safe to share between threads
+    (a web app's requests and its background job): a slice is embedded once even when asked for twice at a time.
     """
 
     def __init__(
         self,
         backend: PromptableModel,
-        volume: np.ndarray,
+        volume: Any,
         profile: IntensityProfile | None = None,
         *,
         cache_dir: str | os.PathLike[str] | None = None,
+        max_slices: int | None = None,
     ) -> None:
         if np.ndim(volume) != 3:
             raise InvalidInputError(f"volume: expected a (Z, Y, X) stack, got shape {np.shape(volume)}")
+        bounded = max_slices is not None
+        if bounded and (not isinstance(max_slices, int) or isinstance(max_slices, bool) or max_slices < 1):
+            raise InvalidInputError(f"max_slices: expected None or an integer >= 1, got {max_slices!r}")
         if profile is None:  # one window for the whole stack, so that slices compare (spec: per volume, once)
-            profile = fit_profile(volume, low_percentile=1.0, high_percentile=99.8)
+            profile = fit_profile(volume)
         self.backend, self.volume, self.profile = backend, volume, profile
-        self._cache: dict[int, Any] = {}
+        self.max_slices = max_slices
+        self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._busy: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
         self.disk = EmbeddingCache(cache_dir, backend, profile) if cache_dir is not None else None
         self.reused = 0
+        self.computed = 0
 
     def __getitem__(self, z: int) -> Any:
-        if z not in self._cache:
-            plane = np.asarray(self.volume[z])
-            embedding = self.disk.get(z, plane) if self.disk is not None else None
-            if embedding is None:
-                embedding = self.backend.embed(plane, self.profile)
-                if self.disk is not None:
-                    self.disk.put(z, plane, embedding)
-            else:
-                self.reused += 1
-            self._cache[z] = embedding
-        return self._cache[z]
+        while True:
+            with self._lock:
+                if z in self._cache:
+                    self._cache.move_to_end(z)
+                    return self._cache[z]
+                wait = self._busy.get(z)
+                if wait is None:
+                    self._busy[z] = threading.Event()
+                    break
+            wait.wait()  # another thread is embedding this slice
+        try:
+            embedding = self._embed(z)
+            with self._lock:
+                self._cache[z] = embedding
+                if self.max_slices is not None and len(self._cache) > self.max_slices:
+                    self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                self._busy.pop(z).set()
+        return embedding
+
+    def _embed(self, z: int) -> Any:
+        plane = np.asarray(self.volume[z])
+        embedding = self.disk.get(z, plane) if self.disk is not None else None
+        if embedding is not None:
+            self.reused += 1
+            return embedding
+        embedding = self.backend.embed(plane, self.profile)
+        self.computed += 1
+        if self.disk is not None:
+            self.disk.put(z, plane, embedding)
+        return embedding
+
+    def __contains__(self, z: int) -> bool:
+        """Whether slice ``z`` is embedded and in memory."""
+        return z in self._cache
 
     def __len__(self) -> int:
         return int(self.volume.shape[0])
-
-    @property
-    def computed(self) -> int:
-        """Slices embedded so far."""
-        return len(self._cache)
 
 
 @dataclass

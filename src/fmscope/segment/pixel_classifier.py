@@ -45,6 +45,7 @@ class PixelClassifierConfig:
         forest: ``random`` (a random forest: best split of a random feature subset) or ``extra`` (extremely
             randomised trees: random thresholds too; several times faster to fit, for interactive refits).
         n_estimators: trees of the forest. max_depth: their depth limit (None = unlimited).
+        max_features: features tried per split: ``sqrt`` of their number, or a fraction in (0, 1].
         min_samples_leaf: minimum samples per leaf.
         max_samples_per_class: labelled pixels sampled per class across all training images (seeded).
         seed: seed of the pixel sampling and of the forest.
@@ -60,6 +61,7 @@ class PixelClassifierConfig:
     forest: str = "random"
     n_estimators: int = 100
     max_depth: int | None = None
+    max_features: str | float = "sqrt"
     min_samples_leaf: int = 1
     max_samples_per_class: int = 20000
     seed: int = 0
@@ -84,6 +86,9 @@ class PixelClassifierConfig:
         check_int(self.n_estimators, "n_estimators", 1)
         if self.max_depth is not None:
             check_int(self.max_depth, "max_depth", 1)
+        fraction = isinstance(self.max_features, float) and 0.0 < self.max_features <= 1.0
+        if self.max_features != "sqrt" and not fraction:
+            raise InvalidInputError(f"max_features: expected 'sqrt' or a fraction in (0, 1], got {self.max_features!r}")
         check_int(self.min_samples_leaf, "min_samples_leaf", 1)
         check_int(self.max_samples_per_class, "max_samples_per_class", 1)
         check_int(self.seed, "seed", 0)
@@ -225,7 +230,8 @@ class PixelClassifier:
         self, x_train: NDArray[np.float32], y_train: NDArray[np.int64], classes: NDArray[np.int64], ndim: int
     ) -> PixelClassifier:
         cfg = self.config
-        params = {k: getattr(cfg, k) for k in ("n_estimators", "max_depth", "min_samples_leaf", "n_jobs")}
+        keys = ("n_estimators", "max_depth", "max_features", "min_samples_leaf", "n_jobs")
+        params = {k: getattr(cfg, k) for k in keys}
         logger.info("pixel classifier: fit on %d pixels x %d features, classes %s", *x_train.shape, classes.tolist())
         forest = FORESTS[cfg.forest](class_weight="balanced", random_state=cfg.seed, **params)
         forest.fit(x_train, y_train)
