@@ -4,23 +4,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: setup demo test lint typecheck check bench clean
+.PHONY: setup browser demo test lint typecheck check bench clean app
 
 $(BIN)/fmscope: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt "torch==2.13.0"
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,text,sam]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,text,sam,app]"
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
 	touch $(BIN)/fmscope
 
 setup: $(BIN)/fmscope
 
+# The web app's browser tests drive Debian's headless Chromium (never `playwright install`, which downloads).
+CHROMIUM := /usr/bin/chromium-headless-shell
+browser:
+	@test -x $(CHROMIUM) || test -x /usr/bin/chromium || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null) \
+	  || echo "could not install chromium-headless-shell (apt-get needs root and the Debian mirror): the browser tests will be skipped"; }
+
+app: setup
+	$(BIN)/fmscope app --open
+
 demo: setup
 	$(BIN)/fmscope quickstart --out quickstart_out --overwrite
 
 # CI runs this (.ci/run): lint, type-check, then the test suite.
-test: setup
+test: setup browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from fmscope import __version__
 from fmscope.cli import (
+    app_commands,
     bench_commands,
     data_commands,
     interactive_commands,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_commands.register(sub)
     interactive_commands.register(sub)
     model_commands.register(sub)
+    app_commands.register(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ the stored previous level, so nothing is materialised whole. Default compression
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,18 @@ def read_omezarr(path: Path, *, level: int = 0, dataset: str | None = None, lazy
         ds = f"{dataset}/{datasets[level]['path']}" if dataset else str(datasets[level]["path"])
         meta = make_meta(path, "ome-zarr", data.shape, data.dtype, axes, spacing, unit, dataset=ds)
     return Image(data, meta)
+
+
+def count_levels(path: str | os.PathLike[str], dataset: str | None = None) -> int:
+    """The number of multiscale levels of an OME-Zarr image (1 for a bare array)."""
+    import zarr
+
+    p = Path(path)
+    check_exists(p)
+    with wrap_read_errors(p, "OME-Zarr"):
+        node = zarr.open(str(p), mode="r", path=dataset or "")
+        if isinstance(node, zarr.Array):
+            return 1
+        attrs: dict[str, Any] = dict(node.attrs)
+        ms_list = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales")
+        return len(ms_list[0]["datasets"]) if ms_list else 1

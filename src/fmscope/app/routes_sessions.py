@@ -1,0 +1,319 @@
+"""Routes for sessions: create and list them, their state and label planes, edits, long jobs, exports."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse, Response
+
+from fmscope.app.deps import body, client, jobs, workspace
+from fmscope.app.edits import apply_edit
+from fmscope.app.images import display_bytes, label_bytes
+from fmscope.app.jobs import Job
+from fmscope.app.routes_data import raw, region_arg
+from fmscope.app.workspace import AppSession, NotFound
+from fmscope.errors import InvalidInputError
+from fmscope.interactive.enhance import EnhanceConfig
+from fmscope.interactive.propagate import PropagationConfig
+
+router = APIRouter(prefix="/api")
+HISTORY_SHOWN = 50
+EXPORTS = ("labels", "morphometry", "prompts", "record")
+ENHANCE_KEYS = ("bridge", "resegment", "window", "max_change", "fill", "max_gap", "min_area", "min_slices", "min_size")
+
+
+def state(opened: AppSession) -> dict[str, Any]:
+    """What the page shows of a session: objects with their prompts and slices, mode, history, revision."""
+    s = opened.session
+    with s.lock:
+        accepted_slices = s.accepted_slices
+        parents = s.parents
+        planes = {z: s.plane(z) for z in s.labelled_slices()}
+        undo, redo = s.history()
+        objects = []
+        for oid, prompt in sorted(s.prompts.items()):
+            objects.append({
+                "id": oid, "parent": parents.get(oid), "accepted": oid in s.accepted, "prompts": prompt.to_dict(),
+                "slices": [z for z, p in planes.items() if (p == oid).any()],
+                "accepted_slices": sorted(z for o, z in accepted_slices if o == oid),
+            })  # fmt: skip
+        return {
+            "id": opened.id, "name": opened.settings.get("name"), "revision": s.revision, "mode": s.mode,
+            "backend": {**opened.settings.get("backend", {}), "name": s.backend.name},
+            "image": {"id": None, **opened.image.info()}, "objects": objects,
+            "can_undo": s.can_undo, "can_redo": s.can_redo,
+            "undo": undo[-HISTORY_SHOWN:], "redo": redo[:HISTORY_SHOWN],
+            "window": [s.profile.low, s.profile.high], "folder": str(opened.folder),
+        }  # fmt: skip
+
+
+def _session(request: Request, session_id: str) -> AppSession:
+    return workspace(request).session(client(request), session_id)
+
+
+def _check_revision(opened: AppSession, data: dict[str, Any]) -> None:
+    from fmscope.app.server import Conflict
+
+    seen = data.get("revision")
+    if seen is not None and seen != opened.session.revision:
+        raise Conflict(
+            f"the session was changed in another tab or window (revision {opened.session.revision}, this page had "
+            f"{seen}); the page now shows the current state; nothing of yours was applied",
+            opened.session.revision,
+        )
+
+
+def _job(request: Request, kind: str, label: str, work: Any) -> dict[str, Any]:
+    runner = jobs(request)
+    running = runner.busy(client(request), kind, label)
+    job = running or runner.submit(client(request), kind, label, work)
+    return job.status()
+
+
+# ---- sessions ------------------------------------------------------------------------------------------------
+
+
+@router.get("/sessions")
+def list_sessions(request: Request) -> dict[str, Any]:
+    return {"sessions": workspace(request).list_sessions(client(request))}
+
+
+@router.post("/sessions")
+async def new_session(request: Request) -> dict[str, Any]:
+    """Create a session as a job (fitting the volume's intensity window reads it once); the job's result is the
+    session id."""
+    data = await body(request, {"image", "backend", "mode", "name"})
+    mode = data.get("mode", "instance")
+    ws, c = workspace(request), client(request)
+
+    def work(job: Job) -> dict[str, Any]:
+        job.message = "reading the volume's intensity range"
+        opened = ws.new_session(c, data.get("image") or {}, data.get("backend", "rf"), mode=mode,
+                                name=data.get("name"), progress=job.progress)  # fmt: skip
+        return {"session": opened.id}
+
+    return jobs(request).submit(c, "new_session", str(time.time()), work).status()
+
+
+@router.get("/sessions/{session_id}")
+def session_state(request: Request, session_id: str) -> dict[str, Any]:
+    return state(_session(request, session_id))
+
+
+@router.get("/sessions/{session_id}/slice/{z}")
+def session_slice(
+    request: Request, session_id: str, z: int, region: str | None = None, max_side: int = 2048
+) -> Response:
+    """Slice ``z`` of the session's image as raw pixels (like ``/api/images/{id}/slice/{z}``)."""
+    array, how = _session(request, session_id).image.read(z, region_arg(region), max_side)
+    data, dtype = display_bytes(array)
+    return raw(data, dtype, array.shape, how)
+
+
+@router.get("/sessions/{session_id}/labels/{z}")
+def labels(request: Request, session_id: str, z: int, region: str | None = None, max_side: int = 2048) -> Response:
+    """Slice ``z`` of the label planes, sampled like the image's slices (same region and step)."""
+    opened = _session(request, session_id)
+    s = opened.session
+    ny, nx = s.shape[1:]
+    y0, x0, y1, x1 = region_arg(region) or (0, 0, ny, nx)
+    if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
+        raise InvalidInputError(f"region: expected 0 <= y0 < y1 <= {ny} and 0 <= x0 < x1 <= {nx}, got {region}")
+    step = max(1, -(-max(y1 - y0, x1 - x0) // max_side))
+    plane = s.plane(z)[y0:y1:step, x0:x1:step]
+    data, dtype = label_bytes(plane)
+    return raw(data, dtype, plane.shape, {"step": step, "region": [y0, x0, y1, x1], "revision": s.revision})
+
+
+@router.post("/sessions/{session_id}/edit")
+async def edit(request: Request, session_id: str) -> dict[str, Any]:
+    """One edit (``{"op": ..., "revision": N, ...}``); refused with 409 when the page's revision is stale."""
+    data = await body(request)
+    opened = _session(request, session_id)
+    with opened.session.lock:
+        _check_revision(opened, data)
+        before = opened.session.revision
+        result = apply_edit(opened.session, data)
+    out = state(opened)
+    out["result"] = result if isinstance(result, int | bool | list) else None
+    out["changed"] = out["revision"] != before
+    return out
+
+
+@router.post("/sessions/{session_id}/backend")
+async def set_backend(request: Request, session_id: str) -> dict[str, Any]:
+    data = await body(request, {"method", "model", "model_dir"})
+    workspace(request).set_backend(client(request), session_id, data)
+    return state(_session(request, session_id))
+
+
+@router.get("/sessions/{session_id}/stats/{object_id}")
+def stats(
+    request: Request, session_id: str, object_id: int, window: int = 5, max_change: float = 0.5
+) -> dict[str, Any]:
+    from fmscope.interactive.session_stack import slice_stats
+
+    rows = slice_stats(_session(request, session_id).session, object_id, window=window, max_change=max_change)
+    return {"object": object_id, "slices": rows}
+
+
+# ---- long work -----------------------------------------------------------------------------------------------
+
+
+def _enhancement(spec: Any) -> EnhanceConfig | None:
+    if spec in (None, False):
+        return None
+    if spec is True:
+        return EnhanceConfig()
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"enhance: expected true, false or a mapping of steps, got {spec!r}")
+    unknown = sorted(set(spec) - set(ENHANCE_KEYS))
+    if unknown:
+        raise InvalidInputError(f"enhance: unknown step(s) {unknown}; known: {list(ENHANCE_KEYS)}")
+    return EnhanceConfig(**spec)
+
+
+@router.post("/sessions/{session_id}/propagate")
+async def propagate(request: Request, session_id: str) -> dict[str, Any]:
+    """Propagate objects through the stack as a job (``objects``, ``z_range``, ``stop_iou``, ``enhance``)."""
+    data = await body(request, {"objects", "z_range", "stop_iou", "enhance", "revision"})
+    opened = _session(request, session_id)
+    enhancement = _enhancement(data.get("enhance"))
+    propagation = PropagationConfig(stop_iou=float(data.get("stop_iou", 0.5)))
+    z_range = data.get("z_range")
+
+    def work(job: Job) -> dict[str, Any]:
+        job.message = "propagating"
+        done = opened.session.propagate(data.get("objects"), z_range=z_range, propagation=propagation,
+                                        enhancement=enhancement, progress=job.progress)  # fmt: skip
+        return {"slices": done["slices"], "objects": done["objects"], "counts": done["counts"],
+                "skipped": [list(p) for p in done["skipped"]]}  # fmt: skip
+
+    return _job(request, "propagate", session_id, work)
+
+
+@router.post("/sessions/{session_id}/embed")
+async def embed(request: Request, session_id: str) -> dict[str, Any]:
+    """Embed slices ahead of clicks (``slices``: a list; default every slice) as a job."""
+    data = await body(request, {"slices"})
+    opened = _session(request, session_id)
+    s = opened.session
+    zs = data.get("slices") or list(range(s.shape[0]))
+    for z in zs:
+        s._check_z(z)
+
+    def work(job: Job) -> dict[str, Any]:
+        todo = [z for z in zs if z not in s.embeddings]
+        for k, z in enumerate(todo):
+            job.progress(k, len(todo), f"features of slice {z}")
+            s.embedding(z)
+        job.progress(len(todo), len(todo))
+        return {"slices": zs}
+
+    return _job(request, "embed", f"{session_id}:{zs[0] if len(zs) == 1 else 'all'}", work)
+
+
+@router.post("/sessions/{session_id}/text")
+async def text(request: Request, session_id: str) -> dict[str, Any]:
+    """Find a phrase on slice ``z`` with the grounding model (one new object per box) as a job."""
+    data = await body(request, {"phrase", "z", "box_threshold"})
+    config = request.app.state.config
+    if config.grounding is None:
+        raise InvalidInputError("text: no grounding model; start the app with --grounding FOLDER")
+    opened = _session(request, session_id)
+    phrase, z = data.get("phrase"), data.get("z", 0)
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise InvalidInputError("phrase: expected a non-empty phrase")
+
+    def work(job: Job) -> dict[str, Any]:
+        from fmscope.interactive.grounding import GroundingDetector, prompts_from_text
+
+        s = opened.session
+        job.message = f"finding '{phrase}'"
+        detector = GroundingDetector(config.grounding, box_threshold=float(data.get("box_threshold", 0.35)))
+        found = prompts_from_text(detector, s.image_slice(z), phrase, profile=s.profile)
+        ids = []
+        for p in found:
+            oid = s.new_object()
+            s.set_box(oid, z, p.box)
+            ids.append(oid)
+        return {"objects": ids}
+
+    return _job(request, "text", session_id, work)
+
+
+@router.post("/sessions/{session_id}/compare")
+async def compare(request: Request, session_id: str) -> dict[str, Any]:
+    """Per-slice IoU and Dice against a ground-truth file of the data root (``path``, ``values``) as a job."""
+    data = await body(request, {"source", "path", "values", "dataset", "channel"})
+    ws, c = workspace(request), client(request)
+    opened = _session(request, session_id)
+
+    def work(job: Job) -> dict[str, Any]:
+        from fmscope.app.images import open_image
+        from fmscope.interactive.session_stack import compare_session
+
+        source, path = data.get("source", "data"), data.get("path")
+        if not isinstance(path, str):
+            raise InvalidInputError("path: expected a ground-truth label file inside the data folder")
+        truth = open_image(ws.resolve(c, source, path), f"{source}:{path}", dataset=data.get("dataset"),
+                           channel=data.get("channel"))  # fmt: skip
+        n = opened.session.shape[0]
+        return compare_session(opened.session, truth.volume(), truth_values=data.get("values"),
+                               progress=lambda k: job.progress(job.done + k, n))  # fmt: skip
+
+    return _job(request, "compare", session_id, work)
+
+
+@router.post("/sessions/{session_id}/export")
+async def export(request: Request, session_id: str) -> dict[str, Any]:
+    """Write one export into the session's ``exports`` folder: ``labels`` (``format`` tif | ome.zarr,
+    ``accepted_only``, ``binary``), ``morphometry`` (CSV), ``prompts`` (JSON) or ``record`` (JSON)."""
+    data = await body(request, {"what", "format", "accepted_only", "binary"})
+    from fmscope.app.exports import write_export
+
+    what = data.get("what")
+    if what not in EXPORTS:
+        raise InvalidInputError(f"what: expected one of {', '.join(EXPORTS)}, got {what!r}")
+    opened = _session(request, session_id)
+    name = write_export(opened, what, data)
+    return {"name": name, "url": f"/api/sessions/{session_id}/exports/{name}"}
+
+
+@router.get("/sessions/{session_id}/exports/{name}")
+def download(request: Request, session_id: str, name: str) -> Response:
+    path = workspace(request).export_file(client(request), session_id, name)
+    if path.is_dir():  # an OME-Zarr folder: sent as a zip
+        archive = path.with_name(path.name + ".zip")
+        if not archive.exists():
+            shutil.make_archive(str(path), "zip", root_dir=path.parent, base_dir=path.name)
+        path = archive
+    return FileResponse(path, filename=path.name)
+
+
+# ---- jobs ----------------------------------------------------------------------------------------------------
+
+
+@router.get("/jobs")
+def list_jobs(request: Request) -> dict[str, Any]:
+    return {"jobs": [j.status() for j in jobs(request).list(client(request))]}
+
+
+@router.get("/jobs/{job_id}")
+def job_status(request: Request, job_id: str) -> dict[str, Any]:
+    job = jobs(request).get(client(request), job_id)
+    if job is None:
+        raise NotFound(f"job: {job_id!r} does not exist")
+    return job.status()
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str) -> dict[str, Any]:
+    job = jobs(request).get(client(request), job_id)
+    if job is None:
+        raise NotFound(f"job: {job_id!r} does not exist")
+    job.cancel()
+    return job.status()
