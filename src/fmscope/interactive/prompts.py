@@ -24,8 +24,11 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.utils.atomic import atomic_output
@@ -116,8 +119,11 @@ class ObjectPrompt:
 
 
 def check_number(value: Any, where: str) -> float:
-    """``value`` as a float; a bool, a non-number or a non-finite value is refused naming ``where``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """``value`` as a float (numpy scalars too); a bool, a non-number or a non-finite value is refused naming
+    ``where``."""
+    if isinstance(value, Integral | Real) and not isinstance(value, bool | np.bool_):
+        value = float(value)
+    if not isinstance(value, float) or not math.isfinite(value):
         raise InvalidInputError(f"{where}: expected a finite number, got {value!r}")
     return float(value)
 

@@ -1,7 +1,8 @@
 """A session through its stack: propagation from key slices, interpolation, per-slice geometry and scores.
 
-* :func:`propagate_session`: objects carried from their key slices (slices with prompts, and slices accepted with
-  :meth:`~fmscope.interactive.session.Session.accept_slice`, whose masks are used as they are) by the same
+* :func:`propagate_session`: objects carried from their key slices (slices with prompts, segmented from them exactly
+  as ``fmscope segment`` does, and slices accepted with :meth:`~fmscope.interactive.session.Session.accept_slice`,
+  whose masks are used as they are: accept a slice to propagate from a mask corrected by hand) by the same
   :func:`~fmscope.interactive.pipeline.propagate_objects` as ``fmscope segment --propagate``; in semantic mode with a
   phase backend, every slice re-predicted by one forest trained on all prompted slices. The work runs without the
   session's lock, so the session stays usable; the result is one undoable step that replaces the objects' masks on
@@ -75,10 +76,11 @@ def propagate_session(
         if not ids:
             raise InvalidInputError("object_ids: no object has a key slice (prompts, or an accepted slice) to start")
         before = {oid: {z: session.mask(oid, z) for z in range(lo, hi + 1)} for oid in ids}
+        fixed = set(session.accepted_slices)
         phases = session.mode == "semantic" and isinstance(session.backend, SupportsPhases)
     if phases:
         return _propagate_phases(session, lo, hi, progress)
-    known = {oid: {z: before[oid][z] for z in keys[oid] if lo <= z <= hi and before[oid][z].any()} for oid in ids}
+    known = {oid: {z: m for z, m in before[oid].items() if (oid, z) in fixed and m.any()} for oid in ids}
     tracks, counts = propagate_objects(
         session.embeddings, [prompts[oid] for oid in ids], propagation=propagation, enhancement=enhancement,
         z_range=(lo, hi), key_masks=known, progress=progress,

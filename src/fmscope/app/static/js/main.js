@@ -491,6 +491,7 @@ async function score() {
     source: $("gt-path").dataset.source || "data", path, values,
   }), (result) => {
     $("gt-summary").textContent = `whole stack: Dice ${result.dice.toFixed(4)}, IoU ${result.iou.toFixed(4)} (objects ${result.objects.join(", ")})`;
+    $("gt-plot").hidden = false;
     plotScores($("gt-plot"), result.slices, app.depth, setZ);
     const table = $("gt-table");
     table.replaceChildren();

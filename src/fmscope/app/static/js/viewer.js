@@ -326,7 +326,11 @@ export class Viewer {
     if (d.kind === "pan") { this.changed(); return; }
     if (d.kind === "box") {
       this.drawPrompts();
-      if (!d.box) return;
+      if (!d.box) {
+        if (this.cb.onMessage) this.cb.onMessage("box: drag from one corner to the other (a click is a box of zero area)");
+        return;
+      }
+      if (d.start && d.box.every((v, k) => v === d.start[k])) return; // grabbed and let go: nothing changed
       const box = d.box.map((v) => Math.round(v));
       if (box[2] - box[0] < 2 || box[3] - box[1] < 2) {
         if (this.cb.onMessage) this.cb.onMessage("box: drag a box of at least 2 x 2 pixels");
