@@ -92,11 +92,11 @@ def propagate_session(
         for oid in ids:
             if oid not in session.prompts:
                 continue  # deleted meanwhile
-            fixed = set(key_slices(session, oid))
+            keys_now = set(key_slices(session, oid))
             track = by_id.get(oid, ObjectTrack(oid))
             empty = np.zeros(session.shape[1:], bool)
             for z in range(lo, hi + 1):
-                if z in fixed:
+                if z in keys_now:
                     continue
                 if not np.array_equal(session.mask(oid, z), before[oid][z]):
                     skipped.append((oid, z))  # edited during the propagation: the person's edit wins
