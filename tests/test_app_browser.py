@@ -10,7 +10,6 @@ Debian's ``chromium-headless-shell`` (``make test`` installs it) is driven by th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -292,7 +291,7 @@ def test_segment_two_mitochondria_through_the_isbi_stack(
     np.testing.assert_array_equal(app_labels, cli_labels)
     scores = [dice(app_labels == k, t) for k, t in zip((1, 2), mitochondria["truth"], strict=True)]
     assert min(scores) > 0.3, scores
-    (tmp_path / "dice.json").write_text(json.dumps(scores))
+    print(f"\nISBI mitochondria through the app and through fmscope segment (equal labels): Dice {scores}")
 
     # erase a stroke on one slice, undo, redo (on the propagated slice where object 1 is largest)
     areas = (app_labels == 1).sum(axis=(1, 2))

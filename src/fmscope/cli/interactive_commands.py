@@ -22,7 +22,8 @@ from fmscope.interactive.pipeline import StackConfig, segment_automatic, segment
 from fmscope.interactive.prompts import load_prompts
 from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.protocol import PromptableModel
-from fmscope.interactive.simulate import simulate_object, simulate_stack, summarize, summarize_stack
+from fmscope.interactive.simulate import simulate_image, simulate_stack, summarize, summarize_stack
+from fmscope.interactive.simulate_phases import simulate_phase_image
 from fmscope.io import write_image
 from fmscope.segment import narrow_labels
 from fmscope.utils.atomic import check_output_path
@@ -117,8 +118,38 @@ def register(sub: Any) -> None:
     p.add_argument("--objects", type=int, default=None, help="only the N largest objects (default all)")
     p.add_argument("--propagate-from", type=int, default=None, metavar="SLICE", help="stacks: annotate this slice")
     p.add_argument("--enhance", action="store_true", help="with --propagate-from: also the enhancement steps")
+    g = p.add_argument_group("phases (--semantic)")
+    g.add_argument("--semantic", action="store_true", help="annotate a phase with strokes or clicks (rf, fm) beside "
+                   "Otsu and multi-Otsu")  # fmt: skip
+    g.add_argument("--phase-values", type=int, nargs="+", default=None, help="label values of the phase (default > 0)")
+    g.add_argument("--slice", type=int, default=None, help="the slice of a stack to annotate (default the middle)")
+    g.add_argument("--interactions", type=int, default=5, help="strokes or clicks (default 5)")
+    g.add_argument("--mode", choices=("strokes", "clicks"), default="strokes", help="how the phase is marked")
+    g.add_argument("--width", type=float, default=3.0, help="stroke width in pixels (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_simulate)
+
+
+def _simulate_phase(args: argparse.Namespace, image: np.ndarray, labels: np.ndarray) -> int:
+    if image.ndim == 3:
+        z = image.shape[0] // 2 if args.slice is None else args.slice
+        if not 0 <= z < image.shape[0]:
+            raise InvalidInputError(f"--slice: expected a slice in 0..{image.shape[0] - 1}, got {z}")
+        profile = fit_profile(image)
+        image, labels = image[z], labels[z]
+    else:
+        profile = fit_profile(image)
+    truth = labels > 0 if args.phase_values is None else np.isin(labels, args.phase_values)
+    t0 = time.perf_counter()
+    result = {"method": args.method, "semantic": True, **simulate_phase_image(
+        _backend(args), image, truth, profile=profile, mode=args.mode, interactions=args.interactions, width=args.width,
+    )}  # fmt: skip
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        print_json(result)
+    else:
+        print_table([(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in result.items()])
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -126,6 +157,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     labels = read_spatial(args.labels, args.dataset).numpy()
     if labels.shape != image.shape:
         raise InvalidInputError(f"{args.labels}: shape {labels.shape} differs from the image's {image.shape}")
+    if args.semantic:
+        return _simulate_phase(args, image, labels)
     if labels.max() <= 1:  # a binary mask: objects are its connected components
         labels = ndi.label(labels > 0)[0]
     backend = _backend(args)
@@ -146,22 +179,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         if args.propagate_from is not None:
             raise InvalidInputError(f"--propagate-from: {args.image} is a 2D image, not a stack")
-        embedding = backend.embed(image, profile)
-        ids, sizes = np.unique(labels[labels > 0], return_counts=True)
-        if ids.size == 0:
-            raise InvalidInputError(f"{args.labels}: no labelled object")
-        chosen = ids[np.argsort(-sizes, kind="stable")][: args.objects]
-        traces = [
-            simulate_object(
-                backend,
-                embedding,
-                labels == k,
-                object_id=int(k),
-                target_iou=args.target_iou,
-                max_clicks=args.max_clicks,
-            )  # fmt: skip
-            for k in chosen
-        ]
+        traces = simulate_image(backend, image, labels, profile=profile, target_iou=args.target_iou,
+                                max_clicks=args.max_clicks, max_objects=args.objects, box=args.box)  # fmt: skip
         summary = summarize(traces, max_clicks=args.max_clicks)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     result = {"method": args.method, "box": args.box, "target_iou": args.target_iou, "max_clicks": args.max_clicks}

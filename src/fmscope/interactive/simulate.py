@@ -117,6 +117,35 @@ def simulate_object(
     return ClickTrace(object_id, tuple(ious) if ious else (1.0,), prompt)
 
 
+def simulate_image(
+    prompter: PromptableModel,
+    image: np.ndarray,
+    objects: NDArray[np.integer],
+    *,
+    profile: IntensityProfile | None = None,
+    target_iou: float = 0.9,
+    max_clicks: int = 20,
+    max_objects: int | None = None,
+    box: bool = False,
+) -> list[ClickTrace]:
+    """:func:`simulate_object` on the ``max_objects`` largest objects of a 2D instance label image (one embedding
+    of the image, windowed by ``profile``)."""
+    objects = np.asarray(objects)
+    if np.ndim(image) != 2 or objects.shape != np.shape(image):
+        raise InvalidInputError(f"labels: expected a 2D label image of the image's shape {np.shape(image)}, got "
+                                f"{objects.shape}")  # fmt: skip
+    ids, sizes = np.unique(objects[objects > 0], return_counts=True)
+    if ids.size == 0:
+        raise InvalidInputError("labels: no labelled object")
+    embedding = prompter.embed(image, profile)
+    chosen = ids[np.argsort(-sizes, kind="stable")][:max_objects]
+    return [
+        simulate_object(prompter, embedding, objects == k, object_id=int(k), target_iou=target_iou,
+                        max_clicks=max_clicks, box=box)  # fmt: skip
+        for k in chosen
+    ]
+
+
 def summarize(
     traces: Sequence[ClickTrace], *, max_clicks: int = 20, targets: Sequence[float] = (0.85, 0.9)
 ) -> dict[str, float]:
