@@ -333,3 +333,36 @@ def test_semantic_sessions_and_jobs_of_other_browsers(env: SimpleNamespace) -> N
         assert other.get("/api/sessions").json()["sessions"] == []
     assert wait_job(c, job)["state"] == "done"
     assert all(labels_of(c, sid, z).all() for z in range(SHAPE[0]))  # every pixel in a phase
+
+
+def test_segment_everything_with_a_backend_that_has_an_automatic_mode(
+    env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic mode runs as a job and adds what it finds as objects (one undoable step); a backend without it is
+    refused with the reason."""
+    c = env.client
+    sid = new_session(c)
+    r = c.post(f"/api/sessions/{sid}/automatic", json={"z": 4})
+    assert r.status_code == 400 and "no automatic mode" in r.json()["error"]
+
+    class Components(RandomForestPrompter):
+        name = "components"
+
+        def automatic(self, embedding: Any, **options: Any) -> np.ndarray:
+            from scipy import ndimage as ndi
+
+            return np.asarray(ndi.label(embedding.features[..., 0] > 0.5)[0])
+
+    from fmscope.app import workspace as workspace_module
+
+    monkeypatch.setattr(workspace_module, "build_backend", lambda options, config: Components())
+    assert c.post(f"/api/sessions/{sid}/backend", json={"method": "rf"}).status_code == 200
+    done = wait_job(c, c.post(f"/api/sessions/{sid}/automatic", json={"z": 4}).json())
+    assert done["state"] == "done" and len(done["result"]["objects"]) == 2, done
+    plane = labels_of(c, sid, 4)
+    for k, j in zip(done["result"]["objects"], (1, 2), strict=True):
+        assert dice(plane == k, env.labels[4] == j) > 0.8
+    stack = wait_job(c, c.post(f"/api/sessions/{sid}/automatic", json={"stack": True}).json())
+    assert stack["state"] == "done" and len(stack["result"]["objects"]) == 2  # linked through the slices
+    edit(c, sid, op="undo")
+    assert len(c.get(f"/api/sessions/{sid}").json()["objects"]) == 2

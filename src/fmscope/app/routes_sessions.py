@@ -6,6 +6,7 @@ import shutil
 import time
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, Response
 
@@ -18,6 +19,7 @@ from fmscope.app.workspace import AppSession, NotFound
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.enhance import EnhanceConfig
 from fmscope.interactive.propagate import PropagationConfig
+from fmscope.interactive.protocol import SupportsAutomatic
 
 router = APIRouter(prefix="/api")
 HISTORY_SHOWN = 50
@@ -214,6 +216,32 @@ async def embed(request: Request, session_id: str) -> dict[str, Any]:
         return {"slices": zs}
 
     return _job(request, "embed", f"{session_id}:{zs[0] if len(zs) == 1 else 'all'}", work)
+
+
+@router.post("/sessions/{session_id}/automatic")
+async def automatic(request: Request, session_id: str) -> dict[str, Any]:
+    """Segment everything (a backend with an automatic mode: sam) on slice ``z`` or, with ``stack``, on every slice
+    linked into 3D objects, as a job; the objects found become new objects of the session (one undoable step)."""
+    data = await body(request, {"z", "stack", "min_slices"})
+    opened = _session(request, session_id)
+    s = opened.session
+    if not isinstance(s.backend, SupportsAutomatic):
+        raise InvalidInputError(f"automatic: the {s.backend.name} backend has no automatic mode (sam has)")
+    z = s._check_z(data.get("z", 0))
+
+    def work(job: Job) -> dict[str, Any]:
+        from fmscope.interactive.modes import automatic_stack
+
+        job.message = "segmenting everything"
+        if data.get("stack"):
+            labels = automatic_stack(s.backend, s.embeddings.volume, profile=s.profile, progress=job.progress,
+                                     min_slices=int(data.get("min_slices", 1)), embeddings=s.embeddings)  # fmt: skip
+            planes = {k: labels[k] for k in range(labels.shape[0]) if labels[k].any()}
+        else:
+            planes = {z: np.asarray(s.backend.automatic(s.embedding(z)))}  # type: ignore[attr-defined]
+        return {"objects": s.add_objects("automatic", planes)}
+
+    return _job(request, "automatic", session_id, work)
 
 
 @router.post("/sessions/{session_id}/text")

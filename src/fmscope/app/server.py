@@ -133,8 +133,14 @@ def create_app(config: AppConfig, *, port: int | None = None) -> Any:
     return app
 
 
+def app_url(config: AppConfig) -> str:
+    """The address to open in a browser."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else host}:{config.port}/"
+
+
 def serve(config: AppConfig, *, open_browser: bool = False) -> None:
-    """Run the app with uvicorn until interrupted; prints the address (and opens a browser with ``open_browser``)."""
+    """Run the app with uvicorn until interrupted (and open a browser at :func:`app_url` with ``open_browser``)."""
     _import_fastapi()
     import uvicorn
 
@@ -144,9 +150,7 @@ def serve(config: AppConfig, *, open_browser: bool = False) -> None:
             "folder; use 127.0.0.1 unless you know the network", config.host, config.port,
         )  # fmt: skip
     app = create_app(config)
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    url = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else host}:{config.port}/"
-    logger.warning("fmscope app: %s (data: %s; sessions: %s)", url, config.data_root, config.sessions)
+    logger.info("fmscope app: %s (data: %s; sessions: %s)", app_url(config), config.data_root, config.sessions)
     if open_browser:
-        webbrowser.open(url)
+        webbrowser.open(app_url(config))
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning")

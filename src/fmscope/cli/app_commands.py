@@ -52,5 +52,9 @@ def cmd_app(args: argparse.Namespace) -> int:
         max_upload=parse_size(args.max_upload), open_path=open_path, cache_dir=args.checkpoints or cache_dir(),
         grounding=args.grounding, allowed_hosts=tuple(args.allow_host),
     )  # fmt: skip
+    from fmscope.app.server import app_url
+
+    print(f"fmscope app: {app_url(config)} (data: {config.data_root}; sessions: {config.sessions}; Ctrl+C stops it)",
+          flush=True)  # fmt: skip
     serve(config, open_browser=args.open)
     return 0

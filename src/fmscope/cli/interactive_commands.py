@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from fmscope.cli.common import add_dataset_option, add_input, finish_output, print_json, print_table, read_spatial
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import fit_profile
-from fmscope.interactive.backends import BACKENDS, make_backend
+from fmscope.interactive.backends import BACKENDS, backends_help, make_backend
 from fmscope.interactive.enhance import EnhanceConfig
 from fmscope.interactive.grounding import GroundingDetector
 from fmscope.interactive.morphometry import measure_image, write_morphometry
@@ -108,7 +108,7 @@ def register(sub: Any) -> None:
     )
     add_input(p, "image", "image (2D) or stack")
     add_input(p, "labels", "ground-truth labels: instances, or a binary mask (split into connected components)")
-    p.add_argument("--method", choices=BACKENDS, default="rf", help="promptable backend (default rf)")
+    p.add_argument("--method", choices=BACKENDS, default="rf", help=f"backend (default rf): {backends_help()}")
     add_backend_options(p)
     add_dataset_option(p)
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")

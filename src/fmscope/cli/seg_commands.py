@@ -21,7 +21,7 @@ from fmscope.cli.common import (
 from fmscope.cli.interactive_commands import add_prompted_options, cmd_segment_prompted
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
-from fmscope.interactive.backends import BACKENDS
+from fmscope.interactive.backends import BACKENDS, backends_help
 from fmscope.io import write_image
 from fmscope.segment import ClassicalConfig, narrow_labels, segment_classical
 from fmscope.utils.atomic import check_output_path
@@ -39,7 +39,8 @@ def register(sub: Any) -> None:
     add_input(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output label image (format from extension)")
     p.add_argument(
-        "--method", choices=(*CLASSICAL_METHODS, *BACKENDS), default="otsu", help="segmentation method (default otsu)"
+        "--method", choices=(*CLASSICAL_METHODS, *BACKENDS), default="otsu",
+        help=f"segmentation method (default otsu); promptable ones: {backends_help()}",
     )
     add_dataset_option(p)
     p.add_argument("--channel", type=int, default=None, help="channel to use for a multi-channel image")

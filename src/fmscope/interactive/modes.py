@@ -46,32 +46,34 @@ def segment_inside(
 
 def automatic_stack(
     backend: PromptableModel,
-    volume: np.ndarray,
+    volume: Any,
     *,
     profile: IntensityProfile | None = None,
     min_iou: float = 0.5,
     min_slices: int = 1,
     options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | bool | None = None,
+    embeddings: SliceEmbeddings | None = None,
 ) -> NDArray[np.uint32]:
-    """Automatic instances of every slice of a (Z, Y, X) ``volume``, linked across slices into 3D objects."""
+    """Automatic instances of every slice of a (Z, Y, X) ``volume``, linked across slices into 3D objects
+    (``embeddings``: slice embeddings to reuse, e.g. a session's)."""
     if not isinstance(backend, SupportsAutomatic):
         raise InvalidInputError(f"method: the {backend.name} backend has no automatic mode (sam has)")
     automatic = backend.automatic
-    volume = np.asarray(volume)
-    if volume.ndim == 2:
-        return np.asarray(automatic(backend.embed(volume, profile), **dict(options or {})), np.uint32)
-    embeddings = SliceEmbeddings(backend, volume, profile)
-    per_slice = np.zeros(volume.shape, np.int64)
-    with make_progress(progress, volume.shape[0], "automatic") as advance:
-        for z in range(volume.shape[0]):
+    if np.ndim(volume) == 2:
+        return np.asarray(automatic(backend.embed(np.asarray(volume), profile), **dict(options or {})), np.uint32)
+    embeddings = embeddings or SliceEmbeddings(backend, volume, profile)
+    shape = tuple(int(s) for s in np.shape(volume))
+    per_slice = np.zeros(shape, np.int64)
+    with make_progress(progress, shape[0], "automatic") as advance:
+        for z in range(shape[0]):
             per_slice[z] = automatic(embeddings[z], **dict(options or {}))
             advance(1)
     tracks = filter_tracks(match_slices(per_slice, min_iou=min_iou), min_slices=min_slices)
     for k, track in enumerate(tracks, start=1):
         track.object_id = k
-    logger.info("automatic: %d objects over %d slices", len(tracks), volume.shape[0])
-    return tracks_to_labels(tracks, (volume.shape[0], volume.shape[1], volume.shape[2]))
+    logger.info("automatic: %d objects over %d slices", len(tracks), shape[0])
+    return tracks_to_labels(tracks, (shape[0], shape[1], shape[2]))
 
 
 def semantic(labels: NDArray[np.integer], groups: Sequence[Sequence[int]] | None = None) -> NDArray[np.uint8]:

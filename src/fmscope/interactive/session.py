@@ -325,6 +325,27 @@ class Session(SessionCore):
                     planes[z] = self._masked(oid, z, self._check_mask(mask), base=planes.get(z))
             self._commit(action, planes, {})
 
+    def add_objects(self, action: str, labels: Mapping[int, np.ndarray]) -> list[int]:
+        """One step that adds every id of ``labels`` (slice -> 2D label plane, e.g. automatic mode) as a new object
+        (numbered after the existing ones) on the background pixels; returns the new ids."""
+        with self._lock:
+            found = sorted({int(v) for plane in labels.values() for v in np.unique(np.asarray(plane)) if v})
+            new_ids = {old: self._meta.next_id + k for k, old in enumerate(found)}
+            planes: dict[int, np.ndarray] = {}
+            for z, plane in labels.items():
+                z = self._check_z(z)
+                arr = np.asarray(plane)
+                if arr.shape != self.shape[1:]:
+                    raise InvalidInputError(f"labels[{z}]: expected shape {self.shape[1:]}, got {arr.shape}")
+                out = self.plane(z).copy()
+                for old, new in new_ids.items():
+                    out[(arr == old) & (out == 0)] = new
+                planes[z] = out
+            prompts = {new: ObjectPrompt(new) for new in new_ids.values()}
+            next_id = self._meta.next_id + len(found)
+            self._commit(action, planes, dict(prompts), replace(self._meta, next_id=next_id))
+            return sorted(new_ids.values())
+
     # ---- through the stack --------------------------------------------------------------------------------------
 
     def propagate(self, object_ids: Sequence[int] | None = None, **options: Any) -> dict[str, Any]:

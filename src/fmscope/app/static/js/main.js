@@ -319,6 +319,12 @@ function renderSession() {
   $("redo").title = s && s.can_redo ? `Redo ${s.redo[0].action} (Ctrl+Shift+Z)` : "Redo (Ctrl+Shift+Z)";
   $("semantic").checked = !!s && s.mode === "semantic";
   $("find").disabled = !on || !app.info || !app.info.grounding.available;
+  const spec = s && app.info ? app.info.backends.find((b) => b.name === s.backend.name) : null;
+  const automatic = !!spec && spec.abilities.includes("automatic");
+  for (const id of ["auto-slice", "auto-stack"]) {
+    $(id).disabled = !on || app.busy || !automatic;
+    $(id).title = automatic ? $(id).title.replace(/ \(unavailable.*$/, "") : "segment everything needs a backend with an automatic mode (sam)";
+  }
   if (s) syncBackend(s.backend);
   const list = $("objects");
   list.replaceChildren();
@@ -586,6 +592,10 @@ function wire() {
     if (below == null || above == null) { showError("interpolate: accept a slice above and one below this one first"); return; }
     edit({ op: "interpolate", id: app.selected, z0: below, z1: above === app.z ? keys.find((k) => k > above) : above });
   };
+  const everything = (stack) => runJob(stack ? "segmenting everything in the stack" : "segmenting everything",
+    () => postJSON(`/api/sessions/${app.sid}/automatic`, { z: app.z, stack }), refreshSession);
+  $("auto-slice").onclick = () => everything(false);
+  $("auto-stack").onclick = () => everything(true);
   $("embed-all").onclick = () => runJob("computing the features of every slice", () => postJSON(`/api/sessions/${app.sid}/embed`, {}));
   $("find").onclick = () => runJob(`finding '${$("phrase").value}'`, () => postJSON(`/api/sessions/${app.sid}/text`, { phrase: $("phrase").value, z: app.z }), refreshSession);
   $("fm-apply").onclick = () => (app.sid ? setBackend() : null);
