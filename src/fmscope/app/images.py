@@ -20,7 +20,7 @@ import numpy as np
 
 from fmscope.app.paths import relative_to
 from fmscope.errors import InvalidInputError
-from fmscope.io import SUPPORTED_FORMATS, Image, detect_format, read_image
+from fmscope.io import SUPPORTED_FORMATS, Image, detect_format, read_spatial
 
 logger = logging.getLogger(__name__)
 
@@ -173,29 +173,13 @@ class ImageHandle:
 def open_image(path: Path, source: str, *, dataset: str | None = None, channel: int | None = None) -> ImageHandle:
     """Open an image file or folder for the page: lazily where the format allows, reduced to one channel, 2D or
     3D; refused with the reader's message otherwise (a 4D array needs a channel, a time series is refused)."""
-    image = read_image(path, dataset=dataset)
-    meta = image.meta
-    if "T" in meta.axes:
-        raise InvalidInputError(f"{path.name}: a time series (axes {meta.axes}); the app segments 2D images and stacks")
-    if "C" in meta.axes:
-        if channel is None and meta.n_channels > 1:
-            raise InvalidInputError(
-                f"{path.name}: has {meta.n_channels} channels (axes {meta.axes}, shape {meta.shape}); choose one"
-            )
-        image = image.channel(channel or 0)
-    elif channel not in (None, 0):
-        raise InvalidInputError(f"channel: {path.name} has no channel axis (axes {meta.axes})")
-    if image.meta.axes not in ("YX", "ZYX"):
-        raise InvalidInputError(f"{path.name}: expected a 2D or 3D image, got axes {image.meta.axes} {image.shape}")
+    image = read_spatial(path, dataset=dataset, channel=channel)
     handle = ImageHandle(path, source, image, channel, dataset)
     if image.meta.format == "ome-zarr":
         from fmscope.io.omezarr import count_levels
 
         for level in range(1, count_levels(path, dataset)):
-            extra = read_image(path, level=level, dataset=dataset).data
-            if "C" in meta.axes:
-                extra = extra[(slice(None),) * meta.axes.index("C") + (channel or 0,)]
-            handle.levels.append(extra)
+            handle.levels.append(read_spatial(path, dataset=dataset, channel=channel, level=level).data)
     return handle
 
 

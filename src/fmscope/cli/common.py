@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmscope.errors import InvalidInputError
-from fmscope.io import Image, read_image
+from fmscope.io import Image
+from fmscope.io import read_spatial as read_image_spatial
 from fmscope.utils.provenance import RunRecord, write_run_record
 
 
@@ -25,24 +25,8 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 
 def read_spatial(path: Path, dataset: str | None = None, channel: int | None = None) -> Image:
-    """Read an image and reduce it to a single-channel 2D (YX) or 3D (ZYX) image.
-
-    A multi-channel input needs ``channel``; a time axis or anything beyond 3 spatial axes is refused.
-    """
-    image = read_image(path, dataset=dataset)
-    if "C" in image.meta.axes:
-        if channel is None and image.meta.n_channels > 1:
-            raise InvalidInputError(
-                f"{path}: has {image.meta.n_channels} channels (axes {image.meta.axes}); choose one with --channel"
-            )
-        image = image.channel(channel or 0)
-    elif channel not in (None, 0):
-        raise InvalidInputError(f"{path}: --channel {channel} given but the image has no channel axis")
-    if image.meta.axes not in ("YX", "ZYX"):
-        raise InvalidInputError(
-            f"{path}: expected a 2D (Y, X) or 3D (Z, Y, X) image, got axes {image.meta.axes} with shape {image.shape}"
-        )
-    return image
+    """:func:`fmscope.io.read_spatial` with the CLI's argument order."""
+    return read_image_spatial(path, dataset=dataset, channel=channel)
 
 
 def finish_output(

@@ -3,7 +3,7 @@
 See ``fmscope.io.registry`` for the format x dtype support matrix. No torch here.
 """
 
-from fmscope.io.registry import SUPPORTED_FORMATS, detect_format, read_image, write_image
+from fmscope.io.registry import SUPPORTED_FORMATS, detect_format, read_image, read_spatial, write_image
 from fmscope.io.types import Image, ImageMetadata, default_axes, spatial_axes
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "default_axes",
     "detect_format",
     "read_image",
+    "read_spatial",
     "spatial_axes",
     "write_image",
 ]

@@ -126,6 +126,34 @@ def read_image(
     return read_image2d(p, lazy=lazy)
 
 
+def read_spatial(
+    path: str | os.PathLike[str], *, dataset: str | None = None, channel: int | None = None, level: int = 0
+) -> Image:
+    """Read an image reduced to a single-channel 2D ``(Y, X)`` or 3D ``(Z, Y, X)`` image (what segmentation takes).
+
+    A multi-channel image needs ``channel``; an image without a channel axis takes only ``channel`` None or 0; a time
+    series or anything beyond 3 spatial axes is refused, naming the file.
+    """
+    p = as_path(path)
+    image = read_image(p, dataset=dataset, level=level)
+    meta = image.meta
+    if "T" in meta.axes:
+        raise InvalidInputError(f"{p}: a time series (axes {meta.axes}); expected a 2D image or a (Z, Y, X) stack")
+    if "C" in meta.axes:
+        if channel is None and meta.n_channels > 1:
+            raise InvalidInputError(
+                f"{p}: has {meta.n_channels} channels (axes {meta.axes}); choose one (channel=, CLI: --channel)"
+            )
+        image = image.channel(channel or 0)
+    elif channel not in (None, 0):
+        raise InvalidInputError(f"{p}: channel {channel} given but the image has no channel axis")
+    if image.meta.axes not in ("YX", "ZYX"):
+        raise InvalidInputError(
+            f"{p}: expected a 2D (Y, X) or 3D (Z, Y, X) image, got axes {image.meta.axes} with shape {image.shape}"
+        )
+    return image
+
+
 def write_image(
     path: str | os.PathLike[str],
     data: Any,
