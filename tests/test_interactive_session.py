@@ -114,11 +114,21 @@ def test_undo_redo_restore_exactly(ops: list[tuple[str, int, int, int, int]]) ->
     for k in range(1, n + 1):
         assert s.undo()
         assert state_of(s) == states[n - k]
+        _check_index(s)
     assert not s.undo()
     for k in range(1, n + 1):
         assert s.redo()
         assert state_of(s) == states[k]
     assert not s.redo()
+    _check_index(s)
+
+
+def _check_index(s: Session) -> None:
+    """The index of ids per slice (what the app lists per object) is what the pixels say."""
+    labels = s.labels
+    expected = {oid: [z for z in range(labels.shape[0]) if (labels[z] == oid).any()] for oid in s.object_ids}
+    assert s.object_slices() == expected
+    assert s.labelled_slices() == [z for z in range(labels.shape[0]) if labels[z].any()]
 
 
 @pytest.mark.parametrize("suffix", [".tif", ".ome.zarr"])

@@ -33,13 +33,13 @@ def state(opened: AppSession) -> dict[str, Any]:
     with s.lock:
         accepted_slices = s.accepted_slices
         parents = s.parents
-        planes = {z: s.plane(z) for z in s.labelled_slices()}
+        slices = s.object_slices()
         undo, redo = s.history()
         objects = []
         for oid, prompt in sorted(s.prompts.items()):
             objects.append({
                 "id": oid, "parent": parents.get(oid), "accepted": oid in s.accepted, "prompts": prompt.to_dict(),
-                "slices": [z for z, p in planes.items() if (p == oid).any()],
+                "slices": slices.get(oid, []),
                 "accepted_slices": sorted(z for o, z in accepted_slices if o == oid),
             })  # fmt: skip
         return {

@@ -79,6 +79,7 @@ class SessionCore:
         self.shape: tuple[int, int, int] = (nz, ny, nx)
         self._history_limit = history_limit
         self._planes: dict[int, NDArray[np.uint32]] = {}
+        self._ids: dict[int, frozenset[int]] = {}  # slice -> ids on it (only slices holding labels)
         self._prompts: dict[int, ObjectPrompt] = {}
         self._meta = SessionMeta(mode=mode)
         self._undo: list[Step] = []
@@ -152,11 +153,30 @@ class SessionCore:
         return view
 
     def labelled_slices(self, object_id: int | None = None) -> list[int]:
-        """Slices holding any label (of ``object_id`` only, when given)."""
+        """Slices holding any label (of ``object_id`` only, when given); read from an index of the ids on each slice
+        kept up to date by every step, so this costs nothing per pixel."""
         if object_id is None:
-            return sorted(z for z, p in self._planes.items() if p.any())
+            return sorted(self._ids)
         oid = self._check_object(object_id)
-        return sorted(z for z, p in self._planes.items() if (p == oid).any())
+        return sorted(z for z, ids in self._ids.items() if oid in ids)
+
+    def object_slices(self) -> dict[int, list[int]]:
+        """Every object id -> the slices holding it (from the same index)."""
+        out: dict[int, list[int]] = {oid: [] for oid in self._prompts}
+        for z in sorted(self._ids):
+            for oid in self._ids[z]:
+                out.setdefault(oid, []).append(z)
+        return out
+
+    def _index(self, z: int) -> None:
+        """Refresh the ids present on slice ``z`` (after its plane changed)."""
+        plane = self._planes.get(z)
+        if plane is None:
+            self._ids.pop(z, None)
+            return
+        top = int(plane.max())
+        present = np.flatnonzero(np.bincount(plane.ravel())) if top < 1 << 20 else np.unique(plane)
+        self._ids[z] = frozenset(int(i) for i in present if i)
 
     @property
     def prompts(self) -> dict[int, ObjectPrompt]:
@@ -305,6 +325,7 @@ class SessionCore:
             np.put(plane, d.index, d.after if forward else d.before)
             if not plane.any():
                 del self._planes[d.z]
+            self._index(d.z)
         for oid, before, after in step.prompts:
             value = after if forward else before
             if value is None:
@@ -344,6 +365,9 @@ class SessionCore:
     def _restore(self, store: SessionStore | None, snapshot: Snapshot, undo: list[Step], redo: list[Step]) -> None:
         """Put a reopened state in place (used by :func:`~fmscope.interactive.session_files.open_session`)."""
         self._planes = {z: p for z, p in snapshot.planes.items() if p.any()}
+        self._ids = {}
+        for z in self._planes:
+            self._index(z)
         self._prompts, self._meta = dict(snapshot.prompts), snapshot.meta
         self._store = store
         self._snapshot_at = snapshot.at
