@@ -137,6 +137,8 @@ def test_uploads_are_streamed_bounded_and_private(env: SimpleNamespace) -> None:
     assert r.status_code == 200 and r.json()["size"] == len(buffer.getvalue())
     info = env.client.post("/api/images", json={"source": "upload", "path": "mine.tif"}).json()
     assert info["shape"] == [2, *SHAPE[1:]]
+    again = env.client.post("/api/uploads", params={"name": "mine.tif"}, content=b"II*\x00")
+    assert again.status_code == 409 and "exists" in again.json()["error"]  # an upload is never replaced
     big = env.client.post("/api/uploads", params={"name": "big.tif"}, content=b"\0" * 400_000)
     assert big.status_code == 413 and "limit" in big.json()["error"]
     uploads = {p.name for p in Path(env.config.sessions).rglob("uploads/*")}
@@ -208,6 +210,8 @@ def test_a_stale_revision_is_refused_not_lost_silently(env: SimpleNamespace) -> 
     edit(c, sid, op="add_point", id=oid, z=4, y=20, x=22)  # tab 1
     r = c.post(f"/api/sessions/{sid}/edit", json={"op": "undo", "revision": seen})  # tab 2, not refreshed
     assert r.status_code == 409 and "another tab" in r.json()["error"] and r.json()["revision"] == seen + 1
+    r = c.post(f"/api/sessions/{sid}/propagate", json={"revision": seen})  # nor does it propagate what it showed
+    assert r.status_code == 409
     assert c.get(f"/api/sessions/{sid}").json()["objects"][0]["slices"] == [4]
 
 
@@ -275,6 +279,9 @@ def test_exports_and_ground_truth(env: SimpleNamespace) -> None:
     record = json.loads(c.get(c.post(f"/api/sessions/{sid}/export", json={"what": "record"}).json()["url"]).text)
     assert record["command"] == "app" and record["parameters"]["objects"] == [oid]
     assert c.post(f"/api/sessions/{sid}/export", json={"what": "everything"}).status_code == 400
+    names = {c.post(f"/api/sessions/{sid}/export", json={"what": "prompts"}).json()["name"] for _ in range(3)}
+    assert len(names) == 3  # exports made in the same second do not collide
+    assert c.get(f"/api/sessions/{sid}/labels/4", params={"max_side": 0}).status_code == 400
     scores = wait_job(c, c.post(f"/api/sessions/{sid}/compare", json={"path": "stacks/balls_labels.tif",
                                                                       "values": [1]}).json())  # fmt: skip
     assert scores["state"] == "done" and scores["result"]["dice"] > 0.8

@@ -148,10 +148,11 @@ def _data(page: Any, key: str) -> str:
 
 
 def _settled(page: Any, timeout: float = 60_000) -> None:
-    """The labels on screen are those of the session's current revision, and no job runs."""
+    """No edit is pending (a first click makes two: the object, then the point), no job runs, and the labels on
+    screen are those of the session's current revision."""
     page.wait_for_function(
-        "() => { const d = document.body.dataset; return d.busy === '0' && d.labelsRevision === d.revision"
-        " && d.labelsZ === d.z; }",
+        "() => { const d = document.body.dataset; return (d.pending || '0') === '0' && d.busy === '0'"
+        " && d.labelsRevision === d.revision && d.labelsZ === d.z; }",
         timeout=timeout,
     )
 

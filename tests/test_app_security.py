@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the app extra (fastapi) is not installed")
@@ -68,6 +69,31 @@ def test_a_link_inside_the_root_is_followed_one_outside_is_not(env: SimpleNamesp
     assert env.client.post("/api/images", json={"path": "inner/balls.tif"}).status_code == 200
     names = [e["name"] for e in env.client.get("/api/files").json()["entries"]]
     assert "inner" in names and "escape" not in names
+
+
+def test_files_that_read_other_files_are_refused(env: SimpleNamespace) -> None:
+    """An HDF5 file inside the root with an external link, or raw data stored in a file outside, would let the
+    reader open that file: refused before reading."""
+    import h5py
+
+    outside = env.tmp / "secret" / "other.h5"
+    with h5py.File(outside, "w") as f:
+        f["data"] = np.zeros((4, 8, 8), np.uint16)
+    with h5py.File(env.data / "linked.h5", "w") as f:
+        f["data"] = h5py.ExternalLink(str(outside), "data")
+    raw = env.tmp / "secret" / "raw.bin"
+    raw.write_bytes(np.arange(64, dtype=np.uint8).tobytes())
+    with h5py.File(env.data / "external.h5", "w") as f:
+        f.create_dataset("data", shape=(8, 8), dtype=np.uint8, external=[(str(raw), 0, 64)])
+    for name in ("linked.h5", "external.h5"):
+        r = env.client.post("/api/images", json={"path": name})
+        assert r.status_code == 403 and "reads other files" in r.json()["error"], r.text
+        assert str(env.tmp) not in r.json()["error"]  # the file is named, not where it is
+
+
+def test_oversized_requests_are_refused(env: SimpleNamespace) -> None:
+    r = env.client.post("/api/images", content=b"{" + b" " * (17 * 2**20) + b"}")
+    assert r.status_code == 413 and "JSON" in r.json()["error"]
 
 
 def test_other_hosts_and_sites_are_refused(env: SimpleNamespace) -> None:

@@ -60,8 +60,9 @@ class AppConfig:
         sessions = Path(self.sessions).expanduser()
         sessions.mkdir(parents=True, exist_ok=True)
         object.__setattr__(self, "sessions", sessions.resolve())
-        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
-            raise InvalidInputError(f"port: expected 0..65535, got {self.port!r}")
+        if not isinstance(self.port, int) or isinstance(self.port, bool) or not 1 <= self.port <= 65535:
+            raise InvalidInputError(f"port: expected 1..65535 (the page checks the port it is reached on), got "
+                                    f"{self.port!r}")  # fmt: skip
         if self.grounding is not None and not Path(self.grounding).is_dir():
             raise InvalidInputError(f"grounding: '{self.grounding}' is not a folder")
 
@@ -71,11 +72,13 @@ class AppConfig:
 
     def host_names(self, port: int) -> set[str]:
         """The ``Host`` headers a request may carry (anything else is refused: DNS rebinding)."""
-        names = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        hosts = {"127.0.0.1", "localhost", "[::1]", *self.allowed_hosts}
         if not self.is_local:
-            names.add(f"{self.host}:{port}")
-        names |= {f"{h}:{port}" for h in self.allowed_hosts} | set(self.allowed_hosts)
-        return names
+            hosts.add(f"[{self.host}]" if ":" in self.host else self.host)
+        names = {f"{h}:{port}" for h in hosts}
+        if port == 80:  # browsers leave the default port out of Host
+            names |= hosts
+        return names | set(self.allowed_hosts)
 
 
 def default_sessions_dir() -> Path:

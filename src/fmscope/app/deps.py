@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from fmscope.app.errors import TooLarge
 from fmscope.app.jobs import JobRunner
 from fmscope.app.workspace import Workspace
 from fmscope.errors import InvalidInputError
@@ -31,10 +32,18 @@ def jobs(request: Request) -> JobRunner:
 
 
 async def body(request: Request, allowed: Iterable[str] | None = None) -> dict[str, Any]:
-    """The request's JSON object; keys outside ``allowed`` are refused, naming them."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidInputError(f"request: {len(raw)} bytes of JSON is more than the {MAX_BODY} accepted")
+    """The request's JSON object (read in chunks and cut off at :data:`MAX_BODY`, never buffered whole beyond it);
+    keys outside ``allowed`` are refused, naming them."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"request: {int(declared)} bytes of JSON is more than the {MAX_BODY} accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TooLarge(f"request: more than the {MAX_BODY} bytes of JSON accepted")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         data = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

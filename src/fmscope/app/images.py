@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fmscope.app.paths import relative_to
+from fmscope.app.paths import PathRefused, relative_to
 from fmscope.errors import InvalidInputError
 from fmscope.io import SUPPORTED_FORMATS, Image, detect_format, read_spatial
 
@@ -52,7 +52,7 @@ def list_folder(root: Path, folder: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     base = root.resolve()
     for entry in sorted(folder.iterdir(), key=lambda e: (not e.is_dir(), e.name.lower())):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or not entry.exists():  # hidden, or a broken link
             continue
         real = Path(entry).resolve()
         if real != base and base not in real.parents:
@@ -70,6 +70,20 @@ def list_folder(root: Path, folder: Path) -> list[dict[str, Any]]:
         else:
             out.append({"name": entry.name, "path": rel, "kind": "file", "size": entry.stat().st_size})
     return out
+
+
+def sampling(
+    shape: tuple[int, int], region: tuple[int, int, int, int] | None, max_side: int = MAX_SIDE
+) -> tuple[tuple[int, int, int, int], int]:
+    """A checked region ``(y0, x0, y1, x1)`` of a slice of ``shape`` (default: all of it) and the step that keeps
+    it at most ``max_side`` pixels per side (slices and label planes are sampled alike)."""
+    ny, nx = shape
+    y0, x0, y1, x1 = region if region is not None else (0, 0, ny, nx)
+    if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
+        raise InvalidInputError(f"region: expected 0 <= y0 < y1 <= {ny} and 0 <= x0 < x1 <= {nx}, got {region}")
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or not 16 <= max_side <= MAX_SIDE:
+        raise InvalidInputError(f"max_side: expected 16..{MAX_SIDE}, got {max_side}")
+    return (y0, x0, y1, x1), max(1, math.ceil(max(y1 - y0, x1 - x0) / max_side))
 
 
 @dataclass
@@ -133,12 +147,7 @@ class ImageHandle:
         nz, ny, nx = self.shape
         if isinstance(z, bool) or not isinstance(z, int) or not 0 <= z < nz:
             raise InvalidInputError(f"z: expected a slice index in 0..{nz - 1}, got {z!r}")
-        y0, x0, y1, x1 = region if region is not None else (0, 0, ny, nx)
-        if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
-            raise InvalidInputError(f"region: expected 0 <= y0 < y1 <= {ny} and 0 <= x0 < x1 <= {nx}, got {region}")
-        if not 16 <= max_side <= MAX_SIDE:
-            raise InvalidInputError(f"max_side: expected 16..{MAX_SIDE}, got {max_side}")
-        step = max(1, math.ceil(max(y1 - y0, x1 - x0) / max_side))
+        (y0, x0, y1, x1), step = sampling((ny, nx), region, max_side)
         level, factor = 0, 1
         for k, arr in enumerate(self.levels, start=1):  # the coarsest pyramid level that is still fine enough
             f = round(nx / arr.shape[-1])
@@ -170,9 +179,33 @@ class ImageHandle:
             return self._histogram
 
 
-def open_image(path: Path, source: str, *, dataset: str | None = None, channel: int | None = None) -> ImageHandle:
+def check_self_contained(path: Path, root: Path) -> None:
+    """Refuse a file that would make the reader open files outside ``root``: an HDF5 file with external links,
+    external raw storage or virtual datasets, an OME-TIFF whose series names other files outside the root."""
+    fmt = detect_format(path)
+    outside: list[str] = []
+    if fmt == "hdf5":
+        from fmscope.io.hdf5 import external_references
+
+        outside = external_references(path)
+    elif fmt == "ome-tiff":
+        from fmscope.io.tiff import referenced_files
+
+        base = root.resolve()
+        outside = [f"'{t.name}'" for t in referenced_files(path) if t != base and base not in t.parents]
+    if outside:
+        raise PathRefused(f"{path.name}: reads other files ({'; '.join(outside[:3])}); the app opens only files that "
+                          "stay inside the data folder")  # fmt: skip
+
+
+def open_image(
+    path: Path, source: str, *, dataset: str | None = None, channel: int | None = None, root: Path | None = None
+) -> ImageHandle:
     """Open an image file or folder for the page: lazily where the format allows, reduced to one channel, 2D or
-    3D; refused with the reader's message otherwise (a 4D array needs a channel, a time series is refused)."""
+    3D; refused with the reader's message otherwise (a 4D array needs a channel, a time series is refused); with
+    ``root``, a file that reads other files outside it is refused (:func:`check_self_contained`)."""
+    if root is not None:
+        check_self_contained(path, root)
     image = read_spatial(path, dataset=dataset, channel=channel)
     handle = ImageHandle(path, source, image, channel, dataset)
     if image.meta.format == "ome-zarr":

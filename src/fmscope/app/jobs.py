@@ -113,11 +113,13 @@ class JobRunner:
 
     def get(self, owner: str, job_id: str) -> Job | None:
         """The job, if it belongs to ``owner``."""
-        job = self._jobs.get(job_id)
+        with self._lock:
+            job = self._jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
     def list(self, owner: str) -> list[Job]:
-        return [j for j in self._jobs.values() if j.owner == owner]
+        with self._lock:
+            return [j for j in self._jobs.values() if j.owner == owner]
 
     def busy(self, owner: str, kind: str, label: str) -> Job | None:
         """A queued or running job of the same kind and label (the page asked twice)."""

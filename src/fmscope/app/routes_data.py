@@ -8,17 +8,20 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fmscope import __version__
 from fmscope.app.deps import body, client, workspace
+from fmscope.app.errors import TooLarge
 from fmscope.app.images import display_bytes, is_image_name, list_folder
 from fmscope.app.paths import inside
-from fmscope.errors import InvalidInputError
+from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.backends import backend_status
 
 router = APIRouter(prefix="/api")
 UPLOAD_NAME = re.compile(r"^[\w][\w .+-]{0,200}$")
+UPLOAD_QUOTA = 4  # a browser's uploads together: at most this many times the upload limit
 CHUNK = 1 << 20
 
 
@@ -65,7 +68,7 @@ def info(request: Request) -> dict[str, Any]:
 def files(request: Request, path: str = "", source: str = "data") -> dict[str, Any]:
     ws = workspace(request)
     c = client(request)
-    root = request.app.state.config.data_root if source == "data" else ws.uploads(c)
+    root = ws.root(c, source)
     folder = ws.resolve(c, source, path) if path else root
     if not folder.is_dir():
         raise InvalidInputError(f"path: {path!r} is not a folder")
@@ -75,9 +78,9 @@ def files(request: Request, path: str = "", source: str = "data") -> dict[str, A
 @router.post("/uploads")
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """The request body (raw bytes) written to this browser's uploads folder as ``name``, streamed to disk and cut
-    off at the size limit (nothing is kept of an upload that is too large)."""
-    from fmscope.app.server import TooLarge
-
+    off at the size limit (nothing is kept of an upload that is too large); an existing upload of that name is never
+    replaced (sessions made on it would read other data), and all of a browser's uploads together stay within
+    :data:`UPLOAD_QUOTA` times the limit."""
     limit = request.app.state.config.max_upload
     if not UPLOAD_NAME.match(name) or not is_image_name(name) or name.startswith("."):
         raise InvalidInputError(f"name: expected an image file name (TIFF, NIfTI, HDF5, MRC, PNG...), got {name!r}")
@@ -86,15 +89,21 @@ async def upload(request: Request, name: str) -> dict[str, Any]:
         raise TooLarge(f"upload: {int(declared) / 2**20:.1f} MiB is over the limit of {limit / 2**20:.0f} MiB")
     folder = workspace(request).uploads(client(request))
     target = inside(folder, name, must_exist=False)
+    if target.exists():
+        raise OutputExistsError(f"upload: '{name}' exists among your uploads; rename the file to upload it again")
+    used = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    quota = UPLOAD_QUOTA * limit
+    if used + int(declared or 0) > quota:
+        raise TooLarge(f"upload: your uploads hold {used / 2**20:.0f} MiB of the {quota / 2**20:.0f} MiB allowed")
     partial = folder / f".{uuid.uuid4().hex}.part"
     size = 0
     try:
         with partial.open("wb") as fh:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > limit:
+                if size > limit or used + size > quota:
                     raise TooLarge(f"upload: over the limit of {limit / 2**20:.0f} MiB; nothing was kept")
-                fh.write(chunk)
+                await run_in_threadpool(fh.write, chunk)
         if size == 0:
             raise InvalidInputError("upload: the file is empty")
         os.replace(partial, target)
@@ -108,11 +117,14 @@ async def open_image(request: Request) -> dict[str, Any]:
     spec = await body(request, {"source", "path", "dataset", "channel"})
     if not isinstance(spec.get("path"), str):
         raise InvalidInputError("path: expected the path of an image inside the data folder")
-    image_id, handle = workspace(request).open_image(
-        client(request), spec.get("source", "data"), spec["path"], dataset=spec.get("dataset"),
-        channel=spec.get("channel"),
-    )  # fmt: skip
-    return {"id": image_id, **handle.info()}
+    ws, c = workspace(request), client(request)
+
+    def work() -> dict[str, Any]:
+        image_id, handle = ws.open_image(c, spec.get("source", "data"), spec["path"], dataset=spec.get("dataset"),
+                                         channel=spec.get("channel"))  # fmt: skip
+        return {"id": image_id, **handle.info()}
+
+    return await run_in_threadpool(work)  # reading and the histogram: off the event loop
 
 
 @router.get("/images/{image_id}")

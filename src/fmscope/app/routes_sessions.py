@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from fmscope.app.deps import body, client, jobs, workspace
 from fmscope.app.edits import apply_edit
-from fmscope.app.images import display_bytes, label_bytes
+from fmscope.app.errors import Conflict, NotFound
+from fmscope.app.images import display_bytes, label_bytes, sampling
 from fmscope.app.jobs import Job
 from fmscope.app.routes_data import raw, region_arg
-from fmscope.app.workspace import AppSession, NotFound
-from fmscope.errors import InvalidInputError
+from fmscope.app.workspace import AppSession, image_spec
+from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.enhance import EnhanceConfig
 from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.protocol import SupportsAutomatic
+from fmscope.utils.atomic import atomic_output
 
 router = APIRouter(prefix="/api")
 HISTORY_SHOWN = 50
@@ -48,7 +52,7 @@ def state(opened: AppSession) -> dict[str, Any]:
             "image": {"id": None, **opened.image.info()}, "objects": objects,
             "can_undo": s.can_undo, "can_redo": s.can_redo,
             "undo": undo[-HISTORY_SHOWN:], "redo": redo[:HISTORY_SHOWN],
-            "window": [s.profile.low, s.profile.high], "folder": str(opened.folder),
+            "window": [s.profile.low, s.profile.high],
         }  # fmt: skip
 
 
@@ -56,9 +60,12 @@ def _session(request: Request, session_id: str) -> AppSession:
     return workspace(request).session(client(request), session_id)
 
 
-def _check_revision(opened: AppSession, data: dict[str, Any]) -> None:
-    from fmscope.app.server import Conflict
+async def _opened(request: Request, session_id: str) -> AppSession:
+    """:func:`_session` off the event loop (reopening a session reads its folder and checks its image)."""
+    return await run_in_threadpool(_session, request, session_id)
 
+
+def _check_revision(opened: AppSession, data: dict[str, Any]) -> None:
     seen = data.get("revision")
     if seen is not None and seen != opened.session.revision:
         raise Conflict(
@@ -90,6 +97,7 @@ async def new_session(request: Request) -> dict[str, Any]:
     data = await body(request, {"image", "backend", "mode", "name"})
     mode = data.get("mode", "instance")
     ws, c = workspace(request), client(request)
+    image_spec(data.get("image") or {})  # refused at once when malformed, not in the job
 
     def work(job: Job) -> dict[str, Any]:
         job.message = "reading the volume's intensity range"
@@ -117,39 +125,47 @@ def session_slice(
 
 @router.get("/sessions/{session_id}/labels/{z}")
 def labels(request: Request, session_id: str, z: int, region: str | None = None, max_side: int = 2048) -> Response:
-    """Slice ``z`` of the label planes, sampled like the image's slices (same region and step)."""
-    opened = _session(request, session_id)
-    s = opened.session
-    ny, nx = s.shape[1:]
-    y0, x0, y1, x1 = region_arg(region) or (0, 0, ny, nx)
-    if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
-        raise InvalidInputError(f"region: expected 0 <= y0 < y1 <= {ny} and 0 <= x0 < x1 <= {nx}, got {region}")
-    step = max(1, -(-max(y1 - y0, x1 - x0) // max_side))
-    plane = s.plane(z)[y0:y1:step, x0:x1:step]
+    """Slice ``z`` of the label planes, sampled like the image's slices (same region and step), read under the
+    session's lock with the revision it belongs to."""
+    s = _session(request, session_id).session
+    (y0, x0, y1, x1), step = sampling(s.shape[1:], region_arg(region), max_side)
+    with s.lock:
+        plane = s.plane(z)[y0:y1:step, x0:x1:step].copy()
+        revision = s.revision
     data, dtype = label_bytes(plane)
-    return raw(data, dtype, plane.shape, {"step": step, "region": [y0, x0, y1, x1], "revision": s.revision})
+    return raw(data, dtype, plane.shape, {"step": step, "region": [y0, x0, y1, x1], "revision": revision})
 
 
 @router.post("/sessions/{session_id}/edit")
 async def edit(request: Request, session_id: str) -> dict[str, Any]:
-    """One edit (``{"op": ..., "revision": N, ...}``); refused with 409 when the page's revision is stale."""
+    """One edit (``{"op": ..., "revision": N, ...}``); refused with 409 when the page's revision is stale. The work
+    (a forest fit, waiting for a propagation to commit) runs off the event loop: other requests go on meanwhile."""
     data = await body(request)
-    opened = _session(request, session_id)
-    with opened.session.lock:
-        _check_revision(opened, data)
-        before = opened.session.revision
-        result = apply_edit(opened.session, data)
-    out = state(opened)
-    out["result"] = result if isinstance(result, int | bool | list) else None
-    out["changed"] = out["revision"] != before
-    return out
+    opened = await _opened(request, session_id)
+
+    def work() -> dict[str, Any]:
+        with opened.session.lock:
+            _check_revision(opened, data)
+            before = opened.session.revision
+            result = apply_edit(opened.session, data)
+            out = state(opened)
+        out["result"] = result if isinstance(result, int | bool | list) else None
+        out["changed"] = out["revision"] != before
+        return out
+
+    return await run_in_threadpool(work)
 
 
 @router.post("/sessions/{session_id}/backend")
 async def set_backend(request: Request, session_id: str) -> dict[str, Any]:
     data = await body(request, {"method", "model", "model_dir"})
-    workspace(request).set_backend(client(request), session_id, data)
-    return state(_session(request, session_id))
+    ws, c = workspace(request), client(request)
+
+    def work() -> dict[str, Any]:  # building SAM reads a checkpoint of hundreds of MB
+        ws.set_backend(c, session_id, data)
+        return state(ws.session(c, session_id))
+
+    return await run_in_threadpool(work)
 
 
 @router.get("/sessions/{session_id}/stats/{object_id}")
@@ -182,7 +198,8 @@ def _enhancement(spec: Any) -> EnhanceConfig | None:
 async def propagate(request: Request, session_id: str) -> dict[str, Any]:
     """Propagate objects through the stack as a job (``objects``, ``z_range``, ``stop_iou``, ``enhance``)."""
     data = await body(request, {"objects", "z_range", "stop_iou", "enhance", "revision"})
-    opened = _session(request, session_id)
+    opened = await _opened(request, session_id)
+    _check_revision(opened, data)  # propagating what a stale tab showed would surprise
     enhancement = _enhancement(data.get("enhance"))
     propagation = PropagationConfig(stop_iou=float(data.get("stop_iou", 0.5)))
     z_range = data.get("z_range")
@@ -199,23 +216,37 @@ async def propagate(request: Request, session_id: str) -> dict[str, Any]:
 
 @router.post("/sessions/{session_id}/embed")
 async def embed(request: Request, session_id: str) -> dict[str, Any]:
-    """Embed slices ahead of clicks (``slices``: a list; default every slice) as a job."""
+    """Compute slice features ahead of clicks as a job: ``slices`` (a list), default every slice. A request for
+    slices already computed, or made while another embedding job of this session waits, adds no job. More slices
+    than a session keeps in memory (:data:`EMBEDDINGS_IN_MEMORY`, and a memory budget, known once one slice is
+    embedded) are refused: they would be computed and dropped; propagation computes what it needs as it goes."""
     data = await body(request, {"slices"})
-    opened = _session(request, session_id)
-    s = opened.session
-    zs = data.get("slices") or list(range(s.shape[0]))
-    for z in zs:
-        s._check_z(z)
+    s = (await _opened(request, session_id)).session
+    zs = data.get("slices", list(range(s.shape[0])))
+    if not isinstance(zs, list) or not zs:
+        raise InvalidInputError(f"slices: expected a non-empty list of slice indices, got {zs!r}")
+    zs = sorted({s.check_z(z) for z in zs})
+    room = s.embeddings.capacity()
+    if room is not None and len(zs) > room:
+        each = s.embeddings.nbytes / max(1, len([z for z in range(s.shape[0]) if z in s.embeddings]))
+        raise InvalidInputError(
+            f"slices: the features of {len(zs)} slices ({len(zs) * each / 2**30:.1f} GiB) do not fit the {room} "
+            "slices kept in memory; propagation computes the features it needs as it goes"
+        )
+    todo = [z for z in zs if z not in s.embeddings]
+    waiting = jobs(request).busy(client(request), "embed", session_id)
+    if not todo or waiting is not None:
+        return (waiting.status() if waiting else {"id": None, "kind": "embed", "state": "done", "done": 0,
+                                                  "total": 0, "result": {"slices": zs}})  # fmt: skip
 
     def work(job: Job) -> dict[str, Any]:
-        todo = [z for z in zs if z not in s.embeddings]
         for k, z in enumerate(todo):
             job.progress(k, len(todo), f"features of slice {z}")
             s.embedding(z)
         job.progress(len(todo), len(todo))
         return {"slices": zs}
 
-    return _job(request, "embed", f"{session_id}:{zs[0] if len(zs) == 1 else 'all'}", work)
+    return _job(request, "embed", session_id, work)
 
 
 @router.post("/sessions/{session_id}/automatic")
@@ -223,11 +254,11 @@ async def automatic(request: Request, session_id: str) -> dict[str, Any]:
     """Segment everything (a backend with an automatic mode: sam) on slice ``z`` or, with ``stack``, on every slice
     linked into 3D objects, as a job; the objects found become new objects of the session (one undoable step)."""
     data = await body(request, {"z", "stack", "min_slices"})
-    opened = _session(request, session_id)
+    opened = await _opened(request, session_id)
     s = opened.session
     if not isinstance(s.backend, SupportsAutomatic):
         raise InvalidInputError(f"automatic: the {s.backend.name} backend has no automatic mode (sam has)")
-    z = s._check_z(data.get("z", 0))
+    z = s.check_z(data.get("z", 0))
 
     def work(job: Job) -> dict[str, Any]:
         from fmscope.interactive.modes import automatic_stack
@@ -244,6 +275,16 @@ async def automatic(request: Request, session_id: str) -> dict[str, Any]:
     return _job(request, "automatic", session_id, work)
 
 
+def _detector(request: Request, box_threshold: float) -> Any:
+    """The grounding detector of the app (loaded once per threshold)."""
+    from fmscope.interactive.grounding import GroundingDetector
+
+    cache = request.app.state.__dict__.setdefault("detectors", {})
+    if box_threshold not in cache:
+        cache[box_threshold] = GroundingDetector(request.app.state.config.grounding, box_threshold=box_threshold)
+    return cache[box_threshold]
+
+
 @router.post("/sessions/{session_id}/text")
 async def text(request: Request, session_id: str) -> dict[str, Any]:
     """Find a phrase on slice ``z`` with the grounding model (one new object per box) as a job."""
@@ -251,23 +292,24 @@ async def text(request: Request, session_id: str) -> dict[str, Any]:
     config = request.app.state.config
     if config.grounding is None:
         raise InvalidInputError("text: no grounding model; start the app with --grounding FOLDER")
-    opened = _session(request, session_id)
+    opened = await _opened(request, session_id)
     phrase, z = data.get("phrase"), data.get("z", 0)
     if not isinstance(phrase, str) or not phrase.strip():
         raise InvalidInputError("phrase: expected a non-empty phrase")
 
     def work(job: Job) -> dict[str, Any]:
-        from fmscope.interactive.grounding import GroundingDetector, prompts_from_text
+        from fmscope.interactive.grounding import prompts_from_text
 
         s = opened.session
         job.message = f"finding '{phrase}'"
-        detector = GroundingDetector(config.grounding, box_threshold=float(data.get("box_threshold", 0.35)))
-        found = prompts_from_text(detector, s.image_slice(z), phrase, profile=s.profile)
-        ids = []
-        for p in found:
-            oid = s.new_object()
-            s.set_box(oid, z, p.box)
-            ids.append(oid)
+        found = prompts_from_text(_detector(request, float(data.get("box_threshold", 0.35))), s.image_slice(z), phrase,
+                                  profile=s.profile)  # fmt: skip
+        with s.lock:  # the boxes found, as objects, together
+            ids = []
+            for p in found:
+                oid = s.new_object()
+                s.set_box(oid, z, p.box)
+                ids.append(oid)
         return {"objects": ids}
 
     return _job(request, "text", session_id, work)
@@ -278,7 +320,7 @@ async def compare(request: Request, session_id: str) -> dict[str, Any]:
     """Per-slice IoU and Dice against a ground-truth file of the data root (``path``, ``values``) as a job."""
     data = await body(request, {"source", "path", "values", "dataset", "channel"})
     ws, c = workspace(request), client(request)
-    opened = _session(request, session_id)
+    opened = await _opened(request, session_id)
 
     def work(job: Job) -> dict[str, Any]:
         from fmscope.app.images import open_image
@@ -288,10 +330,8 @@ async def compare(request: Request, session_id: str) -> dict[str, Any]:
         if not isinstance(path, str):
             raise InvalidInputError("path: expected a ground-truth label file inside the data folder")
         truth = open_image(ws.resolve(c, source, path), f"{source}:{path}", dataset=data.get("dataset"),
-                           channel=data.get("channel"))  # fmt: skip
-        n = opened.session.shape[0]
-        return compare_session(opened.session, truth.volume(), truth_values=data.get("values"),
-                               progress=lambda k: job.progress(job.done + k, n))  # fmt: skip
+                           channel=data.get("channel"), root=ws.root(c, source))  # fmt: skip
+        return compare_session(opened.session, truth.volume(), truth_values=data.get("values"), progress=job.progress)
 
     return _job(request, "compare", session_id, work)
 
@@ -306,18 +346,21 @@ async def export(request: Request, session_id: str) -> dict[str, Any]:
     what = data.get("what")
     if what not in EXPORTS:
         raise InvalidInputError(f"what: expected one of {', '.join(EXPORTS)}, got {what!r}")
-    opened = _session(request, session_id)
-    name = write_export(opened, what, data)
+    opened = await _opened(request, session_id)
+    name = await run_in_threadpool(write_export, opened, what, data)  # a whole volume may be written
     return {"name": name, "url": f"/api/sessions/{session_id}/exports/{name}"}
 
 
 @router.get("/sessions/{session_id}/exports/{name}")
 def download(request: Request, session_id: str, name: str) -> Response:
     path = workspace(request).export_file(client(request), session_id, name)
-    if path.is_dir():  # an OME-Zarr folder: sent as a zip
+    if path.is_dir():  # an OME-Zarr folder: sent as a zip, made once, atomically
+        if not path.name.endswith(".ome.zarr") or path.parent.name != "exports":
+            raise NotFound(f"export: {name!r} does not exist")
         archive = path.with_name(path.name + ".zip")
         if not archive.exists():
-            shutil.make_archive(str(path), "zip", root_dir=path.parent, base_dir=path.name)
+            with contextlib.suppress(OutputExistsError), atomic_output(archive) as tmp:
+                shutil.make_archive(str(tmp.with_suffix("")), "zip", root_dir=path.parent, base_dir=path.name)
         path = archive
     return FileResponse(path, filename=path.name)
 

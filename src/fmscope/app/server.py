@@ -27,27 +27,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fmscope.app.config import AppConfig
+from fmscope.app.errors import Conflict, NotFound, TooLarge
 from fmscope.app.jobs import JobRunner
 from fmscope.app.paths import PathRefused
-from fmscope.app.workspace import NotFound, Workspace, client_key
+from fmscope.app.workspace import Workspace, client_key
 from fmscope.errors import FmscopeError, MissingDependencyError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "fmscope_client"
 STATIC = "static"
-
-
-class Conflict(FmscopeError):
-    """The page's revision is not the session's: another tab or window changed it."""
-
-    def __init__(self, message: str, revision: int) -> None:
-        super().__init__(message)
-        self.revision = revision
-
-
-class TooLarge(FmscopeError):
-    """An upload over the size limit."""
 
 
 def _import_fastapi() -> Any:
@@ -103,9 +92,15 @@ def create_app(config: AppConfig, *, port: int | None = None) -> Any:
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
+    def private(message: str) -> str:
+        """A message without the absolute places of the data and sessions folders (an OSError names full paths)."""
+        for folder, name in ((config.sessions, "<sessions>"), (config.data_root, "<data>")):
+            message = message.replace(str(folder), name)
+        return message
+
     def error(status: int) -> Callable[[Request, Exception], JSONResponse]:
         def handler(request: Request, exc: Exception) -> JSONResponse:
-            body: dict[str, Any] = {"error": str(exc)}
+            body: dict[str, Any] = {"error": private(str(exc))}
             if isinstance(exc, Conflict):
                 body["revision"] = exc.revision
             return JSONResponse(body, status_code=status)
@@ -119,7 +114,7 @@ def create_app(config: AppConfig, *, port: int | None = None) -> Any:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+        return JSONResponse({"error": private(f"internal error: {type(exc).__name__}: {exc}")}, status_code=500)
 
     app.include_router(routes_data.router)
     app.include_router(routes_sessions.router)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fmscope.app.config import AppConfig
+from fmscope.app.errors import NotFound
 from fmscope.app.images import ImageHandle, open_image
 from fmscope.app.paths import PathRefused, inside
 from fmscope.errors import FmscopeError, InvalidInputError
@@ -32,12 +33,16 @@ logger = logging.getLogger(__name__)
 SESSION_ID = re.compile(r"^s-[0-9a-f]{12}$")
 IMAGE_ID = re.compile(r"^i-[0-9a-f]{12}$")
 SOURCES = ("data", "upload")
-OPEN_IMAGES = 8  # images kept open per server (least recently used closed first)
-EMBEDDINGS_IN_MEMORY = 32  # slice embeddings kept per session
+OPEN_IMAGES = 8  # images kept open per browser (least recently used closed first)
+OPEN_SESSIONS = 8  # sessions kept in memory per server (each holds up to EMBEDDINGS_IN_MEMORY slice embeddings)
+EMBEDDINGS_IN_MEMORY = 32  # slice embeddings kept per session at most ...
 
 
-class NotFound(FmscopeError, LookupError):
-    """An id that does not exist for this browser (the page shows the message)."""
+def embedding_budget() -> int:
+    """... and at most this many bytes of them: a quarter of this machine's memory, at most 4 GiB."""
+    import psutil
+
+    return int(min(4 * 2**30, psutil.virtual_memory().total // 4))
 
 
 def client_key(token: str) -> str:
@@ -60,6 +65,25 @@ class AppSession:
         path = self.folder / "exports"
         path.mkdir(exist_ok=True)
         return path
+
+
+def image_spec(spec: Any) -> dict[str, Any]:
+    """A checked image spec from the page: ``source`` (data | upload), ``path``, ``dataset``, ``channel``."""
+    if not isinstance(spec, dict):
+        raise InvalidInputError("image: expected {source, path, dataset?, channel?}")
+    unknown = sorted(set(spec) - {"source", "path", "dataset", "channel"})
+    if unknown:
+        raise InvalidInputError(f"image: unknown key(s) {unknown}")
+    out = {"source": spec.get("source") or "data", "path": spec.get("path"), "dataset": spec.get("dataset"),
+           "channel": spec.get("channel")}  # fmt: skip
+    if not isinstance(out["path"], str) or not out["path"]:
+        raise InvalidInputError("image.path: expected a path inside the data folder")
+    if out["dataset"] is not None and not isinstance(out["dataset"], str):
+        raise InvalidInputError(f"image.dataset: expected a dataset name, got {out['dataset']!r}")
+    channel = out["channel"]
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise InvalidInputError(f"image.channel: expected an index >= 0, got {channel!r}")
+    return out
 
 
 def backend_options(spec: Any, config: AppConfig) -> dict[str, Any]:
@@ -99,8 +123,9 @@ class Workspace:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self._images: OrderedDict[tuple[str, str], ImageHandle] = OrderedDict()
-        self._sessions: dict[tuple[str, str], AppSession] = {}
+        self._images: dict[str, OrderedDict[str, ImageHandle]] = {}  # per browser, least recently used first
+        self._sessions: OrderedDict[tuple[str, str], AppSession] = OrderedDict()
+        self._opening: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.RLock()
 
     # ---- folders ---------------------------------------------------------------------------------------------
@@ -115,44 +140,59 @@ class Workspace:
         path.mkdir(exist_ok=True)
         return path
 
-    def resolve(self, client: str, source: str, path: str) -> Path:
-        """A file the page named: ``data`` (inside the data root) or ``upload`` (this browser's uploads)."""
+    def root(self, client: str, source: str) -> Path:
+        """The folder a source names: ``data`` (the data root) or ``upload`` (this browser's uploads)."""
         if source not in SOURCES:
             raise InvalidInputError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
-        root = self.config.data_root if source == "data" else self.uploads(client)
-        return inside(root, path)
+        return self.config.data_root if source == "data" else self.uploads(client)
+
+    def resolve(self, client: str, source: str, path: str) -> Path:
+        """A file the page named inside the folder of ``source`` (see :func:`fmscope.app.paths.inside`)."""
+        return inside(self.root(client, source), path)
 
     # ---- images ----------------------------------------------------------------------------------------------
+
+    def _open(self, client: str, spec: dict[str, Any]) -> ImageHandle:
+        """An image of a checked spec, refused when it would read files outside its root."""
+        source, path = spec["source"], spec["path"]
+        return open_image(self.resolve(client, source, path), f"{source}:{path}", dataset=spec.get("dataset"),
+                          channel=spec.get("channel"), root=self.root(client, source))  # fmt: skip
 
     def open_image(
         self, client: str, source: str, path: str, *, dataset: str | None = None, channel: int | None = None
     ) -> tuple[str, ImageHandle]:
-        if dataset is not None and not isinstance(dataset, str):
-            raise InvalidInputError(f"dataset: expected a dataset name, got {dataset!r}")
-        if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-            raise InvalidInputError(f"channel: expected an index >= 0, got {channel!r}")
-        handle = open_image(self.resolve(client, source, path), f"{source}:{path}", dataset=dataset, channel=channel)
+        spec = image_spec({"source": source, "path": path, "dataset": dataset, "channel": channel})
+        handle = self._open(client, spec)
         image_id = f"i-{uuid.uuid4().hex[:12]}"
         with self._lock:
-            self._images[(client, image_id)] = handle
-            while len(self._images) > OPEN_IMAGES:
-                self._images.popitem(last=False)
+            mine = self._images.setdefault(client, OrderedDict())
+            mine[image_id] = handle
+            while len(mine) > OPEN_IMAGES:
+                mine.popitem(last=False)
         return image_id, handle
 
     def image(self, client: str, image_id: str) -> ImageHandle:
         with self._lock:
-            handle = self._images.get((client, image_id)) if IMAGE_ID.match(image_id or "") else None
+            mine = self._images.get(client, OrderedDict())
+            handle = mine.get(image_id) if IMAGE_ID.match(image_id or "") else None
             if handle is None:
                 raise NotFound(f"image: {image_id!r} is not open (open it again from the file list)")
-            self._images.move_to_end((client, image_id))
+            mine.move_to_end(image_id)
             return handle
 
     # ---- sessions --------------------------------------------------------------------------------------------
 
+    def _keep(self, key: tuple[str, str], opened: AppSession) -> None:
+        with self._lock:
+            self._sessions[key] = opened
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > OPEN_SESSIONS:  # the least recently used is reopened from disk when asked
+                self._sessions.popitem(last=False)
+
     def new_session(
         self,
         client: str,
-        image_spec: dict[str, Any],
+        image: dict[str, Any],
         backend: Any,
         *,
         mode: str = "instance",
@@ -160,12 +200,9 @@ class Workspace:
         progress: Any = None,
     ) -> AppSession:
         """Create a session folder on an image (the slow part, fitting the volume's window, reports ``progress``)."""
-        spec = self._image_spec(image_spec)
+        spec = image_spec(image)
         options = backend_options(backend, self.config)
-        handle = open_image(
-            self.resolve(client, spec["source"], spec["path"]), f"{spec['source']}:{spec['path']}",
-            dataset=spec["dataset"], channel=spec["channel"],
-        )  # fmt: skip
+        handle = self._open(client, spec)
         session_id = f"s-{uuid.uuid4().hex[:12]}"
         folder = self.client_dir(client) / session_id
         settings = {
@@ -179,45 +216,39 @@ class Workspace:
             handle.volume(), build_backend(options, self.config), profile=profile,
             cache_size=EMBEDDINGS_IN_MEMORY, folder=folder, mode=mode, settings=settings,
         )  # fmt: skip
+        session.embeddings.max_bytes = embedding_budget()
         opened = AppSession(session_id, folder, session, handle, settings)
-        with self._lock:
-            self._sessions[(client, session_id)] = opened
+        self._keep((client, session_id), opened)
         logger.info("new session %s on %s (%s)", session_id, spec["path"], options["method"])
         return opened
 
-    def _image_spec(self, spec: Any) -> dict[str, Any]:
-        if not isinstance(spec, dict):
-            raise InvalidInputError("image: expected {source, path, dataset?, channel?}")
-        unknown = sorted(set(spec) - {"source", "path", "dataset", "channel"})
-        if unknown:
-            raise InvalidInputError(f"image: unknown key(s) {unknown}")
-        out = {"source": spec.get("source", "data"), "path": spec.get("path"), "dataset": spec.get("dataset"),
-               "channel": spec.get("channel")}  # fmt: skip
-        if not isinstance(out["path"], str) or not out["path"]:
-            raise InvalidInputError("image.path: expected a path inside the data folder")
-        return out
-
     def session(self, client: str, session_id: str) -> AppSession:
-        """An open session of this browser, reopened from its folder when the server restarted."""
+        """An open session of this browser, reopened from its folder when the server restarted (or had closed it);
+        reopening one session does not hold up the requests of others."""
         if not SESSION_ID.match(session_id or ""):
             raise NotFound(f"session: {session_id!r} is not a session id")
+        key = (client, session_id)
         with self._lock:
-            found = self._sessions.get((client, session_id))
+            found = self._sessions.get(key)
+            if found is not None:
+                self._sessions.move_to_end(key)
+                return found
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            with self._lock:
+                found = self._sessions.get(key)
             if found is not None:
                 return found
             folder = self.config.sessions / client / session_id
             if not is_session_folder(folder):
                 raise NotFound(f"session: {session_id} does not exist (or belongs to another browser)")
             settings = SessionStore.open(folder).header.get("settings", {})
-            spec = settings["image"]
-            handle = open_image(
-                self.resolve(client, spec["source"], spec["path"]), f"{spec['source']}:{spec['path']}",
-                dataset=spec.get("dataset"), channel=spec.get("channel"),
-            )  # fmt: skip
+            handle = self._open(client, image_spec(settings["image"]))
             backend = build_backend(settings["backend"], self.config)
             session = Session.open(folder, handle.volume(), backend, cache_size=EMBEDDINGS_IN_MEMORY)
+            session.embeddings.max_bytes = embedding_budget()
             opened = AppSession(session_id, folder, session, handle, settings)
-            self._sessions[(client, session_id)] = opened
+            self._keep(key, opened)
             logger.info("reopened session %s", session_id)
             return opened
 
@@ -226,8 +257,7 @@ class Workspace:
         options = backend_options(backend, self.config)
         opened.session.set_backend(build_backend(options, self.config))
         opened.settings["backend"] = options
-        if opened.session._store is not None:
-            opened.session._store.update_header(settings=opened.settings)
+        opened.session.update_settings(opened.settings)
 
     def list_sessions(self, client: str) -> list[dict[str, Any]]:
         """This browser's sessions, newest first: id, name, image, backend, created."""

@@ -9,8 +9,8 @@ phase is wherever it occurs. Before anything is labelled "other" and only one ph
 that phase count as "other", so a single stroke already gives a guess.
 
 :func:`phase_labels`, :func:`fit_phases` and :func:`predict_phases` are the forest backends'
-:class:`~fmscope.interactive.protocol.SupportsPhases` methods; :func:`fit_session_phases`, :func:`phase_plane` and
-:func:`predict_phase_plane` apply them to a :class:`~fmscope.interactive.session.Session`.
+:class:`~fmscope.interactive.protocol.SupportsPhases` methods; :func:`fit_session_phases` and :func:`phase_plane`
+apply them to a :class:`~fmscope.interactive.session.Session`.
 """
 
 from __future__ import annotations
@@ -154,14 +154,3 @@ def phase_plane(
     new = lut[np.clip(classes, 0, len(ids))]
     fixed = np.isin(old, list(keep))
     return np.where(fixed, old, new).astype(np.uint32)
-
-
-def predict_phase_plane(session: Session, z: int, phases: Mapping[int, ObjectPrompt]) -> NDArray[np.uint32]:
-    """Phase ids of slice ``z`` (0: "other") from a model fitted on every prompted slice of ``phases``."""
-    try:
-        model, ids = fit_session_phases(session, phases)
-    except InvalidInputError:
-        if not any(p.slices() for p in phases.values()):
-            return np.zeros(session.shape[1:], np.uint32)  # the last prompt was removed: nothing to predict from
-        raise
-    return phase_plane(session, model, ids, z, np.zeros(session.shape[1:], np.uint32), {})

@@ -82,6 +82,7 @@ class SliceEmbeddings:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         max_slices: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if np.ndim(volume) != 3:
             raise InvalidInputError(f"volume: expected a (Z, Y, X) stack, got shape {np.shape(volume)}")
@@ -91,8 +92,9 @@ class SliceEmbeddings:
         if profile is None:  # one window for the whole stack, so that slices compare (spec: per volume, once)
             profile = fit_profile(volume)
         self.backend, self.volume, self.profile = backend, volume, profile
-        self.max_slices = max_slices
+        self.max_slices, self.max_bytes = max_slices, max_bytes
         self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._sizes: dict[int, int] = {}
         self._busy: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
         self.disk = EmbeddingCache(cache_dir, backend, profile) if cache_dir is not None else None
@@ -114,8 +116,13 @@ class SliceEmbeddings:
             embedding = self._embed(z)
             with self._lock:
                 self._cache[z] = embedding
-                if self.max_slices is not None and len(self._cache) > self.max_slices:
-                    self._cache.popitem(last=False)
+                self._sizes[z] = embedding_bytes(embedding)
+                while len(self._cache) > 1 and (
+                    (self.max_slices is not None and len(self._cache) > self.max_slices)
+                    or (self.max_bytes is not None and self.nbytes > self.max_bytes)
+                ):
+                    old, _ = self._cache.popitem(last=False)
+                    self._sizes.pop(old, None)
         finally:
             with self._lock:
                 self._busy.pop(z).set()
@@ -137,8 +144,36 @@ class SliceEmbeddings:
         """Whether slice ``z`` is embedded and in memory."""
         return z in self._cache
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the embeddings in memory (their arrays and tensors)."""
+        return sum(self._sizes.values())
+
+    def capacity(self) -> int | None:
+        """How many slices fit in memory at once (from the size of the embeddings so far; None: no bound known)."""
+        bounds = [] if self.max_slices is None else [self.max_slices]
+        if self.max_bytes is not None and self._sizes:
+            bounds.append(max(1, self.max_bytes // max(self._sizes.values())))
+        return min(bounds) if bounds else None
+
     def __len__(self) -> int:
         return int(self.volume.shape[0])
+
+
+def embedding_bytes(embedding: Any) -> int:
+    """The bytes of an embedding's arrays and tensors (a dataclass of fields)."""
+    import dataclasses
+
+    total = 0
+    fields = dataclasses.fields(embedding) if dataclasses.is_dataclass(embedding) else ()
+    for value in (getattr(embedding, f.name) for f in fields) if fields else (embedding,):
+        items = value if isinstance(value, tuple | list) else (value,)
+        for item in items:
+            if isinstance(item, np.ndarray):
+                total += item.nbytes
+            elif hasattr(item, "element_size") and hasattr(item, "nelement"):  # a torch tensor
+                total += int(item.element_size() * item.nelement())
+    return total
 
 
 @dataclass

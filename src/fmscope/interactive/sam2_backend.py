@@ -40,6 +40,7 @@ from fmscope.interactive.sam_backend import (
     resolve_device,
     sam_box,
     sam_points,
+    serialized,
     window_to_rgb8,
 )
 from fmscope.utils.progress import ProgressCallback, make_progress
@@ -149,6 +150,7 @@ class Sam2Prompter:
         self.net = net
         self._video_module = api["video_module"]
         self._predictor = api["image_predictor"](net)
+        self._lock = threading.RLock()
 
     # ----------------------------------------------------------------------------------------- 2D protocol
 
@@ -156,6 +158,7 @@ class Sam2Prompter:
         """The model and its weights file (size and time)."""
         return {"model_name": self.model_name, "checkpoint": file_stamp(self.checkpoint)}
 
+    @serialized
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> Sam2Embedding:
         """Window a raw 2D slice to RGB8 and run the image encoder once."""
         import torch
@@ -185,6 +188,7 @@ class Sam2Prompter:
             )
         return embedding
 
+    @serialized
     def predict(
         self, embedding: Sam2Embedding, prompt: ObjectPrompt, mask: NDArray[np.bool_] | None = None
     ) -> PromptMask:
@@ -270,6 +274,7 @@ class Sam2Prompter:
             raise InvalidInputError(f"prompt {prompt.id}: needs a positive point or a box on some slice")
         return out
 
+    @serialized
     def propagate_video(
         self,
         volume: np.ndarray,

@@ -15,10 +15,13 @@ turn a phrase into boxes first; SAM alone refuses them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +42,21 @@ MASK_LOGIT = 8.0
 
 
 # --------------------------------------------------------------------------------------------- shared helpers
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def serialized(method: F) -> F:
+    """Run a backend method under the backend's lock: SAM's predictor keeps the image it was given last, so an
+    embedding job and a click on another slice must not use it at once (the web app does both)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def window_to_rgb8(
@@ -228,11 +246,13 @@ class SamPrompter:
         self.checkpoint = path
         self.sam = sam
         self._predictor = sa.SamPredictor(sam)
+        self._lock = threading.RLock()
 
     def signature(self) -> dict[str, Any]:
         """The model and its weights file (size and time)."""
         return {"model_name": self.model_name, "checkpoint": file_stamp(self.checkpoint)}
 
+    @serialized
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SamEmbedding:
         """Window a raw 2D slice to RGB8 and run the image encoder once (see the module doc)."""
         import torch
@@ -259,6 +279,7 @@ class SamPrompter:
             )
         return embedding
 
+    @serialized
     def predict(
         self, embedding: SamEmbedding, prompt: ObjectPrompt, mask: NDArray[np.bool_] | None = None
     ) -> PromptMask:
@@ -295,6 +316,7 @@ class SamPrompter:
         logger.debug("sam prompt %d: %d pixels, score %.3f", prompt.id, int(result.mask.sum()), result.score)
         return result
 
+    @serialized
     def automatic(
         self,
         embedding_or_image: SamEmbedding | np.ndarray,

@@ -93,19 +93,28 @@ class Session(SessionCore):
             logger.debug("object %d slice %d: %d px, score %.3f", oid, z, int(mask.sum()), result.score)
         return self._masked(oid, z, mask)
 
-    def _predict_phases(self, z: int, prompts: Mapping[int, ObjectPrompt]) -> np.ndarray:
-        """Slice ``z`` with every phase re-predicted by one forest trained on all phases' prompts (semantic mode).
-        Objects segmented inside a phase and phases accepted on this slice keep their pixels."""
-        from fmscope.interactive.phases import predict_phase_plane
+    def _predict_phases(self, zs: Sequence[int], prompts: Mapping[int, ObjectPrompt]) -> dict[int, np.ndarray]:
+        """Slices ``zs`` with every phase re-predicted by one forest, fitted once on all phases' prompts (semantic
+        mode). Objects segmented inside a phase and phases accepted on a slice keep their pixels."""
+        from fmscope.interactive.phases import fit_session_phases, phase_plane
 
         children = self._meta.parent_of
         phases = {oid: p for oid, p in prompts.items() if oid not in children}
-        plane = self.plane(z)
-        fixed_ids = [*children, *(oid for oid, s in self._meta.accepted_slices if s == z and oid in phases)]
-        fixed = np.isin(plane, fixed_ids)
-        new = predict_phase_plane(self, z, phases)
-        new[np.isin(new, fixed_ids)] = 0
-        return np.where(fixed, plane, new).astype(np.uint32)
+        model: Any = None
+        ids: list[int] = []
+        if any(p.slices() for p in phases.values()):  # else the last prompt was removed: nothing predicts phases
+            model, ids = fit_session_phases(self, phases)
+        out = {}
+        for z in zs:
+            plane = self.plane(z)
+            fixed = [*children, *(oid for oid, s in self._meta.accepted_slices if s == z and oid in phases)]
+            if model is None:
+                new = np.zeros(self.shape[1:], np.uint32)
+            else:
+                new = phase_plane(self, model, ids, z, np.zeros(self.shape[1:], np.uint32), {})
+            new[np.isin(new, fixed)] = 0
+            out[z] = np.where(np.isin(plane, fixed), plane, new).astype(np.uint32)
+        return out
 
     def _uses_phases(self, oid: int) -> bool:
         return (
@@ -119,8 +128,7 @@ class Session(SessionCore):
         candidates = set(old.slices()) | set(new.slices()) | ({z} if z is not None else set())
         affected = sorted(s for s in candidates if s == z or old.on_slice(s) != new.on_slice(s))
         if self._uses_phases(new.id):
-            prompts = {**self._prompts, new.id: new}
-            planes = {s: self._predict_phases(s, prompts) for s in affected}
+            planes = self._predict_phases(affected, {**self._prompts, new.id: new})
         else:
             planes = {s: self._predict_plane(new.id, s, new) for s in affected}
         self._commit(action, planes, {new.id: new}, replace(self._meta, next_id=max(self._meta.next_id, new.id + 1)))
@@ -329,22 +337,22 @@ class Session(SessionCore):
         """One step that adds every id of ``labels`` (slice -> 2D label plane, e.g. automatic mode) as a new object
         (numbered after the existing ones) on the background pixels; returns the new ids."""
         with self._lock:
-            found = sorted({int(v) for plane in labels.values() for v in np.unique(np.asarray(plane)) if v})
-            new_ids = {old: self._meta.next_id + k for k, old in enumerate(found)}
+            arrays = {self._check_z(z): np.asarray(plane) for z, plane in labels.items()}
+            for z, arr in arrays.items():
+                if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
+                    raise InvalidInputError(f"labels[{z}]: expected ids >= 0 of shape {self.shape[1:]}, got {arr.shape}"
+                                            f" {arr.dtype}")  # fmt: skip
+            found = sorted({int(v) for arr in arrays.values() for v in np.unique(arr) if v})
+            lut = np.zeros(max(found, default=0) + 1, np.uint32)
+            lut[found] = np.arange(self._meta.next_id, self._meta.next_id + len(found), dtype=np.uint32)
             planes: dict[int, np.ndarray] = {}
-            for z, plane in labels.items():
-                z = self._check_z(z)
-                arr = np.asarray(plane)
-                if arr.shape != self.shape[1:]:
-                    raise InvalidInputError(f"labels[{z}]: expected shape {self.shape[1:]}, got {arr.shape}")
+            for z, arr in arrays.items():
                 out = self.plane(z).copy()
-                for old, new in new_ids.items():
-                    out[(arr == old) & (out == 0)] = new
-                planes[z] = out
-            prompts = {new: ObjectPrompt(new) for new in new_ids.values()}
+                planes[z] = np.where(out == 0, lut[arr], out).astype(np.uint32)  # background pixels only
+            prompts = {int(new): ObjectPrompt(int(new)) for new in lut[found]}
             next_id = self._meta.next_id + len(found)
             self._commit(action, planes, dict(prompts), replace(self._meta, next_id=next_id))
-            return sorted(new_ids.values())
+            return sorted(prompts)
 
     # ---- through the stack --------------------------------------------------------------------------------------
 

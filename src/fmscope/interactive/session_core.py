@@ -80,6 +80,8 @@ class SessionCore:
         self._history_limit = history_limit
         self._planes: dict[int, NDArray[np.uint32]] = {}
         self._ids: dict[int, frozenset[int]] = {}  # slice -> ids on it (only slices holding labels)
+        self._versions: dict[int, int] = {}  # slice -> a counter bumped whenever its plane changes
+        self._tick = 0
         self._prompts: dict[int, ObjectPrompt] = {}
         self._meta = SessionMeta(mode=mode)
         self._undo: list[Step] = []
@@ -117,6 +119,15 @@ class SessionCore:
         """Changes made so far (edits, undos and redos): a view compares it with what it last saw."""
         return self._revision if self._store is None else self._store.state.revision
 
+    def update_settings(self, settings: Mapping[str, Any]) -> None:
+        """Replace the caller's settings kept in the session folder (e.g. the app's backend options)."""
+        if self._store is not None:
+            self._store.update_header(settings=dict(settings))
+
+    def check_z(self, z: Any) -> int:
+        """``z`` as a slice index of this session, refused naming ``z`` otherwise."""
+        return self._check_z(z)
+
     def set_backend(self, backend: PromptableModel) -> None:
         """Segment with another backend from now on (same image, window and embedding cache folder); masks and
         prompts stay, slices are embedded again by the new backend when needed."""
@@ -124,8 +135,9 @@ class SessionCore:
             raise InvalidInputError(f"backend: expected a PromptableModel (name, embed, predict), got {backend!r}")
         with self._lock:
             self.embeddings = SliceEmbeddings(
-                backend, self._image, self.profile, cache_dir=self._cache_dir, max_slices=self._cache_size
-            )
+                backend, self._image, self.profile, cache_dir=self._cache_dir, max_slices=self._cache_size,
+                max_bytes=self.embeddings.max_bytes,
+            )  # fmt: skip
             if self._store is not None:
                 self._store.update_header(backend=backend.name)
 
@@ -139,8 +151,9 @@ class SessionCore:
         """The (Z, Y, X) uint32 label volume (Z = 1 for a 2D image), a read-only copy (dense: for large stacks
         prefer :meth:`plane`)."""
         out = np.zeros(self.shape, np.uint32)
-        for z, plane in self._planes.items():
-            out[z] = plane
+        with self._lock:  # a job may be committing a propagation
+            for z, plane in self._planes.items():
+                out[z] = plane
         out.flags.writeable = False
         return out
 
@@ -168,8 +181,15 @@ class SessionCore:
                 out.setdefault(oid, []).append(z)
         return out
 
+    def plane_version(self, z: int) -> int:
+        """A number that changes whenever slice ``z``'s labels change (0 for a slice never changed in this
+        process): a long computation compares it before it writes a result."""
+        return self._versions.get(z, 0)
+
     def _index(self, z: int) -> None:
-        """Refresh the ids present on slice ``z`` (after its plane changed)."""
+        """Refresh the ids present on slice ``z`` and its version (after its plane changed)."""
+        self._tick += 1
+        self._versions[z] = self._tick
         plane = self._planes.get(z)
         if plane is None:
             self._ids.pop(z, None)
@@ -224,7 +244,8 @@ class SessionCore:
 
     def label_image(self, *, accepted_only: bool = False, binary: bool = False) -> np.ndarray:
         """A copy of the labels in the image's own shape (2D for a 2D image): uint32 ids, or uint8 0/1 if ``binary``."""
-        out = np.array(self.labels)
+        out = self.labels
+        out.flags.writeable = True  # our own copy
         if accepted_only:
             out[~np.isin(out, sorted(self.accepted))] = 0
         if binary:
@@ -291,7 +312,7 @@ class SessionCore:
             (self._meta, self._meta if meta is None else meta),
         )
         if self._store is not None:
-            if self._snapshot_at > len(self._undo):  # the snapshot lies in the redo future this step drops
+            if self._snapshot_at > self._store.state.head:  # the snapshot lies in the redo future this step drops
                 self._write_snapshot()
             self._store.record(step)
         self._apply(step, forward=True)
@@ -311,11 +332,15 @@ class SessionCore:
             self._snapshot_at = at
 
     def _forget(self, n: int) -> None:
-        """Drop the ``n`` oldest undo steps (on disk after a snapshot of the current state)."""
+        """Drop the ``n`` oldest undo steps; their files on disk go in batches (a snapshot of the current state, then
+        the files), so that a long session does not write a snapshot at every edit."""
         del self._undo[:n]
-        if self._store is not None:
-            self._write_snapshot()
-            self._store.forget_before(self._store.state.head - len(self._undo) + 1)
+        store = self._store
+        if store is not None:
+            store.forget_before(store.state.head - len(self._undo) + 1)
+            if store.state.first - store.state.kept > max(8, len(self._undo)):
+                self._write_snapshot()
+                store.drop_forgotten()
 
     def _apply(self, step: Step, forward: bool) -> None:
         for d in step.planes:

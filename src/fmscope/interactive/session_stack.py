@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,12 +75,14 @@ def propagate_session(
         ids = [oid for oid in ids if keys[oid]]
         if not ids:
             raise InvalidInputError("object_ids: no object has a key slice (prompts, or an accepted slice) to start")
-        before = {oid: {z: session.mask(oid, z) for z in range(lo, hi + 1)} for oid in ids}
-        fixed = set(session.accepted_slices)
         phases = session.mode == "semantic" and isinstance(session.backend, SupportsPhases)
+        versions = {z: session.plane_version(z) for z in range(lo, hi + 1)}
+        had = {oid: set(session.labelled_slices(oid)) for oid in ids}
+        accepted = set(session.accepted_slices)
+        known = {oid: {z: session.mask(oid, z) for z in keys[oid] if (oid, z) in accepted and lo <= z <= hi
+                       and z in had[oid]} for oid in ids}  # fmt: skip
     if phases:
         return _propagate_phases(session, lo, hi, progress)
-    known = {oid: {z: m for z, m in before[oid].items() if (oid, z) in fixed and m.any()} for oid in ids}
     tracks, counts = propagate_objects(
         session.embeddings, [prompts[oid] for oid in ids], propagation=propagation, enhancement=enhancement,
         z_range=(lo, hi), key_masks=known, progress=progress,
@@ -89,20 +91,20 @@ def propagate_session(
     with session.lock:
         masks: dict[int, dict[int, NDArray[np.bool_]]] = {}
         skipped: list[tuple[int, int]] = []
+        empty = np.zeros(session.shape[1:], bool)
         for oid in ids:
             if oid not in session.prompts:
                 continue  # deleted meanwhile
             keys_now = set(key_slices(session, oid))
             track = by_id.get(oid, ObjectTrack(oid))
-            empty = np.zeros(session.shape[1:], bool)
             for z in range(lo, hi + 1):
                 if z in keys_now:
                     continue
-                if not np.array_equal(session.mask(oid, z), before[oid][z]):
+                if session.plane_version(z) != versions[z]:
                     skipped.append((oid, z))  # edited during the propagation: the person's edit wins
                     continue
                 new = track.masks.get(z, empty)
-                if new.any() or before[oid][z].any():
+                if new.any() or z in had[oid]:
                     masks.setdefault(oid, {})[z] = new
         if masks:
             session.set_masks("propagate", masks)
@@ -113,7 +115,8 @@ def propagate_session(
 
 
 def _propagate_phases(session: Session, lo: int, hi: int, progress: ProgressCallback | bool | None) -> dict[str, Any]:
-    """Semantic mode: every slice of ``lo..hi`` that is no key slice predicted by one forest (all phases at once)."""
+    """Semantic mode: every slice of ``lo..hi`` that is no key slice predicted by one forest (all phases at once);
+    the forest and the slices are computed without the session's lock, slices changed meanwhile are left alone."""
     from fmscope.interactive.phases import fit_session_phases, phase_plane
 
     with session.lock:
@@ -122,17 +125,18 @@ def _propagate_phases(session: Session, lo: int, hi: int, progress: ProgressCall
         phases = {oid: p for oid, p in prompts.items() if oid not in children}
         prompted = {z for p in phases.values() for z in p.slices()}
         fixed_slices = prompted | {z for oid, z in session.accepted_slices if oid in phases}
-        start = {z: session.plane(z).copy() for z in range(lo, hi + 1) if z not in fixed_slices}
+        todo = [z for z in range(lo, hi + 1) if z not in fixed_slices]
+        versions = {z: session.plane_version(z) for z in todo}
     model, classes = fit_session_phases(session, phases)
     planes: dict[int, NDArray[np.uint32]] = {}
-    with make_progress(progress, len(start), "phases") as advance:
-        for z, old in start.items():
-            planes[z] = phase_plane(session, model, classes, z, old, children)
+    with make_progress(progress, len(todo), "phases") as advance:
+        for z in todo:
+            planes[z] = phase_plane(session, model, classes, z, session.plane(z), children)
             advance(1)
     with session.lock:
-        current = {z: p for z, p in planes.items() if np.array_equal(session.plane(z), start[z])}
+        current = {z: p for z, p in planes.items() if session.plane_version(z) == versions[z]}
         skipped = [(0, z) for z in planes if z not in current]
-        changed = [z for z, p in current.items() if not np.array_equal(p, start[z])]
+        changed = [z for z, p in current.items() if not np.array_equal(p, session.plane(z))]
         if changed:
             session.set_planes("propagate", {z: current[z] for z in changed})
     return {"objects": sorted(phases), "slices": sorted(changed), "counts": {}, "skipped": skipped}
@@ -182,7 +186,7 @@ def compare_session(
     *,
     truth_values: Sequence[int] | None = None,
     object_ids: Sequence[int] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> dict[str, Any]:
     """Per-slice IoU and Dice of the session's objects (``object_ids``, default all, as one foreground) against a
     ground-truth label volume of the image's shape (foreground: ``truth_values``, default every value > 0), and the
@@ -195,18 +199,17 @@ def compare_session(
         planes = {z: np.isin(session.plane(z), ids) for z in range(session.shape[0])}
     truth3 = truth if len(shape) == 3 else np.asarray(truth)[None]
     rows, tp, fp, fn = [], 0, 0, 0
-    for z in range(session.shape[0]):
-        t = np.asarray(truth3[z])
-        true = t > 0 if truth_values is None else np.isin(t, list(truth_values))
-        pred = planes[z]
-        tp += int((pred & true).sum())
-        fp += int((pred & ~true).sum())
-        fn += int((~pred & true).sum())
-        if pred.any() or true.any():
-            rows.append({"z": z, "iou": iou(pred, true), "dice": dice(pred, true), "predicted": int(pred.sum()),
-                         "truth": int(true.sum())})  # fmt: skip
-        if progress is not None:
-            progress(1)
+    with make_progress(progress, session.shape[0], "scores") as advance:
+        for z in range(session.shape[0]):
+            t, pred = np.asarray(truth3[z]), planes[z]
+            true = t > 0 if truth_values is None else np.isin(t, list(truth_values))
+            tp += int((pred & true).sum())
+            fp += int((pred & ~true).sum())
+            fn += int((~pred & true).sum())
+            if pred.any() or true.any():
+                rows.append({"z": z, "iou": iou(pred, true), "dice": dice(pred, true), "predicted": int(pred.sum()),
+                             "truth": int(true.sum())})  # fmt: skip
+            advance(1)
     total = tp + fp + fn
     return {
         "slices": rows,

@@ -4,7 +4,8 @@ Folder layout (each file written atomically: a temporary name, then a rename)::
 
     session.json      what the session is of: format, version, the image (shape, dtype, fingerprint), settings
     state.json        head (steps applied), count (steps on disk: the ones past head are the redo list), first
-                      (oldest undoable step), revision (changes so far, for optimistic concurrency)
+                      (oldest undoable step), kept (oldest step file still on disk, <= first: older undo steps are
+                      deleted in batches, after a snapshot), revision (changes so far, for optimistic concurrency)
     snapshot.npz      the labels (non-empty slices), prompts and meta at step ``at`` (stored inside the file)
     steps/NNNNNNNN.npz  one :class:`~fmscope.interactive.history.Step` each (1-based)
 
@@ -49,6 +50,7 @@ class StoreState:
     count: int = 0
     first: int = 1
     revision: int = 0
+    kept: int = 1
 
 
 @dataclass
@@ -117,10 +119,11 @@ class SessionStore:
             )
         raw = _read_json(p / STATE)
         try:
-            state = StoreState(int(raw["head"]), int(raw["count"]), int(raw["first"]), int(raw["revision"]))
+            state = StoreState(int(raw["head"]), int(raw["count"]), int(raw["first"]), int(raw["revision"]),
+                               int(raw.get("kept", raw["first"])))  # fmt: skip
         except (KeyError, TypeError, ValueError) as exc:
             raise FileFormatError(f"'{p / STATE}': not a session state ({exc})") from None
-        if not 0 <= state.head <= state.count or not 1 <= state.first <= state.head + 1:
+        if not 0 <= state.head <= state.count or not 1 <= state.kept <= state.first <= state.head + 1:
             raise FileFormatError(f"'{p / STATE}': inconsistent state {asdict(state)}")
         return cls(p, header, state)
 
@@ -158,18 +161,23 @@ class SessionStore:
         self._write_state(replace(self.state, head=head, revision=self.state.revision + 1))
 
     def read_steps(self, shape: tuple[int, int, int]) -> dict[int, Step]:
-        """Every step on disk that can still be undone or redone (``first .. count``)."""
-        return {i: read_step(self._step_path(i), shape) for i in range(self.state.first, self.state.count + 1)}
+        """Every step file on disk (``kept .. count``): the undoable and redoable ones, and older ones still needed
+        to move from the snapshot to ``first``."""
+        return {i: read_step(self._step_path(i), shape) for i in range(self.state.kept, self.state.count + 1)}
 
     def forget_before(self, first: int) -> None:
-        """Make ``first`` the oldest undoable step and delete the older files (after a snapshot at or past it)."""
+        """Make ``first`` the oldest undoable step (the files before it stay until :meth:`drop_forgotten`)."""
         first = min(first, self.state.head + 1)
-        if first <= self.state.first:
-            return
-        old = self.state.first
-        self._write_state(replace(self.state, first=first))
-        for i in range(old, first):
-            self._step_path(i).unlink(missing_ok=True)
+        if first > self.state.first:
+            self._write_state(replace(self.state, first=first))
+
+    def drop_forgotten(self) -> None:
+        """Delete the step files before ``first`` (call after a snapshot at ``first - 1`` or later)."""
+        old, first = self.state.kept, self.state.first
+        if first > old:
+            self._write_state(replace(self.state, kept=first))
+            for i in range(old, first):
+                self._step_path(i).unlink(missing_ok=True)
 
     # ---- snapshots -------------------------------------------------------------------------------------------
 
@@ -208,9 +216,9 @@ class SessionStore:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise FileFormatError(f"'{path}': not a readable session snapshot ({exc})") from None
-        if not self.state.first - 1 <= snapshot.at <= self.state.count:
+        if not self.state.kept - 1 <= snapshot.at <= self.state.count:
             raise FileFormatError(
-                f"'{path}': a snapshot at step {snapshot.at}, outside the journal ({self.state.first}.."
+                f"'{path}': a snapshot at step {snapshot.at}, outside the journal ({self.state.kept}.."
                 f"{self.state.count})"
             )
         return snapshot

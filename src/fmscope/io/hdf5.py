@@ -38,6 +38,30 @@ def list_datasets(path: Path) -> list[str]:
     return found
 
 
+def external_references(path: Path) -> list[str]:
+    """What an HDF5 file reads from other files: external links, datasets whose raw data live in another file, and
+    virtual datasets (each mapped onto other files); one line each, empty for a self-contained file."""
+    import h5py
+
+    found: list[str] = []
+    with h5py.File(path, "r") as f:
+
+        def link(name: str, item: Any) -> None:
+            if isinstance(item, h5py.ExternalLink):
+                found.append(f"{name}: an external link to '{Path(item.filename).name}'")
+
+        def stored(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                if obj.external:
+                    found.append(f"{name}: raw data stored in '{Path(str(obj.external[0][0])).name}'")
+                if obj.is_virtual:
+                    found.append(f"{name}: a virtual dataset mapped onto other files")
+
+        f.visititems_links(link)
+        f.visititems(stored)
+    return found
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -15,6 +15,7 @@ zarr store, one page or tile per chunk.
 from __future__ import annotations
 
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +118,20 @@ def _imagej_spacing(tif: Any, axes: str) -> tuple[tuple[float, ...] | None, str 
             spacing[letter] = den / num
     unit = ij.get("unit")
     return tuple(spacing.get(a, 1.0) for a in spatial_axes(axes)), unit
+
+
+def referenced_files(path: Path) -> list[Path]:
+    """The other files an OME-TIFF's metadata points at (a multi-file OME series reads them), resolved against its
+    folder; empty for a plain TIFF or a single-file OME-TIFF."""
+    import re
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata or ""
+    own = Path(os.path.realpath(path))
+    targets = {Path(os.path.realpath(path.parent / n)) for n in re.findall(r'FileName="([^"]*)"', xml)}
+    return sorted(t for t in targets if t != own)
 
 
 def read_tiff(path: Path, *, lazy: bool | None = None) -> Image:

@@ -12,7 +12,7 @@ import { Viewer } from "./viewer.js";
 const $ = (id) => document.getElementById(id);
 const app = {
   info: null, source: "data", folder: "", image: null, session: null, sid: null, z: 0, depth: 1, selected: null,
-  window: [0, 255], busy: false, queue: Promise.resolve(), stats: [], exports: [], prefetch: null,
+  window: [0, 255], busy: false, queue: Promise.resolve(), pending: 0, stats: [], exports: [], prefetch: null,
   viewRegion: null, rasterKey: "",
 };
 
@@ -31,7 +31,7 @@ async function guarded(work) {
   } catch (e) {
     if (e instanceof ApiError && e.status === 409 && app.sid) {
       showError(e.message);
-      await refreshSession();
+      try { await refreshSession(); } catch (again) { showError(`${e.message} (and reloading failed: ${again.message})`); }
       return null;
     }
     showError(e.message || String(e));
@@ -88,6 +88,10 @@ function wantedRegion() {
   return [Math.max(0, y0 - my), Math.max(0, x0 - mx), Math.min(shape[0], y1 + my), Math.min(shape[1], x1 + mx)];
 }
 
+// every fetch of pixels gets a ticket; an answer that is not the latest asked for (another slice, region, session or
+// an edit made since) is dropped instead of drawn over newer pixels
+const tickets = { slice: 0, labels: 0 };
+
 async function loadSlice(force = true) {
   const base = sliceBase();
   if (!base) return;
@@ -97,17 +101,18 @@ async function loadSlice(force = true) {
   app.rasterKey = key;
   const z = app.z;
   const q = `?region=${region.join(",")}`;
+  const ticket = ++tickets.slice;
+  const labelTicket = ++tickets.labels;
   await guarded(async () => {
     const [slice, labels] = await Promise.all([
       getRaw(`${base}/slice/${z}${q}`),
       app.sid ? getRaw(`${base}/labels/${z}${q}`) : Promise.resolve(null),
     ]);
-    if (z !== app.z) return; // the user moved on meanwhile
+    if (ticket !== tickets.slice) return; // the user moved on meanwhile
     viewer.setImage(slice);
-    viewer.setLabels(labels);
-    document.body.dataset.labelsZ = String(z);
-    document.body.dataset.labelsRevision = labels ? String(labels.revision) : "";
     document.body.dataset.sliceZ = String(z);
+    if (labelTicket !== tickets.labels) return; // newer labels (an edit) were asked for since
+    drawLabels(labels, z);
   });
 }
 
@@ -115,13 +120,22 @@ async function loadLabels() {
   if (!app.sid) return;
   const z = app.z;
   const region = wantedRegion();
+  const ticket = ++tickets.labels;
   await guarded(async () => {
     const labels = await getRaw(`/api/sessions/${app.sid}/labels/${z}?region=${region.join(",")}`);
-    if (z !== app.z) return;
-    viewer.setLabels(labels);
-    document.body.dataset.labelsZ = String(z);
-    document.body.dataset.labelsRevision = String(labels.revision);
+    if (ticket !== tickets.labels) return;
+    drawLabels(labels, z);
   });
+}
+
+// labels of a session only ever move forward: an answer older than what is drawn for that slice is dropped
+function drawLabels(labels, z) {
+  const key = `${app.sid}|${z}`;
+  if (labels && app.drawn && app.drawn.key === key && labels.revision < app.drawn.revision) return;
+  app.drawn = labels ? { key, revision: labels.revision } : null;
+  viewer.setLabels(labels);
+  document.body.dataset.labelsZ = String(z);
+  document.body.dataset.labelsRevision = labels ? String(labels.revision) : "";
 }
 
 function setZ(z, force = false) {
@@ -282,8 +296,7 @@ async function openSession(sid) {
     const image = state.image;
     app.image = { ...image, id: null, path: image.source.split(":").slice(1).join(":"), sourceName: image.source.split(":")[0] };
     applyState(state);
-    const z = Number(localStorage.getItem(`fmscope.z.${sid}`) || 0);
-    app.z = Math.min(z, app.depth - 1);
+    app.z = Number(localStorage.getItem(`fmscope.z.${sid}`) || 0); // showImage clamps it to the image's depth
     showImage();
     listSessions();
   });
@@ -297,6 +310,7 @@ async function refreshSession() {
 }
 
 function applyState(state) {
+  if (app.session && app.session.id === state.id && state.revision < app.session.revision) return; // stale
   app.session = state;
   if (app.selected != null && !state.objects.some((o) => o.id === app.selected)) app.selected = null;
   if (app.selected == null && state.objects.length) app.selected = state.objects[state.objects.length - 1].id;
@@ -392,8 +406,10 @@ function showPrompts() {
 
 // ---- edits -------------------------------------------------------------------------------------------------------
 function edit(change) {
-  // edits go one after the other, each with the revision the page has seen
-  app.queue = app.queue.then(() => guarded(async () => {
+  // edits go one after the other, each with the revision the page has seen; data-pending counts those not done
+  app.pending += 1;
+  document.body.dataset.pending = String(app.pending);
+  app.queue = app.queue.catch(() => null).then(() => guarded(async () => {
     if (!app.sid) throw new Error("open or start a session first (New session)");
     const state = await postJSON(`/api/sessions/${app.sid}/edit`, { ...change, revision: app.session.revision });
     clearError();
@@ -401,7 +417,10 @@ function edit(change) {
     applyState(state);
     await loadLabels();
     return state;
-  }));
+  })).finally(() => {
+    app.pending -= 1;
+    document.body.dataset.pending = String(app.pending);
+  });
   return app.queue;
 }
 
@@ -465,10 +484,11 @@ async function drawPlot() {
   const svg = $("plot");
   if (!app.sid || app.selected == null) { plotStats(svg, [], app.depth, app.z, setZ); return; }
   const revision = app.session.revision;
-  const key = `${app.selected}|${revision}`;
+  const key = `${app.sid}|${app.selected}|${revision}`;
   if (app.statsKey !== key) {
     const data = await guarded(() => getJSON(`/api/sessions/${app.sid}/stats/${app.selected}`));
-    if (!data) return;
+    const now = app.session ? `${app.sid}|${app.selected}|${app.session.revision}` : "";
+    if (!data || now !== key) return; // another object or revision was asked for meanwhile
     app.stats = data.slices;
     app.statsKey = key;
   }
@@ -586,11 +606,11 @@ function wire() {
   };
   $("interpolate").onclick = () => {
     const o = app.session.objects.find((x) => x.id === app.selected);
-    const keys = [...new Set([...o.accepted_slices])].sort((a, b) => a - b);
-    const below = keys.filter((k) => k <= app.z).pop();
+    const keys = [...o.accepted_slices].sort((a, b) => a - b);
+    const below = keys.filter((k) => k < app.z).pop();
     const above = keys.find((k) => k > app.z);
     if (below == null || above == null) { showError("interpolate: accept a slice above and one below this one first"); return; }
-    edit({ op: "interpolate", id: app.selected, z0: below, z1: above === app.z ? keys.find((k) => k > above) : above });
+    edit({ op: "interpolate", id: app.selected, z0: below, z1: above });
   };
   const everything = (stack) => runJob(stack ? "segmenting everything in the stack" : "segmenting everything",
     () => postJSON(`/api/sessions/${app.sid}/automatic`, { z: app.z, stack }), refreshSession);
@@ -657,7 +677,8 @@ async function watch() {
   if (app.sid && !app.busy && document.visibilityState === "visible") {
     try {
       const state = await getJSON(`/api/sessions/${app.sid}`);
-      if (app.session && state.revision !== app.session.revision) {
+      if (app.session && state.id === app.sid && state.revision > app.session.revision) { // newer only: a poll
+        // answered before one of our own edits must not roll the page back
         applyState(state);
         await loadLabels();
         document.body.dataset.refreshed = String(state.revision);

@@ -224,6 +224,9 @@ export class Viewer {
     c.addEventListener("pointerdown", (e) => this.down(e));
     c.addEventListener("pointermove", (e) => this.move(e));
     c.addEventListener("pointerup", (e) => this.up(e));
+    const drop = () => { if (this.drag) { this.drag = null; this.drawPrompts(); } }; // the browser took the pointer
+    c.addEventListener("pointercancel", drop);
+    c.addEventListener("lostpointercapture", (e) => { if (this.drag && e.buttons !== 0) drop(); });
     c.addEventListener("wheel", (e) => this.wheel(e), { passive: false });
     window.addEventListener("keydown", (e) => { if (e.code === "Space" && this.isTyping(e) === false) { this.space = true; this.root.classList.add("panning"); } });
     window.addEventListener("keyup", (e) => { if (e.code === "Space") { this.space = false; this.root.classList.remove("panning"); } });
