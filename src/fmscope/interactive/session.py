@@ -394,8 +394,6 @@ class Session(SessionCore):
 
         return open_session(cls, folder, image, backend, autosave=autosave, **kwargs)
 
-    load = open  # the name of earlier releases
-
     # ---- outputs ------------------------------------------------------------------------------------------------
 
     def export_labels(self, path: str | os.PathLike[str], **options: Any) -> Path:

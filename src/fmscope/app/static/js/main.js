@@ -5,50 +5,13 @@
 // <body data-*> and window.fmscope.
 
 import { ApiError, follow, getJSON, getRaw, postJSON, upload } from "./api.js";
+import {
+  actions, backendSpec, exportWhat, fillBackends, score, setBackend, syncBackend,
+} from "./panels.js";
 import { drawHistogram, cssColour } from "./render.js";
-import { plotScores, plotStats } from "./plot.js";
+import { plotStats } from "./plot.js";
+import { $, app, button, clearError, guarded, hooks, publish, rangeText, showError } from "./ui.js";
 import { Viewer } from "./viewer.js";
-
-const $ = (id) => document.getElementById(id);
-const app = {
-  info: null, source: "data", folder: "", image: null, session: null, sid: null, z: 0, depth: 1, selected: null,
-  window: [0, 255], busy: false, queue: Promise.resolve(), pending: 0, stats: [], exports: [], prefetch: null,
-  viewRegion: null, rasterKey: "",
-};
-
-// ---- messages --------------------------------------------------------------------------------------------------
-function showError(message) {
-  $("error-text").textContent = message;
-  $("error").hidden = false;
-  document.body.dataset.error = message;
-}
-function clearError() { $("error").hidden = true; document.body.dataset.error = ""; }
-$("error-close").onclick = clearError;
-
-async function guarded(work) {
-  try {
-    return await work();
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 409 && app.sid) {
-      showError(e.message);
-      try { await refreshSession(); } catch (again) { showError(`${e.message} (and reloading failed: ${again.message})`); }
-      return null;
-    }
-    showError(e.message || String(e));
-    return null;
-  }
-}
-
-function publish() {
-  const d = document.body.dataset;
-  d.session = app.sid || "";
-  d.revision = app.session ? String(app.session.revision) : "";
-  d.z = String(app.z);
-  d.selected = app.selected == null ? "" : String(app.selected);
-  d.objects = app.session ? String(app.session.objects.length) : "0";
-  d.busy = app.busy ? "1" : "0";
-  $("viewer").dataset.z = String(app.z);
-}
 
 // ---- viewer -----------------------------------------------------------------------------------------------------
 const viewer = new Viewer($("viewer"), {
@@ -209,14 +172,6 @@ async function listFiles(folder = app.folder) {
   });
 }
 
-function button(label, onclick, title = "") {
-  const b = document.createElement("button");
-  b.textContent = label;
-  b.title = title;
-  b.onclick = (e) => { e.stopPropagation(); onclick(); };
-  return b;
-}
-
 async function openImage(path, channel = null) {
   await guarded(async () => {
     let info;
@@ -368,11 +323,6 @@ function renderSession() {
   publish();
 }
 
-function rangeText(zs) {
-  if (zs.length <= 3) return zs.join(", ");
-  return `${zs[0]}\u2013${zs[zs.length - 1]} (${zs.length})`;
-}
-
 function select(id) {
   app.selected = id;
   viewer.setSelected(id);
@@ -495,91 +445,6 @@ async function drawPlot() {
   plotStats(svg, app.stats, app.depth, app.z, setZ);
 }
 
-async function exportWhat(what) {
-  const data = await guarded(() => postJSON(`/api/sessions/${app.sid}/export`, {
-    what, format: $("ex-format").value, accepted_only: $("ex-accepted").checked, binary: $("ex-binary").checked,
-  }));
-  if (!data) return;
-  clearError();
-  const li = document.createElement("li");
-  const a = document.createElement("a");
-  a.href = data.url; a.textContent = data.name; a.download = data.name; a.className = "name";
-  li.dataset.export = what;
-  li.append(a);
-  $("exports").prepend(li);
-}
-
-async function score() {
-  const path = $("gt-path").value.trim();
-  if (!path) { showError("ground truth: pick a labels file in the list (its GT button)"); return; }
-  const values = $("gt-values").value.trim() ? $("gt-values").value.split(",").map(Number) : null;
-  await runJob("scoring against the ground truth", () => postJSON(`/api/sessions/${app.sid}/compare`, {
-    source: $("gt-path").dataset.source || "data", path, values,
-  }), (result) => {
-    $("gt-summary").textContent = `whole stack: Dice ${result.dice.toFixed(4)}, IoU ${result.iou.toFixed(4)} (objects ${result.objects.join(", ")})`;
-    $("gt-plot").hidden = false;
-    plotScores($("gt-plot"), result.slices, app.depth, setZ);
-    const table = $("gt-table");
-    table.replaceChildren();
-    const head = table.insertRow();
-    for (const h of ["z", "IoU", "Dice", "px", "true px"]) { const th = document.createElement("th"); th.textContent = h; head.append(th); }
-    for (const r of result.slices) {
-      const row = table.insertRow();
-      row.onclick = () => setZ(r.z);
-      for (const v of [r.z, r.iou.toFixed(3), r.dice.toFixed(3), r.predicted, r.truth]) row.insertCell().textContent = String(v);
-    }
-    document.body.dataset.gtDice = String(result.dice);
-  });
-}
-
-// ---- backends ----------------------------------------------------------------------------------------------------
-function fillBackends() {
-  const select = $("backend");
-  select.replaceChildren();
-  for (const b of app.info.backends) {
-    const opt = document.createElement("option");
-    opt.value = b.name;
-    opt.textContent = b.name;
-    opt.disabled = !b.available;
-    opt.title = b.available ? `${b.summary}; needs ${b.needs}` : b.reason;
-    if (!b.available) opt.textContent += " (unavailable)";
-    select.append(opt);
-  }
-  select.onchange = () => backendChanged(true);
-  backendChanged(false);
-  const g = app.info.grounding;
-  $("text-reason").textContent = g.available ? "" : g.reason;
-  $("phrase").disabled = !g.available;
-}
-
-function backendChanged(apply) {
-  const b = app.info.backends.find((x) => x.name === $("backend").value);
-  const reasons = app.info.backends.filter((x) => !x.available).map((x) => `${x.name}: ${x.reason}`);
-  $("backend-reason").textContent = reasons.join("\n");
-  const models = $("backend-model");
-  models.hidden = !(b && b.models && b.models.length);
-  models.replaceChildren(...(b && b.models ? b.models : []).map((m) => { const o = document.createElement("option"); o.value = m; o.textContent = m; return o; }));
-  $("fm-row").hidden = !(b && b.name === "fm");
-  if (apply && app.sid && b && b.name !== "fm") setBackend();
-}
-
-function backendSpec() {
-  const method = $("backend").value || "rf";
-  const spec = { method };
-  if (!$("backend-model").hidden) spec.model = $("backend-model").value;
-  if (method === "fm") spec.model_dir = $("fm-dir").value.trim();
-  return spec;
-}
-
-function syncBackend(backend) {
-  if (document.activeElement !== $("backend")) $("backend").value = backend.method || backend.name;
-}
-
-async function setBackend() {
-  const state = await guarded(() => postJSON(`/api/sessions/${app.sid}/backend`, backendSpec()));
-  if (state) { applyState(state); clearError(); }
-}
-
 // ---- wiring ------------------------------------------------------------------------------------------------------
 function wire() {
   $("file-source").onchange = () => { app.source = $("file-source").value; listFiles(""); };
@@ -689,6 +554,8 @@ async function watch() {
 }
 
 async function start() {
+  hooks.onConflict = refreshSession;
+  Object.assign(actions, { applyState, runJob, setZ });
   wire();
   setTool("point");
   await guarded(async () => {
