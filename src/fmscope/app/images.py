@@ -97,6 +97,7 @@ class ImageHandle:
     channel: int | None
     dataset: str | None
     levels: list[Any] = field(default_factory=list)
+    direct: Any = None  # the zarr array itself (an OME-Zarr in the canonical axis order): slices without dask
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _histogram: dict[str, Any] | None = None
 
@@ -136,7 +137,7 @@ class ImageHandle:
         }
 
     def _plane(self, z: int, level: int = 0) -> Any:
-        data = self.image.data if level == 0 else self.levels[level - 1]
+        data = (self.direct or self.image.data) if level == 0 else self.levels[level - 1]
         return data if data.ndim == 2 else data[z]
 
     def read(
@@ -207,13 +208,29 @@ def open_image(
     if root is not None:
         check_self_contained(path, root)
     image = read_spatial(path, dataset=dataset, channel=channel)
-    handle = ImageHandle(path, source, image, channel, dataset)
+    handle = ImageHandle(path, source, image, channel, dataset, direct=_zarr_array(path, image))
     if image.meta.format == "ome-zarr":
         from fmscope.io.omezarr import count_levels
 
         for level in range(1, count_levels(path, dataset)):
-            handle.levels.append(read_spatial(path, dataset=dataset, channel=channel, level=level).data)
+            extra = read_spatial(path, dataset=dataset, channel=channel, level=level)
+            handle.levels.append(_zarr_array(path, extra) or extra.data)
     return handle
+
+
+def _zarr_array(path: Path, image: Image) -> Any:
+    """The OME-Zarr array an image was read from, when it holds exactly these voxels in this order (then a slice is
+    read straight from zarr, a few times faster than through dask); None otherwise."""
+    if image.meta.format != "ome-zarr" or image.meta.dataset is None:
+        return None
+    import zarr
+
+    try:
+        arr = zarr.open(str(path), mode="r", path=image.meta.dataset)
+    except Exception:  # zarr raises several types; the dask array is then used
+        return None
+    same = isinstance(arr, zarr.Array) and tuple(arr.shape) == tuple(image.shape) and arr.dtype == image.dtype
+    return arr if same else None
 
 
 def display_bytes(array: np.ndarray) -> tuple[bytes, str]:

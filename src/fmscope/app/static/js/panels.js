@@ -1,6 +1,6 @@
 // The backend, export and ground-truth panels.
 
-import { getJSON, postJSON } from "./api.js";
+import { postJSON } from "./api.js";
 import { plotScores } from "./plot.js";
 import { $, app, clearError, guarded, showError } from "./ui.js";
 
