@@ -36,16 +36,6 @@ def bbox(mask: NDArray[np.bool_], pad: int = 0) -> Window | None:
     return clip_window(rows[0] - pad, cols[0] - pad, rows[-1] + 1 + pad, cols[-1] + 1 + pad, mask.shape)
 
 
-def union(a: Window | None, b: Window | None) -> Window | None:
-    """The smallest window holding both (None counts as empty)."""
-    if a is None or b is None:
-        return a if b is None else b
-    return (
-        slice(min(a[0].start, b[0].start), max(a[0].stop, b[0].stop)),
-        slice(min(a[1].start, b[1].start), max(a[1].stop, b[1].stop)),
-    )
-
-
 def paste(window: Window, local: NDArray[np.bool_], shape: Sequence[int]) -> NDArray[np.bool_]:
     """A full-slice mask holding ``local`` at ``window`` (False elsewhere)."""
     out = np.zeros((int(shape[0]), int(shape[1])), bool)
