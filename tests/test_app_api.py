@@ -76,8 +76,13 @@ def test_info_lists_backends_with_their_reasons(env: SimpleNamespace) -> None:
 def test_file_list_marks_images_folders_and_stops_at_the_root(env: SimpleNamespace) -> None:
     root = env.client.get("/api/files").json()["entries"]
     kinds = {e["name"]: e["kind"] for e in root}
-    assert kinds == {"slices": "folder", "stacks": "folder", "broken.tif": "image", "notes.txt": "file",
-                     "plain.tif": "image"}  # fmt: skip  (the link out of the root is not listed)
+    assert kinds == {
+        "slices": "folder",
+        "stacks": "folder",
+        "broken.tif": "image",
+        "notes.txt": "file",
+        "plain.tif": "image",
+    }  # the link out of the root is not listed
     assert next(e for e in root if e["name"] == "slices")["slices"] is True
     stacks = {e["name"]: e for e in env.client.get("/api/files", params={"path": "stacks"}).json()["entries"]}
     assert stacks["balls.ome.zarr"]["kind"] == "image" and stacks["balls.ome.zarr"]["format"] == "ome-zarr"
@@ -317,9 +322,12 @@ def test_a_restarted_server_restores_the_session_and_its_history(env: SimpleName
         state = again.get(f"/api/sessions/{sid}").json()
         assert state["objects"] == before["objects"] and state["undo"] == before["undo"]
         np.testing.assert_array_equal(labels_of(again, sid, 4), planes)
-        assert again.post(f"/api/sessions/{sid}/edit", json={"op": "undo", "revision": state["revision"]}).json()[
-            "objects"
-        ][0]["accepted_slices"] == []
+        assert (
+            again.post(f"/api/sessions/{sid}/edit", json={"op": "undo", "revision": state["revision"]}).json()[
+                "objects"
+            ][0]["accepted_slices"]
+            == []
+        )
         assert [s["id"] for s in again.get("/api/sessions").json()["sessions"]] == [sid]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fmscope.app.paths import PathRefused, relative_to
+from fmscope.app.paths import PathRefused, is_under, relative_to
 from fmscope.errors import InvalidInputError
 from fmscope.io import SUPPORTED_FORMATS, Image, detect_format, read_spatial
 
@@ -54,8 +54,7 @@ def list_folder(root: Path, folder: Path) -> list[dict[str, Any]]:
     for entry in sorted(folder.iterdir(), key=lambda e: (not e.is_dir(), e.name.lower())):
         if entry.name.startswith(".") or not entry.exists():  # hidden, or a broken link
             continue
-        real = Path(entry).resolve()
-        if real != base and base not in real.parents:
+        if not is_under(base, Path(entry).resolve()):
             continue
         rel = relative_to(root, entry)
         if entry.is_dir():
@@ -100,10 +99,6 @@ class ImageHandle:
     direct: Any = None  # the zarr array itself (an OME-Zarr in the canonical axis order): slices without dask
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _histogram: dict[str, Any] | None = None
-
-    @property
-    def data(self) -> Any:
-        return self.image.data
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -193,7 +188,7 @@ def check_self_contained(path: Path, root: Path) -> None:
         from fmscope.io.tiff import referenced_files
 
         base = root.resolve()
-        outside = [f"'{t.name}'" for t in referenced_files(path) if t != base and base not in t.parents]
+        outside = [f"'{t.name}'" for t in referenced_files(path) if not is_under(base, t)]
     if outside:
         raise PathRefused(f"{path.name}: reads other files ({'; '.join(outside[:3])}); the app opens only files that "
                           "stay inside the data folder")  # fmt: skip

@@ -31,13 +31,18 @@ def _parts(relative: str) -> list[str]:
     return [p for p in PurePosixPath(relative).parts if p not in ("", ".")]
 
 
+def is_under(base: Path, path: Path) -> bool:
+    """Whether resolved ``path`` is resolved ``base`` itself or lies below it."""
+    return path == base or base in path.parents
+
+
 def inside(root: Path, relative: str, *, must_exist: bool = True) -> Path:
     """``root / relative`` after the checks of the module doc; a symbolic link is followed only when its target is
     under ``root`` too."""
     base = root.resolve()
     target = base.joinpath(*_parts(relative))
     resolved = Path(os.path.realpath(target))
-    if resolved != base and base not in resolved.parents:
+    if not is_under(base, resolved):
         raise PathRefused(f"path: {relative!r} leads outside the data folder")
     if must_exist and not resolved.exists():
         raise PathRefused(f"path: {relative!r} does not exist")

@@ -138,4 +138,3 @@ def image_slice(request: Request, image_id: str, z: int, region: str | None = No
     array, how = handle.read(z, region_arg(region), max_side)
     data, dtype = display_bytes(array)
     return raw(data, dtype, array.shape, how)
-

@@ -323,14 +323,11 @@ async def compare(request: Request, session_id: str) -> dict[str, Any]:
     opened = await _opened(request, session_id)
 
     def work(job: Job) -> dict[str, Any]:
-        from fmscope.app.images import open_image
         from fmscope.interactive.session_stack import compare_session
 
-        source, path = data.get("source", "data"), data.get("path")
-        if not isinstance(path, str):
+        if not isinstance(data.get("path"), str):
             raise InvalidInputError("path: expected a ground-truth label file inside the data folder")
-        truth = open_image(ws.resolve(c, source, path), f"{source}:{path}", dataset=data.get("dataset"),
-                           channel=data.get("channel"), root=ws.root(c, source))  # fmt: skip
+        truth = ws.load(c, image_spec({k: data.get(k) for k in ("source", "path", "dataset", "channel")}))
         return compare_session(opened.session, truth.volume(), truth_values=data.get("values"), progress=job.progress)
 
     return _job(request, "compare", session_id, work)

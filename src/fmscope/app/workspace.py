@@ -152,8 +152,9 @@ class Workspace:
 
     # ---- images ----------------------------------------------------------------------------------------------
 
-    def _open(self, client: str, spec: dict[str, Any]) -> ImageHandle:
-        """An image of a checked spec, refused when it would read files outside its root."""
+    def load(self, client: str, spec: dict[str, Any]) -> ImageHandle:
+        """An image of a checked spec (:func:`image_spec`), refused when it would read files outside its root; not
+        kept among the open images."""
         source, path = spec["source"], spec["path"]
         return open_image(self.resolve(client, source, path), f"{source}:{path}", dataset=spec.get("dataset"),
                           channel=spec.get("channel"), root=self.root(client, source))  # fmt: skip
@@ -162,7 +163,7 @@ class Workspace:
         self, client: str, source: str, path: str, *, dataset: str | None = None, channel: int | None = None
     ) -> tuple[str, ImageHandle]:
         spec = image_spec({"source": source, "path": path, "dataset": dataset, "channel": channel})
-        handle = self._open(client, spec)
+        handle = self.load(client, spec)
         image_id = f"i-{uuid.uuid4().hex[:12]}"
         with self._lock:
             mine = self._images.setdefault(client, OrderedDict())
@@ -202,7 +203,7 @@ class Workspace:
         """Create a session folder on an image (the slow part, fitting the volume's window, reports ``progress``)."""
         spec = image_spec(image)
         options = backend_options(backend, self.config)
-        handle = self._open(client, spec)
+        handle = self.load(client, spec)
         session_id = f"s-{uuid.uuid4().hex[:12]}"
         folder = self.client_dir(client) / session_id
         settings = {
@@ -243,7 +244,7 @@ class Workspace:
             if not is_session_folder(folder):
                 raise NotFound(f"session: {session_id} does not exist (or belongs to another browser)")
             settings = SessionStore.open(folder).header.get("settings", {})
-            handle = self._open(client, image_spec(settings["image"]))
+            handle = self.load(client, image_spec(settings["image"]))
             backend = build_backend(settings["backend"], self.config)
             session = Session.open(folder, handle.volume(), backend, cache_size=EMBEDDINGS_IN_MEMORY)
             session.embeddings.max_bytes = embedding_budget()

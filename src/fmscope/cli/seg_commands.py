@@ -39,7 +39,9 @@ def register(sub: Any) -> None:
     add_input(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output label image (format from extension)")
     p.add_argument(
-        "--method", choices=(*CLASSICAL_METHODS, *BACKENDS), default="otsu",
+        "--method",
+        choices=(*CLASSICAL_METHODS, *BACKENDS),
+        default="otsu",
         help=f"segmentation method (default otsu); promptable ones: {backends_help()}",
     )
     add_dataset_option(p)

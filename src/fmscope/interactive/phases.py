@@ -123,12 +123,17 @@ def predict_phases(model: PixelClassifier, embedding: SliceEmbedding) -> NDArray
     return np.argmax(proba, axis=0).astype(np.int64)
 
 
-def fit_session_phases(session: Session, phases: Mapping[int, ObjectPrompt]) -> tuple[Any, list[int]]:
-    """The phase model of a session from the prompts of its phases on every prompted slice, and the phase ids in
-    class order (class k + 1 is ``ids[k]``)."""
+def _phase_backend(session: Session) -> SupportsPhases:
     backend = session.backend
     if not isinstance(backend, SupportsPhases):
         raise InvalidInputError(f"mode: the {backend.name} backend does not learn phases (rf and fm do)")
+    return backend
+
+
+def fit_session_phases(session: Session, phases: Mapping[int, ObjectPrompt]) -> tuple[Any, list[int]]:
+    """The phase model of a session from the prompts of its phases on every prompted slice, and the phase ids in
+    class order (class k + 1 is ``ids[k]``)."""
+    backend = _phase_backend(session)
     ids = sorted(phases)
     slices = sorted({z for p in phases.values() for z in p.slices()})
     if not slices:
@@ -146,9 +151,7 @@ def phase_plane(
 ) -> NDArray[np.uint32]:
     """Slice ``z`` with its phase ids from the model; pixels of the objects in ``keep`` (children) stay as in
     ``old``."""
-    backend = session.backend
-    if not isinstance(backend, SupportsPhases):
-        raise InvalidInputError(f"mode: the {backend.name} backend does not learn phases (rf and fm do)")
+    backend = _phase_backend(session)
     classes = np.asarray(backend.predict_phases(model, session.embedding(z)))
     lut = np.array([0, *ids], np.uint32)
     new = lut[np.clip(classes, 0, len(ids))]

@@ -210,9 +210,7 @@ def parse_prompts(data: Any, shape: Sequence[int]) -> list[ObjectPrompt]:
         if not isinstance(strokes, list):
             raise InvalidInputError(f"{where}.strokes: expected a list of strokes, got {strokes!r}")
         lines = tuple(_stroke(v, shape, f"{where}.strokes[{i}]") for i, v in enumerate(strokes))
-        prompt = ObjectPrompt(
-            oid, points["positive"], points["negative"], box, text.strip() if text else None, lines
-        )
+        prompt = ObjectPrompt(oid, points["positive"], points["negative"], box, text.strip() if text else None, lines)
         if not prompt.has_positive and text is None:
             raise InvalidInputError(
                 f"{where}: object {oid} needs a positive point, a positive stroke, a box or a text phrase"

@@ -52,7 +52,7 @@ from numpy.typing import NDArray
 from fmscope.errors import InvalidInputError
 from fmscope.interactive import raster
 from fmscope.interactive.history import MODES, parse_object
-from fmscope.interactive.prompts import ObjectPrompt, check_box
+from fmscope.interactive.prompts import ObjectPrompt, Stroke, check_box
 from fmscope.interactive.protocol import PromptableModel, SupportsPhases
 from fmscope.interactive.session_core import SessionCore, is_int
 
@@ -180,7 +180,7 @@ class Session(SessionCore):
     def add_point(self, object_id: int, z: int, y: float, x: float, positive: bool = True) -> None:
         """Add a positive (or negative) click on slice ``z`` and re-predict that slice of the object."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
+            oid, z = self._check_object(object_id), self.check_z(z)
             y, x = self._check_yx(y, x)
             old = self._prompts[oid]
             point = ((float(z), y, x),)
@@ -190,7 +190,7 @@ class Session(SessionCore):
     def remove_point(self, object_id: int, z: int, y: float, x: float) -> None:
         """Remove the object's point (positive or negative) on slice ``z`` nearest to ``(y, x)``; re-predict."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
+            oid, z = self._check_object(object_id), self.check_z(z)
             y, x = self._check_yx(y, x)
             old = self._prompts[oid]
             found = [(math.hypot(p[1] - y, p[2] - x), sign, k) for sign, pts in ((1, old.positive), (0, old.negative))
@@ -206,7 +206,7 @@ class Session(SessionCore):
         """Set the object's box to ``(y_min, x_min, y_max, x_max)`` on slice ``z`` (an object has one box: a box on
         another slice moves here and that slice is recomputed too), or remove it with ``None``."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
+            oid, z = self._check_object(object_id), self.check_z(z)
             old = self._prompts[oid]
             if box is None:
                 if old.box is None or round(old.box[0]) != z:
@@ -221,16 +221,23 @@ class Session(SessionCore):
     ) -> None:
         """Add a brush stroke prompt (a polyline of ``(y, x)`` points on slice ``z``) and re-predict that slice."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
-            stroke = {"points": [[z, *p] for p in points], "width": width, "positive": positive}
-            (checked,) = parse_object({"id": oid, "strokes": [stroke]}, self.shape).strokes
+            oid, z = self._check_object(object_id), self.check_z(z)
+            checked = self._stroke(oid, z, points, width, positive)
             old = self._prompts[oid]
             self._edit_prompt("add_stroke", replace(old, strokes=(*old.strokes, checked)), z)
+
+    def _stroke(
+        self, oid: int, z: int, points: Sequence[Sequence[float]], width: float, positive: bool = True
+    ) -> Stroke:
+        """A checked stroke of ``(y, x)`` points on slice ``z`` (parsed as a prompt file's stroke would be)."""
+        stroke = {"points": [[z, *p] for p in points], "width": width, "positive": positive}
+        (checked,) = parse_object({"id": oid, "strokes": [stroke]}, self.shape).strokes
+        return checked
 
     def clear_slice(self, object_id: int, z: int) -> None:
         """Remove all prompts of an object on slice ``z`` (and its mask there)."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
+            oid, z = self._check_object(object_id), self.check_z(z)
             old = self._prompts[oid]
             keep = lambda pts: tuple(p for p in pts if round(p[0]) != z)  # noqa: E731
             box = None if old.box is not None and round(old.box[0]) == z else old.box
@@ -242,7 +249,7 @@ class Session(SessionCore):
         """Put a 2D mask (a painted correction, a propagated result) for one object on slice ``z``: it replaces the
         object's pixels there and takes background only, or every pixel it covers with ``replace_others``."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
+            oid, z = self._check_object(object_id), self.check_z(z)
             arr = self._check_mask(mask)
             self._commit("set_mask", {z: self._masked(oid, z, arr, replace_others)}, {})
 
@@ -280,10 +287,8 @@ class Session(SessionCore):
     ) -> None:
         """Paint (or erase) the object's mask on slice ``z`` along a brush stroke of ``(y, x)`` points."""
         with self._lock:
-            oid, z = self._check_object(object_id), self._check_z(z)
-            stroke = {"points": [[z, *p] for p in points], "width": width}
-            (checked,) = parse_object({"id": oid, "strokes": [stroke]}, self.shape).strokes
-            brush = raster.stroke_mask(checked.on_slice(), self.shape[1:])
+            oid, z = self._check_object(object_id), self.check_z(z)
+            brush = raster.stroke_mask(self._stroke(oid, z, points, width).on_slice(), self.shape[1:])
             current = self.plane(z) == oid
             mask = current & ~brush if erase else current | brush
             self._commit("erase" if erase else "paint", {z: self._masked(oid, z, mask, replace_others)}, {})
@@ -298,7 +303,7 @@ class Session(SessionCore):
     def accept_slice(self, object_id: int, z: int, accepted: bool = True) -> None:
         """Fix (or release) an object's mask on slice ``z``: a key slice of propagation that it never overwrites."""
         with self._lock:
-            pair = (self._check_object(object_id), self._check_z(z))
+            pair = (self._check_object(object_id), self.check_z(z))
             pairs = self._meta.accepted_slices | {pair} if accepted else self._meta.accepted_slices - {pair}
             self._commit("accept_slice", {}, {}, replace(self._meta, accepted_slices=frozenset(pairs)))
 
@@ -318,7 +323,7 @@ class Session(SessionCore):
                 arr = np.asarray(plane)
                 if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or not set(np.unique(arr)) <= known:
                     raise InvalidInputError(f"planes[{z}]: expected labels of shape {self.shape[1:]} holding known ids")
-                checked[self._check_z(z)] = arr.astype(np.uint32)
+                checked[self.check_z(z)] = arr.astype(np.uint32)
             self._commit(action, checked, {})
 
     def set_masks(self, action: str, masks: Mapping[int, Mapping[int, NDArray[np.bool_]]]) -> None:
@@ -329,7 +334,7 @@ class Session(SessionCore):
             for oid in sorted(masks):
                 self._check_object(oid)
                 for z, mask in sorted(masks[oid].items()):
-                    z = self._check_z(z)
+                    z = self.check_z(z)
                     planes[z] = self._masked(oid, z, self._check_mask(mask), base=planes.get(z))
             self._commit(action, planes, {})
 
@@ -337,7 +342,7 @@ class Session(SessionCore):
         """One step that adds every id of ``labels`` (slice -> 2D label plane, e.g. automatic mode) as a new object
         (numbered after the existing ones) on the background pixels; returns the new ids."""
         with self._lock:
-            arrays = {self._check_z(z): np.asarray(plane) for z, plane in labels.items()}
+            arrays = {self.check_z(z): np.asarray(plane) for z, plane in labels.items()}
             for z, arr in arrays.items():
                 if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
                     raise InvalidInputError(f"labels[{z}]: expected ids >= 0 of shape {self.shape[1:]}, got {arr.shape}"
@@ -347,11 +352,11 @@ class Session(SessionCore):
             lut[found] = np.arange(self._meta.next_id, self._meta.next_id + len(found), dtype=np.uint32)
             planes: dict[int, np.ndarray] = {}
             for z, arr in arrays.items():
-                out = self.plane(z).copy()
-                planes[z] = np.where(out == 0, lut[arr], out).astype(np.uint32)  # background pixels only
-            prompts = {int(new): ObjectPrompt(int(new)) for new in lut[found]}
+                old = self.plane(z)
+                planes[z] = np.where(old == 0, lut[arr], old).astype(np.uint32)  # background pixels only
+            prompts: dict[int, ObjectPrompt | None] = {int(new): ObjectPrompt(int(new)) for new in lut[found]}
             next_id = self._meta.next_id + len(found)
-            self._commit(action, planes, dict(prompts), replace(self._meta, next_id=next_id))
+            self._commit(action, planes, prompts, replace(self._meta, next_id=next_id))
             return sorted(prompts)
 
     # ---- through the stack --------------------------------------------------------------------------------------
@@ -413,4 +418,3 @@ class Session(SessionCore):
             f"Session(shape={self.image_shape}, backend={self.backend.name!r}, mode={self.mode!r}, "
             f"objects={list(self.object_ids)}, revision={self.revision})"
         )
-

@@ -124,10 +124,6 @@ class SessionCore:
         if self._store is not None:
             self._store.update_header(settings=dict(settings))
 
-    def check_z(self, z: Any) -> int:
-        """``z`` as a slice index of this session, refused naming ``z`` otherwise."""
-        return self._check_z(z)
-
     def set_backend(self, backend: PromptableModel) -> None:
         """Segment with another backend from now on (same image, window and embedding cache folder); masks and
         prompts stay, slices are embedded again by the new backend when needed."""
@@ -159,7 +155,7 @@ class SessionCore:
 
     def plane(self, z: int) -> NDArray[np.uint32]:
         """The uint32 labels of slice ``z`` (read-only)."""
-        z = self._check_z(z)
+        z = self.check_z(z)
         plane = self._planes.get(z)
         view = np.zeros(self.shape[1:], np.uint32) if plane is None else plane.view()
         view.flags.writeable = False
@@ -239,7 +235,7 @@ class SessionCore:
 
     def mask(self, object_id: int, z: int) -> NDArray[np.bool_]:
         """The current 2D mask of one object on slice ``z``."""
-        oid, z = self._check_object(object_id), self._check_z(z)
+        oid, z = self._check_object(object_id), self.check_z(z)
         return np.asarray(self.plane(z) == oid)
 
     def label_image(self, *, accepted_only: bool = False, binary: bool = False) -> np.ndarray:
@@ -254,11 +250,11 @@ class SessionCore:
 
     def image_slice(self, z: int) -> np.ndarray:
         """Slice ``z`` of the raw image (read on demand)."""
-        return np.asarray(self._image[self._check_z(z)])
+        return np.asarray(self._image[self.check_z(z)])
 
     def embedding(self, z: int) -> Any:
         """The backend's embedding of slice ``z`` (computed on first use, then cached)."""
-        return self.embeddings[self._check_z(z)]
+        return self.embeddings[self.check_z(z)]
 
     # ---- validation ---------------------------------------------------------------------------------------------
 
@@ -267,7 +263,8 @@ class SessionCore:
             raise InvalidInputError(f"object_id: unknown object {object_id!r}; known ids: {list(self.object_ids)}")
         return int(object_id)
 
-    def _check_z(self, z: Any) -> int:
+    def check_z(self, z: Any) -> int:
+        """``z`` as a slice index of this session, refused naming ``z`` otherwise."""
         if not is_int(z) or not 0 <= z < self.shape[0]:
             raise InvalidInputError(f"z: expected a slice index in 0..{self.shape[0] - 1}, got {z!r}")
         return int(z)
@@ -361,29 +358,23 @@ class SessionCore:
 
     def undo(self) -> bool:
         """Revert the last step; False when there is none."""
-        with self._lock:
-            if not self._undo:
-                return False
-            step = self._undo[-1]
-            if self._store is not None:
-                self._store.move(self._store.state.head - 1)
-            self._undo.pop()
-            self._apply(step, forward=False)
-            self._redo.append(step)
-            self._revision += 1
-            return True
+        return self._move(forward=False)
 
     def redo(self) -> bool:
         """Re-apply the last undone step; False when there is none (a new edit after an undo clears the redo list)."""
+        return self._move(forward=True)
+
+    def _move(self, forward: bool) -> bool:
+        """One step from the undo list back (or from the redo list forward), on disk first."""
+        source, target = (self._redo, self._undo) if forward else (self._undo, self._redo)
         with self._lock:
-            if not self._redo:
+            if not source:
                 return False
-            step = self._redo[-1]
             if self._store is not None:
-                self._store.move(self._store.state.head + 1)
-            self._redo.pop()
-            self._apply(step, forward=True)
-            self._undo.append(step)
+                self._store.move(self._store.state.head + (1 if forward else -1))
+            step = source.pop()
+            self._apply(step, forward=forward)
+            target.append(step)
             self._revision += 1
             return True
 
@@ -397,4 +388,3 @@ class SessionCore:
         self._store = store
         self._snapshot_at = snapshot.at
         self._undo, self._redo = undo, redo
-

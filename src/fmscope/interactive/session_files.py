@@ -98,13 +98,11 @@ def save_session(session: Session, folder: str | os.PathLike[str], *, overwrite:
         raise InvalidInputError(f"folder: '{out}' exists and is not a session folder; refusing to replace it")
     with session.lock, atomic_output(out, overwrite=overwrite) as tmp:
         header = {} if session._store is None else dict(session._store.header)
-        image = session._image if len(session.image_shape) == 3 else session._image[0]
-        header.update({
-            "image": {"shape": list(session.image_shape), "dtype": session.dtype.name,
-                      "fingerprint": image_fingerprint(image)},
-            "backend": session.backend.name,
-            "profile": session.profile.to_dict(),
-        })  # fmt: skip
+        if "image" not in header:  # an in-memory session: its image was never fingerprinted
+            image = session._image if len(session.image_shape) == 3 else session._image[0]
+            header["image"] = {"shape": list(session.image_shape), "dtype": session.dtype.name,
+                               "fingerprint": image_fingerprint(image)}  # fmt: skip
+        header.update({"backend": session.backend.name, "profile": session.profile.to_dict()})
         for key in ("format", "version"):
             header.pop(key, None)
         store = SessionStore.create(tmp, header)
@@ -148,8 +146,14 @@ def export_prompts(session: Session, path: str | os.PathLike[str], *, overwrite:
     if len(session.image_shape) == 2:  # the session keeps z = 0; a 2D image's prompts file has (y, x)
         flat = lambda pts: tuple(q[1:] for q in pts)  # noqa: E731
         prompts = [
-            ObjectPrompt(p.id, flat(p.positive), flat(p.negative), None if p.box is None else p.box[1:], p.text,
-                         tuple(Stroke(flat(s.points), s.width, s.positive) for s in p.strokes))  # fmt: skip
+            ObjectPrompt(
+                p.id,
+                flat(p.positive),
+                flat(p.negative),
+                None if p.box is None else p.box[1:],
+                p.text,
+                tuple(Stroke(flat(s.points), s.width, s.positive) for s in p.strokes),
+            )
             for p in prompts
         ]
     return save_prompts(path, prompts, overwrite=overwrite)
@@ -190,4 +194,3 @@ class LazySlices:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return np.asarray(self.session._image[key])
-

@@ -26,6 +26,7 @@ from fmscope.interactive.enhance import EnhanceConfig, find_outliers, interpolat
 from fmscope.interactive.pipeline import propagate_objects
 from fmscope.interactive.propagate import ObjectTrack, PropagationConfig
 from fmscope.interactive.protocol import SupportsPhases
+from fmscope.interactive.session_core import is_int
 from fmscope.metrics import dice, iou
 from fmscope.utils.progress import ProgressCallback, make_progress
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 def _z_range(session: Session, z_range: Sequence[int] | None) -> tuple[int, int]:
     if z_range is None:
         return 0, session.shape[0] - 1
-    if len(z_range) != 2 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in z_range):
+    if len(z_range) != 2 or not all(is_int(v) for v in z_range):
         raise InvalidInputError(f"z_range: expected (first, last) slice indices, got {z_range!r}")
     lo, hi = int(z_range[0]), int(z_range[1])
     if not 0 <= lo <= hi < session.shape[0]:
@@ -147,7 +148,7 @@ def interpolate_session(session: Session, object_id: int, z0: int, z1: int) -> l
     between the two masks (slices accepted for the object are kept); one undoable step. Returns the slices set."""
     with session.lock:
         oid = int(object_id)
-        a, b = sorted((session._check_z(z0), session._check_z(z1)))
+        a, b = sorted((session.check_z(z0), session.check_z(z1)))
         if b - a < 2:
             raise InvalidInputError(f"z1: slices {a} and {b} have no slice between them to interpolate")
         first, last = session.mask(oid, a), session.mask(oid, b)

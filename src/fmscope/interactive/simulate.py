@@ -140,8 +140,9 @@ def simulate_image(
     embedding = prompter.embed(image, profile)
     chosen = ids[np.argsort(-sizes, kind="stable")][:max_objects]
     return [
-        simulate_object(prompter, embedding, objects == k, object_id=int(k), target_iou=target_iou,
-                        max_clicks=max_clicks, box=box)  # fmt: skip
+        simulate_object(
+            prompter, embedding, objects == k, object_id=int(k), target_iou=target_iou, max_clicks=max_clicks, box=box
+        )
         for k in chosen
     ]
 
