@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from fmscope.config import from_dict, parse_overrides, resolve_config, save_config, to_dict
+from fmscope.config import config_path, from_dict, parse_overrides, resolve_config, save_config, to_dict
 from fmscope.errors import InvalidInputError
 
 
@@ -83,3 +83,69 @@ def test_missing_or_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("- a\n- b\n")
     with pytest.raises(InvalidInputError, match="mapping"):
         resolve_config(Cfg, bad)
+
+
+BENCH = {"folder": "configs/benchmark", "option": "--config"}
+
+
+def _cwd_with_lookalikes(tmp_path: Path) -> None:
+    """A working directory holding a folder and a suffix-less file named like shipped configs, a YAML of its own, a
+    folder and a file named like nothing shipped."""
+    (tmp_path / "isbi").mkdir()  # the README's fine-tuning example creates this folder
+    (tmp_path / "dsb").write_text("title: not the shipped one\n")
+    (tmp_path / "mine.yaml").write_text("title: mine\n")
+    (tmp_path / "mybench").write_text("title: mine\n")
+    (tmp_path / "scratch").mkdir()
+
+
+def test_a_shipped_name_wins_over_a_local_folder_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cwd_with_lookalikes(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in ("isbi", "dsb"):
+        path = config_path(name, **BENCH)
+        assert path.name == f"{name}.yaml" and path.parent.name == "benchmark" and path.is_file()
+    assert config_path("unet-cpu").name == "unet-cpu.yaml"  # the default folder (pretraining configs)
+    assert config_path("unet-cpu", ("unet-cpu",)).parent.name == "configs"
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("mine.yaml", "mine.yaml"),  # a YAML suffix: a file
+        ("./isbi/../mine.yaml", "mine.yaml"),  # a path separator / leading '.': a file
+        ("mybench", "mybench"),  # a bare name that is not shipped but is a file: that file
+    ],
+)
+def test_arguments_that_are_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argument: str, expected: str
+) -> None:
+    _cwd_with_lookalikes(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert config_path(argument, **BENCH).resolve() == (tmp_path / expected).resolve()
+
+
+def test_a_leading_tilde_is_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "isbi").write_text("title: home\n")
+    assert config_path("~/isbi", **BENCH) == tmp_path / "isbi"
+
+
+@pytest.mark.parametrize(
+    ("argument", "messages"),
+    [
+        ("nope", ["--config: 'nope' is not a shipped config (known: [", "'isbi'", "'nope' is not a YAML file"]),
+        ("scratch", ["'scratch' is not a shipped config", "'scratch' is a folder, not a YAML file"]),
+        ("./isbi", ["--config: 'isbi' is a folder, not a YAML file"]),
+        ("isbi.yaml", ["--config: YAML file 'isbi.yaml' does not exist"]),
+        ("sub/c.yml", ["YAML file 'sub/c.yml' does not exist"]),
+    ],
+)
+def test_config_path_errors_say_what_was_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argument: str, messages: list[str]
+) -> None:
+    _cwd_with_lookalikes(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError) as caught:
+        config_path(argument, **BENCH)
+    for message in messages:
+        assert message in str(caught.value)

@@ -123,7 +123,7 @@ def test_finetune_from_pretrained_freezes_then_trains_the_encoder(data: tuple[Pa
     train, val = (load_labelled(p, "segment") for p in data)
     config = FinetuneConfig(task="segment", **{**TINY, "epochs": 2, "patience": 5})  # type: ignore[arg-type]
     result = finetune(config, train, val, tmp_path / "run", init=tmp_path / "pre")
-    assert "loaded" in result.init_report
+    assert "start random, as intended" in result.init_report and "net." not in result.init_report
     header, *rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     frozen = [float(r.split(",")[header.split(",").index("encoder_frozen")]) for r in rows]
     assert frozen == [1.0, 0.0]
@@ -155,6 +155,8 @@ def test_cli_finetune_and_predict(data: tuple[Path, Path], tmp_path: Path, capsy
         assert main(["predict", str(tmp_path / "run" / "model"), str(src), "-o", str(tmp_path / output)]) == 0
         labels = read_image(tmp_path / output).numpy()
         assert labels.shape == read_image(src).numpy().shape and set(np.unique(labels)) <= {0, 1}
+        record = json.loads((tmp_path / f"{output}.fmscope.json").read_text())  # provenance like every command
+        assert record["command"] == "predict" and record["inputs"] == [str(src), str(tmp_path / "run" / "model")]
     model = str(tmp_path / "run" / "model")
     assert main(["predict", model, str(src), "-o", str(tmp_path / "inst.tif"), "--instances", "components"]) == 0
     semantic, instances = read_image(tmp_path / "pred.tif").numpy(), read_image(tmp_path / "inst.tif").numpy()

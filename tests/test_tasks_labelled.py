@@ -191,7 +191,7 @@ def test_check_label_0_255_warns(caplog: pytest.LogCaptureFixture) -> None:
         ),
         (np.array([[0.0, 0.5]]), (1, 2), None, r"non-integral floats \(e\.g\. 0\.5\)"),
         (np.array([[0.0, np.nan]]), (1, 2), None, "NaN or inf"),
-        (np.array([[0, 1, 3]], np.uint8), (1, 3), None, r"values \{0, 1, 3\} are neither.*give a mapping"),
+        (np.array([[0, 1, 3]], np.uint8), (1, 3), None, r"values \{0, 1, 3\} are neither.*--map-labels"),
         (np.array([[1, 2]], np.uint8), (1, 2), None, r"values \{1, 2\}"),
         (
             np.array([[0, 1, 7, 9]], np.uint8),

@@ -176,29 +176,69 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def resolve_config(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``key=value``), validated into ``cls``."""
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"data.path": p}`` -> ``{"data": {"path": p}}``: dotted keys with values taken as they are (never parsed)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def resolve_config(
+    cls: type[T],
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> T:
+    """Defaults of ``cls`` <- YAML file ``path`` <- ``overrides`` (``key=value``, parsed as YAML) <- ``values``
+    (dotted key -> value, used as given: paths and free strings from the command line, which must never be parsed as
+    YAML: ``"my data #2"`` is a path, not ``"my data"`` and a comment), validated into ``cls``."""
     data: dict[str, Any] = load_yaml(path) if path is not None else {}
     data = merge_mappings(data, parse_overrides(overrides or []))
+    data = merge_mappings(data, nest(values or {}))
     return from_dict(cls, data)
 
 
 def config_path(
     name_or_path: str, shipped: Sequence[str] | None = None, *, folder: str = "configs", option: str = "--config"
 ) -> Path:
-    """A YAML path, or the path of a config shipped with fmscope (``fmscope/FOLDER/NAME.yaml``); ``shipped`` lists the
-    names allowed (default: every YAML in the folder). Errors name ``option``."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    """The path of a config shipped with fmscope (``fmscope/FOLDER/NAME.yaml``) by name, or of a YAML file.
+
+    One rule: an argument that looks like a path (a ``.yaml``/``.yml`` suffix, a path separator, or a leading ``.``
+    or ``~``) is a file; any other argument is a shipped name first (``shipped`` lists the names allowed, default
+    every YAML in the folder), so that a file or folder of the same name in the working directory never shadows a
+    shipped config; a bare name that is not shipped may still be a file. Errors name ``option`` and say what was
+    tried.
+    """
+    separators = [s for s in (os.sep, os.altsep) if s]
+    looks_like_path = (
+        Path(name_or_path).suffix.lower() in (".yaml", ".yml")
+        or any(s in name_or_path for s in separators)
+        or name_or_path.startswith((".", "~"))
+    )
+    path = Path(name_or_path).expanduser()
+    if looks_like_path:
+        if path.is_dir():
+            raise InvalidInputError(f"{option}: '{path}' is a folder, not a YAML file")
         if not path.is_file():
-            raise InvalidInputError(f"{option}: '{path}' does not exist")
+            raise InvalidInputError(f"{option}: YAML file '{path}' does not exist")
         return path
     base = resources.files("fmscope").joinpath(*folder.split("/"))
     names = list(shipped) if shipped is not None else sorted(Path(str(p)).stem for p in base.iterdir()
                                                              if str(p).endswith(".yaml"))  # fmt: skip
-    if name_or_path not in names:
-        raise InvalidInputError(f"{option}: expected a YAML file or one of {names}, got '{name_or_path}'")
-    return Path(str(base / f"{name_or_path}.yaml"))
+    if name_or_path in names:
+        return Path(str(base / f"{name_or_path}.yaml"))
+    if path.is_file():
+        return path
+    what = "is a folder, not a YAML file" if path.is_dir() else "is not a YAML file"
+    raise InvalidInputError(
+        f"{option}: '{name_or_path}' is not a shipped config (known: {names}) and '{path}' {what}; "
+        f"give a shipped name or a path such as './{name_or_path}.yaml'"
+    )
 
 
 def save_config(config: Any, path: str | os.PathLike[str], overwrite: bool = True) -> Path:

@@ -26,3 +26,17 @@ class MissingDependencyError(FmscopeError, ImportError):
         super().__init__(f"this feature needs '{package}': pip install 'fmscope[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster scheduler's time limit, ``kill``) raised as an interrupt, so that it unwinds like Ctrl-C:
+    temporary outputs are removed on the way out and checkpoints are kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM; ``hint`` says what was kept and how to go on (e.g. how to resume)."""
+
+    def __init__(self, hint: str, cause: BaseException | None = None) -> None:
+        super().__init__(hint)
+        self.hint = hint
+        self.terminated = isinstance(cause, Terminated)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from fmscope.cli.common import (
     print_table,
     read_spatial,
 )
+from fmscope.errors import InvalidInputError
 from fmscope.intensity import apply_profile, compute_stats, fit_profile
-from fmscope.io import read_image, write_image
+from fmscope.io import ANGSTROM_PER_UNIT, ImageMetadata, normalize_unit, read_image, write_image
 from fmscope.utils.atomic import check_output_path
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ def register(sub: Any) -> None:
     add_dataset_option(p)
     p.add_argument("--out-dataset", default=None, help="dataset name inside an HDF5 output (default 'data')")
     p.add_argument("--labels", action="store_true", help="the image is a label map (nearest-neighbour pyramid)")
+    p.add_argument(
+        "--spacing", default=None, help="set the voxel size, one value per spatial axis in file order (Z,Y,X or Y,X)"
+    )
+    p.add_argument("--unit", default=None, help="unit of --spacing: nm, um, mm, angstrom... (default: keep)")
     add_overwrite(p)
     p.set_defaults(func=cmd_convert)
 
@@ -95,18 +101,44 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.overwrite)
     image = read_image(args.input, dataset=args.dataset)
+    meta = with_physical_size(image.meta, args.spacing, args.unit)
     written = write_image(
         args.output,
         image.data,
-        image.meta,
+        meta,
         overwrite=args.overwrite,
         dataset=args.out_dataset,
         labels=args.labels,
         progress=image.is_lazy,
     )
     finish_output(written, "convert", args, (args.input,))
-    print(f"wrote {written} ({image.meta.axes} {image.meta.shape} {image.meta.dtype})")
+    size = f", voxel {' x '.join(f'{v:g}' for v in meta.spacing)} {meta.unit}" if meta.unit else ""
+    print(f"wrote {written} ({meta.axes} {meta.shape} {meta.dtype}{size})")
     return 0
+
+
+def with_physical_size(meta: ImageMetadata, spacing: str | None, unit: str | None) -> ImageMetadata:
+    """``meta`` with the voxel size ``'Z,Y,X'`` (one value per spatial axis) and/or unit set from the command line."""
+    changes: dict[str, Any] = {}
+    if spacing is not None:
+        try:
+            values = tuple(float(v) for v in spacing.replace(" ", ",").split(",") if v)
+        except ValueError:
+            raise InvalidInputError(f"--spacing: expected numbers like 40,4,4, got {spacing!r}") from None
+        n = len(meta.spatial_axes)
+        if len(values) != n or not all(math.isfinite(v) and v > 0 for v in values):
+            raise InvalidInputError(
+                f"--spacing: expected {n} positive values (axes {meta.spatial_axes}), got {spacing!r}"
+            )
+        changes["spacing"] = values
+    if unit is not None:
+        canonical = normalize_unit(unit)
+        if canonical not in ANGSTROM_PER_UNIT:
+            raise InvalidInputError(f"--unit: expected a length unit ({', '.join(ANGSTROM_PER_UNIT)}), got {unit!r}")
+        changes["unit"] = canonical
+    elif spacing is not None and meta.unit is None:
+        raise InvalidInputError("--spacing: the file has no unit; give --unit too (e.g. --unit nm)")
+    return meta.replace(**changes) if changes else meta
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from fmscope import __version__
 from fmscope.cli import (
@@ -18,7 +21,7 @@ from fmscope.cli import (
     seg_commands,
     task_commands,
 )
-from fmscope.errors import FmscopeError
+from fmscope.errors import FmscopeError, Interrupted, Terminated
 from fmscope.utils.logging import configure_logging
 
 logger = logging.getLogger("fmscope.cli")
@@ -54,16 +57,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.verbose)
     try:
-        code: int = args.func(args)
+        with sigterm_as_interrupt():
+            code: int = args.func(args)
         return code
     except (FmscopeError, OSError, ValueError) as exc:
         # Bad input: one line naming the file and the problem, never a traceback (-vv shows it).
         logger.debug("traceback", exc_info=True)
         print(f"fmscope {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"fmscope {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Ctrl-C and a scheduler's SIGTERM alike: temporary outputs were removed on the way out, checkpoints kept.
+        terminated = isinstance(exc, Terminated) or (isinstance(exc, Interrupted) and exc.terminated)
+        hint = exc.hint if isinstance(exc, Interrupted) else ""
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"fmscope {args.command}: {how}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:  # an unexpected failure: still one line, with a pointer to the traceback
         logger.debug("traceback", exc_info=True)
         print(
@@ -71,6 +79,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the main thread while the command runs (the old handler after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

@@ -56,12 +56,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from fmscope.pretrain.config import PretrainConfig
     from fmscope.pretrain.train import pretrain
 
-    overrides = list(args.overrides)
+    values: dict[str, Any] = {}
     if args.data is not None:
-        overrides.append(f"data.path={args.data}")
+        values["data.path"] = args.data
     if args.allow_missing_captions:
-        overrides.append("data.allow_missing_captions=true")
-    config = resolve_config(PretrainConfig, shipped_config_path(args.config), overrides)
+        values["data.allow_missing_captions"] = True
+    config = resolve_config(PretrainConfig, shipped_config_path(args.config), args.overrides, values)
     result = pretrain(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=True)
     terms = ", ".join(
         f"{k} {result.last[k]:.4f}" for k in ("loss", "distill", "recon", "align", "clip") if k in result.last

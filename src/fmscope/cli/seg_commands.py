@@ -150,6 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         pred_foreground=args.pred_foreground,
         gt_foreground=args.gt_foreground,
     )
+    for text in result.warnings:
+        logger.warning("%s", text)
     scores = result.to_dict()
     if args.json:
         print_json(scores)

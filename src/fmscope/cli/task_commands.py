@@ -55,9 +55,19 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--init", default="scratch", help="model folder (e.g. from fmscope pretrain: OUT/model) or 'scratch'"
     )
-    p.add_argument("--train", required=True, help="labelled training data (folder or CSV)")
-    p.add_argument("--val", required=True, help="labelled validation data (folder or CSV)")
-    p.add_argument("--out", type=Path, required=True, help="new run folder")
+    p.add_argument("--train", default=None, help="labelled training data (folder or CSV)")
+    p.add_argument("--val", default=None, help="labelled validation data (folder or CSV)")
+    p.add_argument(
+        "--slices", nargs=2, type=Path, default=None, metavar=("STACK", "LABELS"),
+        help="seg: a (Z, Y, X) stack and its label stack; its slices are the 2D training and validation images",
+    )  # fmt: skip
+    p.add_argument("--train-slices", default=None, help="with --slices: training slices, e.g. 0-19 or 0,4,8")
+    p.add_argument("--val-slices", default=None, help="with --slices: validation slices, e.g. 20-24")
+    p.add_argument("--include", default=None, help="keep the images whose path matches this regex, e.g. 'mito'")
+    p.add_argument("--out", type=Path, default=None, help="new run folder (missing parent folders are created)")
+    p.add_argument(
+        "--show-config", action="store_true", help="print the resolved config (defaults <- --config <- key=value), exit"
+    )
     p.add_argument("--class-pattern", default=None, help="cls: regex with a (?P<class>...) group on file names")
     p.add_argument("--map-labels", default=None, help="seg: raw label values to classes, e.g. '2=1,other=0'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -86,14 +96,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from fmscope.config import resolve_config
     from fmscope.tasks.config import FinetuneConfig
     from fmscope.tasks.finetune import finetune
-    from fmscope.tasks.labelled import load_labelled
+    from fmscope.tasks.training_data import load_train_val
 
     task = TASK_NAMES[args.task]
-    config = resolve_config(FinetuneConfig, finetune_config_path(args.config), [*args.overrides, f"task={task}"])
+    config = resolve_config(FinetuneConfig, finetune_config_path(args.config), args.overrides, {"task": task})
+    if args.show_config:
+        import yaml
+
+        from fmscope.config import to_dict
+
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
+    if args.out is None:
+        raise InvalidInputError("--out: required (unless --show-config)")
     kind: Literal["segment", "classify"] = "classify" if task == "classify" else "segment"
-    extra = {"class_pattern": args.class_pattern} if args.class_pattern else {}
-    train = load_labelled(args.train, kind, **extra)
-    val = load_labelled(args.val, kind, **extra)
+    train, val = load_train_val(
+        kind, args.train, args.val, slices=args.slices, train_slices=args.train_slices, val_slices=args.val_slices,
+        include=args.include, class_pattern=args.class_pattern,
+    )  # fmt: skip
     result = finetune(
         config, train, val, args.out, init=args.init, mapping=parse_mapping(args.map_labels),
         overwrite=args.overwrite, progress=True,
@@ -110,6 +130,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fmscope.cli.common import finish_output
     from fmscope.tasks.predict import predict_file
 
     result = predict_file(
@@ -117,6 +138,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         flips=args.flips, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, progress=True,
     )  # fmt: skip
+    finish_output(result.output, "predict", args, (Path(args.input), args.model))
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
     print(f"{args.input} {result.shape}: {what} -> {result.output}")
     return 0

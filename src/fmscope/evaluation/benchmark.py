@@ -92,9 +92,8 @@ def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str
         signature = _signature(to_dict(spec), str(root))
         same = (folder / "spec.json").is_file() and json.loads((folder / "spec.json").read_text()) == signature
         if not (same and (folder / "model").is_dir()):
-            overrides = [f"data.path={root / spec.data}", *spec.overrides]
             path = config_path(spec.config, option=f"pretrain.{name}.config")
-            pre = resolve_config(PretrainConfig, path, overrides)
+            pre = resolve_config(PretrainConfig, path, list(spec.overrides), {"data.path": str(root / spec.data)})
             resume = same and (folder / "checkpoints").is_dir()  # interrupted with the same settings: go on
             logger.info("pretraining %s (%s) into '%s'%s", name, spec.config, folder, " (resumed)" if resume else "")
             pretrain(pre, folder, resume=resume, overwrite=not resume, progress=True)
@@ -201,12 +200,11 @@ def run_benchmark(
     by_id = {name: {u.id: u for u in us} for name, us in units.items()}
     cache: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    computed: list[float] = []
+    timed: dict[str, list[float]] = {}  # method -> seconds of the jobs computed in this run
     finished = [
         _finished(_job_path(out, dt.name, method.name, size, fold), _job_signature(config, dt, method))
         for dt, method, size, fold in jobs
     ]
-    pending = finished.count(None)
     with make_progress(progress, len(jobs), "benchmark") as advance:
         for index, ((dt, method, size, fold), done) in enumerate(zip(jobs, finished, strict=True)):
             path = _job_path(out, dt.name, method.name, size, fold)
@@ -235,19 +233,32 @@ def run_benchmark(
             row["signature"] = signature
             _write_json(path, row)
             rows.append(row)
-            computed.append(row["seconds"])
-            remaining = pending - len(computed)
+            timed.setdefault(method.name, []).append(row["seconds"])
+            later = zip(jobs[index + 1 :], finished[index + 1 :], strict=True)
+            left = [m.name for (_, m, _, _), d in later if d is None]
             main = {k: row[k] for k in ("dice", "accuracy", "ssim") if k in row}
             say(
                 f"[{index + 1}/{len(jobs)}] {dt.name} {method.name} n={size} fold={fold}: "
                 f"{', '.join(f'{k}={v:.3f}' for k, v in main.items()) or row['status']} ({row['seconds']:.0f} s); "
-                f"about {np.mean(computed) * remaining / 60:.1f} min left"
+                f"{time_left(timed, left)}"
             )
             advance(1)
     _write_csv(out / "results.csv", rows)
     notes = [n for s in splits.values() for n in s.notes]
     files = write_report(out, rows, title=config.title, notes=notes, examples=_examples(out, config) or None)
     return BenchmarkResult(rows, {"results": out / "results.csv", **files})
+
+
+def time_left(timed: dict[str, list[float]], pending: list[str]) -> str:
+    """The time left, from each method's own mean job time (a fast baseline says nothing of a fine-tuning); methods
+    not timed yet make it a lower bound, and say so."""
+    if not pending:
+        return "done"
+    known = sum(float(np.mean(timed[m])) for m in pending if m in timed)
+    untimed = sorted({m for m in pending if m not in timed})
+    if not untimed:
+        return f"about {known / 60:.1f} min left"
+    return f"at least {known / 60:.1f} min left ({len(untimed)} method(s) not timed yet: {', '.join(untimed[:3])})"
 
 
 def _run_job(

@@ -27,6 +27,7 @@ class MaskEvaluation:
     semantic: SegmentationScores
     multiclass: MulticlassScores | None = None
     instances: InstanceScores | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-ready dict: ``dice, iou, accuracy, precision, recall`` (macro mean over classes when
@@ -41,7 +42,34 @@ class MaskEvaluation:
             out.update({k: self.semantic.to_dict()[k] for k in ("tp", "fp", "fn", "tn")})
         if self.instances is not None:
             out.update(self.instances.to_dict())
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
+
+
+#: foreground fractions further apart than this factor make a score suspicious (an inverted or mis-coded mask).
+FRACTION_RATIO = 4.0
+
+
+def suspicious_inputs(pred: np.ndarray, gt: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray) -> list[str]:
+    """Why a score may measure the files' coding rather than the segmentation: different label value sets (0/255
+    against 0/1), foreground fractions that differ wildly (one mask inverted), an empty mask."""
+    out = []
+    fp, fg = float(pred_mask.mean()), float(gt_mask.mean())
+    pv, gv = np.unique(pred), np.unique(gt)
+    if pv.size <= 2 and gv.size <= 2 and set(pv.tolist()) != set(gv.tolist()):
+        out.append(
+            f"the prediction's values {pv.tolist()} differ from the ground truth's {gv.tolist()}: nonzero is "
+            "foreground in both; if one marks the background, pass --pred-foreground / --gt-foreground"
+        )
+    if fp == 0 or fg == 0:
+        out.append(f"the {'prediction' if fp == 0 else 'ground truth'} has no foreground voxel")
+    elif max(fp, fg) / min(fp, fg) > FRACTION_RATIO:
+        out.append(
+            f"foreground covers {100 * fp:.1f} % of the prediction but {100 * fg:.1f} % of the ground truth: "
+            "is one of the masks inverted (foreground = background)? see --pred-foreground / --gt-foreground"
+        )
+    return out
 
 
 def binarize(labels: np.ndarray, foreground: Sequence[float] | None = None) -> np.ndarray:
@@ -96,4 +124,5 @@ def evaluate_segmentation(
         pred_inst = _instance_labels(np.where(pred_mask, pred, 0), connectivity)
         gt_inst = _instance_labels(np.where(gt_mask, gt, 0), connectivity)
         inst = instance_scores(pred_inst, gt_inst)
-    return MaskEvaluation(semantic=semantic, multiclass=multi, instances=inst)
+    warnings = tuple(suspicious_inputs(pred, gt, pred_mask, gt_mask)) if not multiclass else ()
+    return MaskEvaluation(semantic=semantic, multiclass=multi, instances=inst, warnings=warnings)

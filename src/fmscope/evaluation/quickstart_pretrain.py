@@ -64,7 +64,8 @@ def pretrain_on_phantoms(
     config = resolve_config(
         PretrainConfig,
         None,
-        [*QUICK_OVERRIDES, f"data.path={data}", f"train.steps={steps}", f"train.seed={seed}"],
+        list(QUICK_OVERRIDES),
+        {"data.path": str(data), "train.steps": steps, "train.seed": seed},
     )
     t0 = time.perf_counter()
     result = pretrain(config, folder / "run", progress=progress)

@@ -104,14 +104,16 @@ def rank_by_text(method: MultimodalPretrainer, table: EmbeddingTable, sentence: 
     return [(int(i), float(scores[i])) for i in order]
 
 
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """First two principal components of the rows of ``x`` (zeros where there is no variance)."""
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """First two principal components of the rows of ``x`` (zeros where there is no variance) and the fraction of
+    the variance each explains."""
     centred = x - x.mean(axis=0, keepdims=True)
     if centred.shape[0] < 2 or not np.any(centred):
-        return np.zeros((x.shape[0], 2), np.float32)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return np.zeros((x.shape[0], 2), np.float32), (0.0, 0.0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
     comps = centred @ vt[:2].T
-    return np.pad(comps, ((0, 0), (0, 2 - comps.shape[1]))).astype(np.float32)
+    ratios = np.pad(sv[:2] ** 2 / np.sum(sv**2), (0, 2 - min(2, sv.size)))
+    return np.pad(comps, ((0, 0), (0, 2 - comps.shape[1]))).astype(np.float32), (float(ratios[0]), float(ratios[1]))
 
 
 def save_embeddings(table: EmbeddingTable, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -126,9 +128,11 @@ def save_embeddings(table: EmbeddingTable, out_dir: str | os.PathLike[str], *, o
         import umap
 
         coords = umap.UMAP(n_components=2, n_neighbors=min(15, len(table.paths) - 1)).fit_transform(table.image)
-        method_name = "UMAP"
+        method_name, axes = "UMAP", ("UMAP 1", "UMAP 2")
     except (ImportError, ValueError, TypeError):
-        coords, method_name = pca_2d(table.image), "PCA"
+        coords, ratios = pca_2d(table.image)
+        method_name = "PCA"
+        axes = (f"PC1 ({100 * ratios[0]:.0f} % of variance)", f"PC2 ({100 * ratios[1]:.0f} % of variance)")
     out = Path(out_dir)
     with atomic_output(out, overwrite=overwrite) as tmp:
         tmp.mkdir()
@@ -152,6 +156,8 @@ def save_embeddings(table: EmbeddingTable, out_dir: str | os.PathLike[str], *, o
         for i, src in enumerate(sources):
             idx = [j for j, s in enumerate(table.sources) if s == src]
             ax.scatter(coords[idx, 0], coords[idx, 1], color=cmap(i), label=src, s=40)
+        ax.set_xlabel(axes[0], fontsize=8)
+        ax.set_ylabel(axes[1], fontsize=8)
         ax.set_title(f"{method_name} of {table.space} embeddings ({len(table.paths)} volumes)", fontsize=9)
         if len(sources) <= 20:
             ax.legend(fontsize=6, loc="best")

@@ -33,6 +33,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.propagate import ObjectTrack, PropagationConfig, SliceEmbeddings, project_prompt
 from fmscope.metrics import iou
+from fmscope.utils.progress import ProgressCallback, make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -200,17 +201,21 @@ def enhance(
     config: EnhanceConfig | None = None,
     *,
     propagation: PropagationConfig | None = None,
+    progress: ProgressCallback | bool | None = None,
 ) -> tuple[list[ObjectTrack], dict[str, int]]:
-    """Outlier re-segmentation, gap filling and the size filters; returns the kept tracks and step counts."""
+    """Outlier re-segmentation, gap filling and the size filters; returns the kept tracks and step counts
+    (``progress`` counts objects)."""
     config = config or EnhanceConfig()
     counts = {"outliers": 0, "filled": 0, "dropped": 0}
-    for track in tracks:
-        if config.resegment:
-            outliers = find_outliers(track, window=config.window, max_change=config.max_change)
-            changed = resegment_outliers(embeddings, track, outliers, config=config, propagation=propagation)
-            counts["outliers"] += len(changed)
-        if config.fill:
-            counts["filled"] += len(fill_gaps(track, max_gap=config.max_gap))
+    with make_progress(progress, len(tracks), "enhancement") as advance:
+        for track in tracks:
+            if config.resegment:
+                outliers = find_outliers(track, window=config.window, max_change=config.max_change)
+                changed = resegment_outliers(embeddings, track, outliers, config=config, propagation=propagation)
+                counts["outliers"] += len(changed)
+            if config.fill:
+                counts["filled"] += len(fill_gaps(track, max_gap=config.max_gap))
+            advance(1, f"object {track.object_id}")
     kept = filter_tracks(tracks, min_area=config.min_area, min_slices=config.min_slices, min_size=config.min_size)
     counts["dropped"] = len(tracks) - len(kept)
     logger.info("enhancement: %(outliers)d outlier slices, %(filled)d gap slices filled, %(dropped)d dropped", counts)

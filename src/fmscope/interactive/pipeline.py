@@ -106,7 +106,7 @@ def propagate_objects(
     counts: dict[str, int] = {}
     if enhancement is not None:
         keys = {t.object_id: {z: t.masks[z] for z, s in t.source.items() if s == "key"} for t in tracks}
-        tracks, counts = enhance(embeddings, tracks, enhancement, propagation=config)
+        tracks, counts = enhance(embeddings, tracks, enhancement, propagation=config, progress=progress)
         for track in tracks:  # the enhancement never overrides what the prompts (or the user) fixed
             for z, mask in keys[track.object_id].items():
                 track.masks[z], track.source[z] = mask, "key"

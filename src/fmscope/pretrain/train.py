@@ -24,8 +24,9 @@ from fmscope.data import PatchDataset, load_manifest, split_by_source
 from fmscope.data.augment import build_augmentation
 from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fmscope.engine.run_folder import run_folder
 from fmscope.engine.schedule import warmup_cosine
-from fmscope.errors import FmscopeError, InvalidInputError, OutputExistsError
+from fmscope.errors import FmscopeError, InvalidInputError
 from fmscope.models import compare_state_dict
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.ema import cosine_momentum
@@ -95,16 +96,15 @@ class _DataOrder:
         return out
 
 
-def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if latest_checkpoint(out / "checkpoints") is None:
-            raise InvalidInputError(f"--resume: no checkpoint found in '{out / 'checkpoints'}'")
-        return
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"output folder '{out}' is not empty; pass --overwrite or --resume")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise InvalidInputError(f"output folder '{out}' is not writable")
+RESULTS = ("checkpoints", "model")
+
+
+def _resume_hint(out: Path, every: int) -> str:
+    """What to tell after Ctrl-C / SIGTERM: the step to resume from, or that nothing was saved yet."""
+    latest = latest_checkpoint(out / "checkpoints")
+    if latest is None:
+        return f"no checkpoint was saved yet (one every train.checkpoint_every={every} steps); rerun to start over"
+    return f"resume with --resume (from step {int(latest.stem.split('_')[1])}, {latest})"
 
 
 def build_dataset(config: PretrainConfig) -> PatchDataset:
@@ -146,8 +146,25 @@ def pretrain(
     """Run (or resume) pretraining into ``out_dir``; ``stop_after`` ends after that many steps of this call."""
     out = Path(out_dir)
     rank, world = _distributed()
-    if rank == 0:
-        _prepare_output(out, resume, overwrite)
+    if rank != 0:
+        return _pretrain(config, out, rank, world, resume, stop_after, progress)
+    if resume and latest_checkpoint(out / "checkpoints") is None:
+        raise InvalidInputError(f"--resume: no checkpoint found in '{out / 'checkpoints'}'")
+    every = config.train.checkpoint_every
+    with run_folder(out, overwrite=overwrite, results=RESULTS, resume=resume, hint="--overwrite or --resume",
+                    interrupted=lambda o: _resume_hint(o, every)):  # fmt: skip
+        return _pretrain(config, out, rank, world, resume, stop_after, progress)
+
+
+def _pretrain(
+    config: PretrainConfig,
+    out: Path,
+    rank: int,
+    world: int,
+    resume: bool,
+    stop_after: int | None,
+    progress: ProgressCallback | bool | None,
+) -> PretrainResult:
     device = _device(config.train.device, rank)
     _seed_everything(config.train.seed)
     dataset = build_dataset(config)

@@ -25,16 +25,16 @@ from torch import Tensor
 from fmscope.config import save_config
 from fmscope.data.augment import AugmentConfig, build_paired_augmentation
 from fmscope.engine import MetricLogger
+from fmscope.engine.run_folder import run_folder
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.metrics import classification_scores, dice
 from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
-from fmscope.tasks.model import TaskModel, TaskSpec, init_backbone, save_task_model
+from fmscope.tasks.model import TaskModel, TaskSpec, describe_init, init_backbone, save_task_model
 from fmscope.tasks.restoration import deblur_loss, restoration_metrics
 from fmscope.tasks.samples import Sample, centre_patch, load_samples, sample_patch
-from fmscope.utils.atomic import check_output_path
 from fmscope.utils.progress import ProgressCallback, make_progress
 
 logger = logging.getLogger(__name__)
@@ -176,8 +176,34 @@ def finetune(
     task = config.task
     if (task == "classify") != (train.task == "classify"):
         raise InvalidInputError(f"train: a {train.task} set cannot train the {task} task")
-    out_dir = check_output_path(out, overwrite)
     device = resolve_device(config.device)
+    with run_folder(Path(out), overwrite=overwrite, results=RESULTS, interrupted=_kept) as out_dir:
+        return _finetune(config, train, val, out_dir, init, mapping, device, progress)
+
+
+RESULTS = ("model",)
+
+
+def _kept(out: Path) -> str:
+    """What an interrupted fine-tuning kept: the best model so far, or nothing (the folder is then removed)."""
+    config = out / "model" / "config.json"
+    if not config.is_file():
+        return "no model was saved yet; rerun to start over"
+    epoch = json.loads(config.read_text())["provenance"]["extra"]["finetune"]["epoch"]
+    return f"the best model so far (epoch {epoch}) is in '{out / 'model'}'; rerun with --overwrite to start over"
+
+
+def _finetune(
+    config: FinetuneConfig,
+    train: LabelledSet,
+    val: LabelledSet,
+    out_dir: Path,
+    init: str | Path,
+    mapping: LabelMapping | None,
+    device: torch.device,
+    progress: ProgressCallback | bool | None,
+) -> FinetuneResult:
+    task = config.task
     torch.manual_seed(config.seed)
     classes = () if task == "deblur" else train.classes
     load = {"low_percentile": config.low_percentile, "high_percentile": config.high_percentile, "mapping": mapping,
@@ -205,7 +231,6 @@ def finetune(
         class_weights = _class_weights(train_samples, len(classes)).to(device)
     augment = _augmentation(config, backbone.config.spatial_dims)
     rng = np.random.default_rng(config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / "config.yaml")
     metrics = MetricLogger(out_dir, tensorboard=False)
     best, best_epoch, stale, epoch = -np.inf, -1, 0, 0
@@ -248,6 +273,7 @@ def finetune(
                 logger.info("early stop at epoch %d: no better validation score for %d epochs", epoch, stale)
                 break
     summary = {"best_score": best, "best_epoch": best_epoch, "epochs_run": epoch + 1, "init": str(init),
-               "init_report": "" if report is None else report.summary()}  # fmt: skip
+               "init_report": describe_init(report, init, config.init_parts),
+               "init_keys": "" if report is None else report.summary()}  # fmt: skip
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epoch + 1, summary["init_report"])  # type: ignore[arg-type]

@@ -131,5 +131,5 @@ def check_label(
         return _apply(raw, present, {v: int(v > 0) for v in vals}, 1)
     raise InvalidInputError(
         f"label '{path}': values {_fmt(vals)} are neither class indices 0..K-1 nor a binary {{0, k}} mask; "
-        "give a mapping, e.g. LabelMapping({raw_value: class_index, ...}, other=0)"
+        "map them to classes with --map-labels, e.g. '255=1' or '2=1,other=0' (Python: LabelMapping({2: 1}, other=0))"
     )

@@ -170,9 +170,22 @@ def init_backbone(
     if report.unexpected or report.mismatched_shapes or copied_missing:
         raise FileFormatError(f"init '{init}': the {parts} weights do not fit: {report.summary()}")
     backbone.load_state_dict(state, strict=False)
-    logger.info("initialised the %s from %s: %d tensors copied, %d left random", parts, init, len(state),
-                len(report.missing))  # fmt: skip
+    logger.info("initialised the %s from %s: %s", parts, init, report.summary())
     return backbone, report
+
+
+def describe_init(report: KeyReport | None, init: str | os.PathLike[str], parts: str) -> str:
+    """The initialisation in words: what came from ``init`` and what starts random (and that this is intended)."""
+    if report is None:
+        return "random weights (scratch)"
+    copied = len(report.loaded)
+    if not report.missing:
+        return f"all {copied} tensors from '{init}'"
+    new = "the decoder and head are new" if parts == "encoder" else "the task head is new"
+    return (
+        f"the {parts} from '{init}' ({copied} tensors); {len(report.missing)} tensors start random, as intended: "
+        f"{new} (-v lists the keys)"
+    )
 
 
 def save_task_model(

@@ -86,7 +86,11 @@ def load_samples(
                 raise InvalidInputError(f"{name}: no label file for segmentation")
             label = check_label(_read(item.label, item.z_index), image.shape, path=item.label, mapping=mapping)
             if int(label.max(initial=0)) >= len(classes):
-                raise InvalidInputError(f"{item.label}: class index {int(label.max())} but only {len(classes)} classes")
+                raise InvalidInputError(
+                    f"{item.label}: label values {np.unique(label).tolist()[:12]} but the task has {len(classes)} "
+                    f"classes {list(classes)} (values 0..{len(classes) - 1}); map the raw values to classes with "
+                    "--map-labels, e.g. '255=1' or '2=1,other=0' (Python: mapping=LabelMapping(...))"
+                )
             samples.append(Sample(name, image, label=label))
         else:
             if item.class_name not in classes:
