@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from PIL import Image
 from skimage.draw import disk
 
 from fmscope.cli.bench_commands import benchmark_config_path, shipped_benchmarks
@@ -210,6 +211,43 @@ def test_bad_runs_name_the_problem(tmp_path: Path) -> None:
         benchmark_config_path("no-such-benchmark")
 
 
+def _slices(root: Path, counts: dict[str, int]) -> None:
+    """An EM stack exported as PNG slices into several folders: ``FOLDER/images/slice_0000.png`` + ``labels/``."""
+    rng = np.random.default_rng(1)
+    for folder, n in counts.items():
+        for sub in ("images", "labels"):
+            (root / folder / sub).mkdir(parents=True)
+        for i in range(n):
+            image, label = _disks(rng)
+            Image.fromarray(np.clip(image * 5, 0, 255).astype(np.uint8)).save(
+                root / folder / f"images/slice_{i:04d}.png"
+            )
+            Image.fromarray((label > 0).astype(np.uint8) * 255).save(root / folder / f"labels/slice_{i:04d}.png")
+
+
+def test_same_file_names_in_two_folders_are_distinct_units(tmp_path: Path) -> None:
+    _slices(tmp_path / "em", {"train": 3, "test": 2})
+    datatype = {"name": "membranes", "task": "segment", "folders": ["train", "test"], "instances": "none"}
+    config, root = load_benchmark_config(
+        _config(tmp_path / "c.yaml", tmp_path / "em", datatypes=[datatype], methods=[{"name": "otsu", "kind": "otsu"}])
+    )
+    units = prepare_units(config.datatypes[0], root, tmp_path / "units")
+    ids = [f"train/images/slice_{i:04d}" for i in range(3)] + [f"test/images/slice_{i:04d}" for i in range(2)]
+    assert [u.id for u in units] == ids  # every unit of the datatype named by its path, not just the clashing ones
+    assert [u.source for u in units] == ids  # each file its own source volume: no two files merged into one
+    assert all(Path(u.image).is_file() and Path(u.label or "").is_file() for u in units)
+    assert prepare_units(config.datatypes[0], root, tmp_path / "units") == units  # units.json reused
+    split = load_or_plan(tmp_path / "splits.json", {"membranes": units}, config.datatypes, config.protocol)["membranes"]
+    assert sorted([*split.test, *(i for part in split.folds for i in part)]) == sorted(ids)
+    by_file = {**datatype, "source": "file", "test_sources": ["test/images/slice_0001"]}
+    config, root = load_benchmark_config(
+        _config(tmp_path / "c.yaml", tmp_path / "em", datatypes=[by_file], methods=[{"name": "otsu", "kind": "otsu"}])
+    )
+    units = prepare_units(config.datatypes[0], root, tmp_path / "units-by-file")
+    split = load_or_plan(tmp_path / "s2.json", {"membranes": units}, config.datatypes, config.protocol)["membranes"]
+    assert split.test == ("test/images/slice_0001",)  # test_sources name the path of a clashing file
+
+
 def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path) -> None:
     assert set(shipped_benchmarks()) == {"dsb", "isbi", "lsm", "lsm-deblur", "tio2", "vessels"}
     for name in sorted(shipped_benchmarks()):
@@ -217,6 +255,7 @@ def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path
             load_benchmark_config(benchmark_config_path(name), budget)
         config, _ = load_benchmark_config(benchmark_config_path(name), "cpu-small", [f"data_root={shared_data}"])
         units = {dt.name: prepare_units(dt, shared_data, tmp_path / name / dt.name) for dt in config.datatypes}
+        assert not [u.id for us in units.values() for u in us if "/" in u.id]  # shipped unit names stay file names
         splits = load_or_plan(tmp_path / name / "splits.json", units, config.datatypes, config.protocol)
         for dt in config.datatypes:
             class_of = {u.id: u.class_name for u in units[dt.name]}

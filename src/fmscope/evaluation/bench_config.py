@@ -9,12 +9,18 @@ variable, else ``../shared/data``; a relative ``data_root`` is relative to the w
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
+import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fmscope.config import from_dict, load_yaml, merge_mappings, parse_overrides
+import yaml
+
+from fmscope.config import from_dict, load_yaml, merge_mappings, parse_overrides, to_dict
 from fmscope.errors import InvalidInputError
 from fmscope.tasks.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
 
@@ -39,9 +45,11 @@ class DatatypeConfig:
     Attributes:
         name: short name used in tables (``nucleus``, ``membranes``...).
         task: ``'segment'``, ``'classify'`` or ``'deblur'``.
-        folders: labelled folders or CSVs (any layout of :func:`fmscope.tasks.labelled.load_labelled`); or
-        images, labels: a folder of images and a folder of masks, paired by name (``label_suffixes`` stripped from
-            the mask names) or, with ``pair_by: order``, by sorted file name (for names that differ); or
+        folders: labelled folders or CSVs (any layout of :func:`fmscope.tasks.labelled.load_labelled`). Give
+            exactly one of ``folders``, ``images`` (with ``labels``) or ``stack`` (with ``label_stack``).
+        images, labels: a folder of images and a folder of masks, paired as ``pair_by`` says.
+        pair_by: ``images``/``labels`` pairing: ``'name'`` (``label_suffixes`` stripped from the mask names) or
+            ``'order'`` (sorted file names, for names that differ).
         stack, label_stack: a 3D stack and its label stack, each Z slice one 2D unit.
         include: regex searched in the image file name: only matching images are used.
         label_suffixes, class_pattern: as in ``load_labelled``.
@@ -182,8 +190,13 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class PretrainSpec:
-    """A pretraining run made inside the report folder: a pretraining config (shipped name or YAML), the captioned
-    data folder (relative to ``data_root``) and ``key=value`` overrides (e.g. ``train.steps=60``)."""
+    """A pretraining run made inside the report folder, used by finetune methods with ``init: 'pretrain:NAME'``.
+
+    Attributes:
+        config: pretraining config, a shipped name or a YAML file.
+        data: the captioned data folder, relative to ``data_root``.
+        overrides: ``key=value`` overrides of the pretraining config (e.g. ``train.steps=60``).
+    """
 
     config: str = "unet-cpu"
     data: str = ""
@@ -192,7 +205,20 @@ class PretrainSpec:
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """A whole benchmark; see the module doc. ``finetune`` holds FinetuneConfig keys shared by finetune methods."""
+    """A whole benchmark; see the module doc.
+
+    Attributes:
+        title: title of the report.
+        data_root: folder the data paths are relative to (default: ``$FMSCOPE_DATA``, else ``../shared/data``).
+        datatypes: the datatypes compared on (at least one).
+        protocol: the cross-validation protocol.
+        methods: the compared methods (at least one); each runs on the datatypes of its task.
+        finetune: :class:`~fmscope.tasks.FinetuneConfig` keys shared by the finetune methods.
+        pretrain: named pretraining runs (``init: 'pretrain:NAME'`` of a finetune method).
+        examples: write example overlays (segmentation: fold 0, largest training size).
+        keep_models: keep the fine-tuned models under ``REPORT/work`` (default: deleted after scoring).
+        budget: the budget applied (set by ``--budget NAME``).
+    """
 
     title: str = "fmscope benchmark"
     data_root: str = ""
@@ -243,3 +269,72 @@ def load_benchmark_config(
     config = from_dict(BenchmarkConfig, data)
     root = Path(config.data_root or os.environ.get(DATA_ENV, "") or "../shared/data").expanduser()
     return config, root.resolve()
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Field descriptions from the ``Attributes:`` section of ``cls``'s docstring (``a, b: text`` documents both)."""
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "Attributes:"), len(lines))
+    for line in lines[start:]:
+        entry = re.match(r"    (\w+(?:, \w+)*): (.*)", line)
+        if entry:
+            names = entry.group(1).split(", ")
+            docs.update((n, entry.group(2)) for n in names)
+        elif line.startswith("        ") and names:
+            docs.update((n, f"{docs[n]} {line.strip()}") for n in names)
+        elif line.strip():
+            break
+    return {k: re.sub(r":\w+:`~?([^`]+)`", r"\1", v).replace("``", "`") for k, v in docs.items()}
+
+
+def _flow(value: Any) -> str:
+    text: str = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
+
+
+def _template_lines(config: Any, indent: int, comments: bool = True) -> list[str]:
+    """YAML lines of a config dataclass: every field with its value, each preceded by its description."""
+    pad, docs, lines = " " * indent, _field_docs(type(config)), []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if comments:
+            lines += [f"{pad}# {c}" for c in textwrap.wrap(docs.get(f.name, ""), max(40, 116 - indent))]
+        if dataclasses.is_dataclass(value):
+            lines += [f"{pad}{f.name}:", *_template_lines(value, indent + 2)]
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            lines.append(f"{pad}{f.name}:")
+            for i, item in enumerate(value):
+                lines += [f"{pad}  - # one entry of {f.name}", *_template_lines(item, indent + 4, comments and not i)]
+        elif isinstance(value, dict) and value and dataclasses.is_dataclass(next(iter(value.values()))):
+            lines.append(f"{pad}{f.name}:")
+            for key, item in value.items():
+                lines += [f"{pad}  {_flow(key)}:", *_template_lines(item, indent + 4, comments)]
+        else:
+            lines.append(f"{pad}{f.name}: {_flow(to_dict(config)[f.name])}")
+    return lines
+
+
+def benchmark_template() -> str:
+    """A commented benchmark config (``fmscope benchmark --template``): every key of :class:`BenchmarkConfig` with
+    its default and description, generated from the dataclasses; placeholder data paths, one example per list."""
+    example = BenchmarkConfig(
+        title="my benchmark",
+        datatypes=(DatatypeConfig("my-structure", "segment", images="my_data/images", labels="my_data/labels"),),
+        methods=(MethodSpec("otsu", "otsu"), MethodSpec("scratch-unet", "finetune")),
+        pretrain={"my-pretraining": PretrainSpec(data="my_data/captioned_volumes")},
+    )
+    kinds = ", ".join(f"{k} ({'/'.join(v)})" for k, v in METHOD_KINDS.items())
+    header = [
+        "# fmscope benchmark config: every key with its default (generated from fmscope.evaluation.bench_config).",
+        "# Replace the placeholder paths (my_data/...), drop what you do not need, then run:",
+        "#   fmscope benchmark THIS.yaml -o REPORT [--budget NAME] [key=value ...]",
+        *(f"# {c}" for c in textwrap.wrap(f"Method kinds (and their tasks): {kinds}.", 114)),
+    ]
+    budgets = [
+        "# Named partial configs merged over this document by --budget NAME, e.g.",
+        "#   cpu-small: {protocol: {train_sizes: [2, 5]}, finetune: {epochs: 20}}",
+        "budgets: {}",
+    ]
+    return "\n".join([*header, *_template_lines(example, 0), *budgets]) + "\n"

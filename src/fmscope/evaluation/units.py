@@ -5,6 +5,12 @@ raw image (raw dtype kept, channel chosen, cropped, cut into blocks), a binary s
 the degraded twin where there is one. Every method then reads the same files through the same data code
 (:func:`fmscope.tasks.samples.load_samples`). ``units.json`` records the units and a signature of the datatype
 settings; it is reused when the signature matches.
+
+A unit is named after its image file without the format suffix (``img3``, ``raw_z012`` for slice 12 of a stack,
+``img3_b5`` for block 5). Where two different files would give the same name (``train/images/slice_0000.png`` and
+``test/images/slice_0000.png``), every unit of the datatype is named by its path relative to the data root instead
+(``train/images/slice_0000``), and so is every source that is the file itself (``source: file``, or ``auto`` without
+a ``volNNN`` id; ``test_sources`` then use these names): two files never merge into one unit or one source volume.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +47,9 @@ from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_VOLUME_ONLY = re.compile(r"vol\d+")  # a file named just ``volNNN``: its source is that volume id, not the file
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -57,6 +67,48 @@ class Unit:
 def _signature(datatype: DatatypeConfig, root: Path) -> str:
     text = json.dumps({"datatype": to_dict(datatype), "root": str(root), "version": 1}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _folder_parts(image: str, root: Path, common: Path) -> list[str]:
+    """Folders of ``image`` relative to the data root (else to the common folder of the datatype's images)."""
+    path = Path(image)  # absolute and normalised (no '..': a unit never lands outside its folder)
+    for base in (Path(os.path.normpath(root.absolute())), root.resolve(), common):
+        if path.is_relative_to(base):
+            return [_UNSAFE.sub("_", part) for part in path.relative_to(base).parent.parts]
+    return []
+
+
+def _distinct(names: list[str], files: list[str], rename: list[str]) -> list[str]:
+    """``names``, or ``rename`` (all of them, for names of one style) where two different ``files`` share a name."""
+    files_of: dict[str, set[str]] = {}
+    for name, file in zip(names, files, strict=True):
+        files_of.setdefault(name, set()).add(file)
+    return rename if any(len(f) > 1 for f in files_of.values()) else names
+
+
+def _names_and_sources(items: tuple[LabelledItem, ...], datatype: DatatypeConfig, root: Path) -> list[tuple[str, str]]:
+    """Per item: the unit name (before any block index) and the source id (see the module doc)."""
+    files = [os.path.normpath(Path(it.image).absolute()) for it in items]
+    common = Path(os.path.commonpath([str(Path(f).parent) for f in files])) if files else root
+    folders = ["/".join(_folder_parts(f, root, common)) for f in files]
+
+    def under(folder: str, name: str) -> str:
+        return f"{folder}/{name}" if folder else name
+
+    stems = [_UNSAFE.sub("_", Path(it.image).name.split(".")[0]) for it in items]
+    stems = _distinct(stems, files, [under(d, s) for d, s in zip(folders, stems, strict=True)])
+    names = [s if it.z_index is None else f"{s}_z{it.z_index:03d}" for s, it in zip(stems, items, strict=True)]
+    file_stems = [volume_stem(it.image) for it in items]
+    sources = file_stems if datatype.source == "file" else [it.source for it in items]
+    of_file = [
+        s == f and (datatype.source == "file" or not _VOLUME_ONLY.fullmatch(s))
+        for s, f in zip(sources, file_stems, strict=True)
+    ]
+    # only sources that are the file itself are told apart by folder; a shared volume id stays one source
+    keys = [f if own else "" for f, own in zip(files, of_file, strict=True)]
+    renamed = [under(d, s) if own else s for d, s, own in zip(folders, sources, of_file, strict=True)]
+    sources = _distinct(sources, keys, renamed)
+    return list(zip(names, sources, strict=True))
 
 
 def _read(path: str, z_index: int | None, channel: int | None) -> np.ndarray:
@@ -191,26 +243,27 @@ def prepare_units(datatype: DatatypeConfig, root: str | Path, folder: str | Path
     folder.mkdir(parents=True, exist_ok=True)
     labelled = _items(datatype, root)
     units: list[Unit] = []
-    for item in labelled.items:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(item.image).name.split(".")[0])
-        if item.z_index is not None:
-            stem = f"{stem}_z{item.z_index:03d}"
+    for item, (stem, source) in zip(labelled.items, _names_and_sources(labelled.items, datatype, root), strict=True):
         arrays = _unit_arrays(item, datatype)
         n = len(arrays["image"])
         for b in range(n):
             uid = stem if n == 1 else f"{stem}_b{b}"
+            (folder / uid).parent.mkdir(parents=True, exist_ok=True)
             paths: dict[str, Any] = {k: None for k in ("label", "instances", "degraded")}
             paths["image"] = _write(folder / f"{uid}.tif", arrays["image"][b])
             for key in ("label", "instances", "degraded"):
                 if key in arrays:
                     paths[key] = _write(folder / f"{uid}_{key}.tif", arrays[key][b])
-            source = volume_stem(item.image) if datatype.source == "file" else item.source
             units.append(Unit(uid, source, item.class_name, **paths))
-    if len({u.id for u in units}) != len(units):
-        raise InvalidInputError(f"datatypes[{datatype.name}]: two images give the same unit name; rename the files")
+    ids = [u.id for u in units]
+    if len(set(ids)) != len(ids):
+        same = sorted({i for i in ids if ids.count(i) > 1})
+        raise InvalidInputError(
+            f"datatypes[{datatype.name}]: different images give the same unit name(s) {same[:5]}; rename the files"
+        )
     relative = [
         {
-            k: (Path(v).name if k in ("image", "label", "instances", "degraded") and v else v)
+            k: (Path(v).relative_to(folder).as_posix() if k in ("image", "label", "instances", "degraded") and v else v)
             for k, v in asdict(u).items()
         }
         for u in units
