@@ -14,6 +14,7 @@ from fmscope.data import lightsheet_phantom
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
 from fmscope.evaluation.benchmark import time_left
+from fmscope.evaluation.figures import nice_length, pick_slices, save_label_overlay
 from fmscope.inference.embed import pca_2d
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.tasks.labelled import load_labelled
@@ -97,15 +98,18 @@ def test_finetune_from_one_stack_by_slice_ranges(tmp_path: Path, capsys: pytest.
     args = ["finetune", "seg", "--slices", str(tmp_path / "stack.tif"), str(tmp_path / "labels.tif"),
             "--train-slices", "0-7", "--val-slices", "9,11", "--out", str(out), *tiny]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
-    assert (out / "model" / "config.json").is_file()
+    assert (out / "model" / "config.json").is_file() and (out / "curves.png").is_file()
     assert json.loads((out / "model" / "config.json").read_text())["architecture"]["spatial_dims"] == 2
     train, val = load_train_val("segment", slices=(tmp_path / "stack.tif", tmp_path / "labels.tif"),
                                 train_slices="0-7", val_slices="9,11")  # fmt: skip
     assert [i.z_index for i in train.items] == list(range(8)) and [i.z_index for i in val.items] == [9, 11]
-    for bad, needle in ((["--train-slices", "0-7", "--val-slices", "7-9"], "slices [7] are in both"),
-                        (["--train-slices", "0-7"], "needs --train-slices and --val-slices"),
-                        (["--train-slices", "0-x", "--val-slices", "9"], "--train-slices: expected slice numbers"),
-                        (["--train-slices", "0-7", "--val-slices", "50"], "--val-slices: z_indices: expected distinct integers in 0..11")):  # fmt: skip
+    cases = [
+        (["--train-slices", "0-7", "--val-slices", "7-9"], "slices [7] are in both"),
+        (["--train-slices", "0-7"], "needs --train-slices and --val-slices"),
+        (["--train-slices", "0-x", "--val-slices", "9"], "--train-slices: expected slice numbers"),
+        (["--train-slices", "0-7", "--val-slices", "50"], "--val-slices: z_indices: expected distinct integers"),
+    ]
+    for bad, needle in cases:
         assert main([*args[:5], *bad, "--out", str(tmp_path / "bad"), *tiny]) == 1
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
@@ -124,3 +128,30 @@ def test_include_keeps_matching_images(tmp_path: Path) -> None:
         load_train_val("segment", tmp_path / "train", tmp_path / "train", include="golgi")
     with pytest.raises(InvalidInputError, match="--include: '\\(' is not a regular expression"):
         load_train_val("segment", tmp_path / "train", tmp_path / "train", include="(")
+
+
+def test_segment_overlay_shows_the_labels_with_a_legend_and_scale_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from matplotlib.image import imread
+
+    ph = lightsheet_phantom((12, 64, 64), seed=1, structures=("nuclei",))
+    write_image(tmp_path / "v.ome.tif", ph.image, ImageMetadata.for_array(ph.image, spacing=ph.spacing, unit=ph.unit))
+    args = ["segment", str(tmp_path / "v.ome.tif"), "-o", str(tmp_path / "v_labels.tif"), "--method", "watershed",
+            "--instances", "--overlay", str(tmp_path / "v.png")]  # fmt: skip
+    assert main(args) == 0
+    assert f"overlay: {tmp_path / 'v.png'}" in capsys.readouterr().out
+    png = imread(tmp_path / "v.png")[..., :3]
+    green = np.all(np.abs(png - np.array([0x00, 0xE6, 0x76]) / 255) < 0.05, axis=-1)  # the outline colour
+    assert png.shape[1] > 2 * png.shape[0] and green.sum() > 100  # a montage of several slices, outlines drawn
+    assert main(args) == 1 and "exists" in capsys.readouterr().err  # an existing overlay is never replaced silently
+
+
+def test_overlay_picks_slices_with_foreground_and_round_scale_bars() -> None:
+    labels = np.zeros((30, 8, 8), np.uint8)
+    labels[10:20, 2:4, 2:4] = 1
+    assert pick_slices(labels, 4) == [10, 13, 16, 19]
+    assert pick_slices(np.zeros((3, 4, 4)), 4) == [0, 1, 2]
+    assert [nice_length(e) for e in (96.0, 1000.0, 7.0, 0.3)] == [10.0, 200.0, 1.0, 0.05]
+    with pytest.raises(InvalidInputError, match="labels: shape"):
+        save_label_overlay(Path("x.png"), np.zeros((4, 4)), np.zeros((4, 5)))

@@ -158,7 +158,11 @@ def test_cli_finetune_and_predict(data: tuple[Path, Path], tmp_path: Path, capsy
         record = json.loads((tmp_path / f"{output}.fmscope.json").read_text())  # provenance like every command
         assert record["command"] == "predict" and record["inputs"] == [str(src), str(tmp_path / "run" / "model")]
     model = str(tmp_path / "run" / "model")
-    assert main(["predict", model, str(src), "-o", str(tmp_path / "inst.tif"), "--instances", "components"]) == 0
+    overlay = ["--overlay", str(tmp_path / "inst.png")]
+    assert (
+        main(["predict", model, str(src), "-o", str(tmp_path / "inst.tif"), "--instances", "components", *overlay]) == 0
+    )
+    assert (tmp_path / "inst.png").stat().st_size > 1000
     semantic, instances = read_image(tmp_path / "pred.tif").numpy(), read_image(tmp_path / "inst.tif").numpy()
     assert np.array_equal(instances > 0, semantic > 0)
     assert instances.max() == label_components(semantic > 0).max()

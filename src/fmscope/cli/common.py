@@ -24,6 +24,32 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def add_overlay_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overlay", type=Path, default=None, metavar="PNG",
+        help="also write a PNG montage of a few slices with the labels outlined, a legend and a scale bar",
+    )  # fmt: skip
+
+
+def write_overlay(
+    png: Path, image_path: Path, labels_path: Path, *, dataset: str | None = None, channel: int | None = None,
+    overwrite: bool = False, title: str = "",
+) -> Path:  # fmt: skip
+    """The ``--overlay`` montage of a written label file on its input (both read lazily: a few slices are loaded)."""
+    from fmscope.evaluation.figures import save_label_overlay
+
+    image = read_image_spatial(image_path, dataset=dataset, channel=channel)
+    labels = read_image_spatial(labels_path)
+    meta = image.meta
+    known = meta.unit is not None and len(meta.spacing) == len(meta.spatial_axes)
+    path = save_label_overlay(
+        png, image.data, labels.data, spacing=meta.spacing if known else None, unit=meta.unit, title=title,
+        overwrite=overwrite,
+    )  # fmt: skip
+    print(f"overlay: {path}")
+    return path
+
+
 def read_spatial(path: Path, dataset: str | None = None, channel: int | None = None) -> Image:
     """:func:`fmscope.io.read_spatial` with the CLI's argument order."""
     return read_image_spatial(path, dataset=dataset, channel=channel)
@@ -50,6 +76,8 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 
 __all__ = [
     "add_input",
+    "add_overlay_option",
+    "write_overlay",
     "add_dataset_option",
     "add_overwrite",
     "read_spatial",

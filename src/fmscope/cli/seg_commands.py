@@ -12,11 +12,13 @@ import numpy as np
 from fmscope.cli.common import (
     add_dataset_option,
     add_input,
+    add_overlay_option,
     add_overwrite,
     finish_output,
     print_json,
     print_table,
     read_spatial,
+    write_overlay,
 )
 from fmscope.cli.interactive_commands import add_prompted_options, cmd_segment_prompted
 from fmscope.errors import InvalidInputError
@@ -58,6 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument("--phase", type=int, default=-1, help="multiotsu: phase to keep, 0 = darkest, -1 = brightest")
     p.add_argument("--instances", action="store_true", help="write instance labels (connected components)")
     add_prompted_options(p)
+    add_overlay_option(p)
     add_overwrite(p)
     p.set_defaults(func=cmd_segment)
 
@@ -85,8 +88,16 @@ def register(sub: Any) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    if args.method in BACKENDS:
-        return cmd_segment_prompted(args)
+    if args.overlay is not None:
+        check_output_path(args.overlay, args.overwrite)
+    code = cmd_segment_prompted(args) if args.method in BACKENDS else _segment_classical(args)
+    if args.overlay is not None:
+        write_overlay(args.overlay, args.input, args.output, dataset=args.dataset, channel=args.channel,
+                      overwrite=args.overwrite, title=f"{Path(args.input).name}: {args.method}")  # fmt: skip
+    return code
+
+
+def _segment_classical(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.overwrite)
     image = read_spatial(args.input, args.dataset, args.channel)
     config = ClassicalConfig(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
+from fmscope.cli.common import add_overlay_option
 from fmscope.config import config_path
 from fmscope.errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 SHIPPED = ("finetune-unet-cpu", "finetune-unet", "finetune-swinunetr")
 TASK_NAMES = {"seg": "segment", "cls": "classify", "deblur": "deblur"}
@@ -88,6 +92,7 @@ def register(sub: Any) -> None:
     p.add_argument("--flips", action="store_true", help="average over flips (test-time augmentation)")
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_overlay_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_predict)
 
@@ -130,8 +135,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmscope.cli.common import finish_output
+    from fmscope.cli.common import finish_output, write_overlay
     from fmscope.tasks.predict import predict_file
+    from fmscope.utils.atomic import check_output_path
+
+    if args.overlay is not None:
+        check_output_path(args.overlay, args.overwrite)
 
     result = predict_file(
         args.model, args.input, args.output, probabilities=args.probabilities, instances=args.instances,
@@ -139,6 +148,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         flips=args.flips, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     finish_output(result.output, "predict", args, (Path(args.input), args.model))
+    if args.overlay is not None and result.task == "segment" and not args.probabilities:
+        write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite,
+                      title=f"{Path(args.input).name}: {args.model.name}")  # fmt: skip
+    elif args.overlay is not None:
+        logger.warning("--overlay: drawn for label outputs only (this is a %s output); none written", result.task)
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
     print(f"{args.input} {result.shape}: {what} -> {result.output}")
     return 0

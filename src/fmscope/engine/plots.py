@@ -18,9 +18,12 @@ def plot_training_curves(
     extra: tuple[str, ...] = ("embed_similarity", "clip_scale", "lr"),
     smooth: int = 10,
     title: str = "",
+    xlabel: str = "optimiser step",
+    names: dict[str, str] | None = None,
 ) -> Path:
     """PNG of training curves: each loss term (raw, faint; moving average of ``smooth`` steps, solid) on a log
-    scale, and the ``extra`` series (temperature, learning rate) in panels of their own."""
+    scale, and the ``extra`` series (temperature, learning rate, a validation score) in panels of their own, titled
+    by ``names`` where given."""
     plt = pyplot()
 
     steps = np.array([r["step"] for r in rows])
@@ -37,13 +40,13 @@ def plot_training_curves(
         else:
             ax.plot(steps, values, color=colour, label=key)
     ax.set_yscale("log")
-    ax.set_xlabel("optimiser step")
-    ax.set_title("loss terms (raw and moving average)", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_title("loss terms (raw and moving average)" if smooth > 1 else "training loss", fontsize=9)
     ax.legend(fontsize=8)
     for ax, key in zip(axes[0, 1:], panels, strict=True):
-        ax.plot(steps, [r.get(key, np.nan) for r in rows], color="#333333")
-        ax.set_xlabel("optimiser step")
-        ax.set_title(key, fontsize=9)
+        ax.plot(steps, [r.get(key, np.nan) for r in rows], color="#333333", marker="o" if len(rows) < 40 else None)
+        ax.set_xlabel(xlabel)
+        ax.set_title((names or {}).get(key, key), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path, overwrite=True)

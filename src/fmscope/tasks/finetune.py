@@ -4,8 +4,8 @@ Pretrained and scratch runs share this code path; only the initial weights diffe
 for ``freeze_epochs`` and then trained at ``encoder_lr_factor`` times the learning rate). Each epoch is
 ``steps_per_epoch`` AdamW steps on random (augmented) patches, then a validation on the whole validation volumes
 (sliding window for dense tasks); the best model by the validation score is kept and training stops after
-``patience`` epochs without improvement. The run folder holds ``config.yaml``, ``metrics.csv`` (per epoch), the best
-``model/`` (a task model folder) and ``summary.json``.
+``patience`` epochs without improvement. The run folder holds ``config.yaml``, ``metrics.csv`` (per epoch),
+``curves.png`` (loss and validation score per epoch), the best ``model/`` (a task model folder) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from torch import Tensor
 from fmscope.config import save_config
 from fmscope.data.augment import AugmentConfig, build_paired_augmentation
 from fmscope.engine import MetricLogger
+from fmscope.engine.logs import read_metrics
+from fmscope.engine.plots import plot_training_curves
 from fmscope.engine.run_folder import run_folder
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
@@ -272,6 +274,12 @@ def _finetune(
             if stale >= config.patience:
                 logger.info("early stop at epoch %d: no better validation score for %d epochs", epoch, stale)
                 break
+    metrics.close()
+    score_name = {"segment": "mean Dice", "classify": "macro accuracy", "deblur": "SSIM"}[task]
+    plot_training_curves(
+        read_metrics(metrics.path), out_dir / "curves.png", keys=("loss",), extra=("val_score",), smooth=1,
+        xlabel="epoch", names={"val_score": f"validation {score_name}"}, title=f"fine-tuning {task} ({out_dir.name})",
+    )  # fmt: skip
     summary = {"best_score": best, "best_epoch": best_epoch, "epochs_run": epoch + 1, "init": str(init),
                "init_report": describe_init(report, init, config.init_parts),
                "init_keys": "" if report is None else report.summary()}  # fmt: skip

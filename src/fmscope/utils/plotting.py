@@ -21,9 +21,12 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], *, overwrite: bool = True, dpi: int = 110) -> Path:
-    """Lay out, write ``fig`` as PNG to ``path`` atomically, and close it."""
-    fig.tight_layout()
+def save_figure(
+    fig: Any, path: str | os.PathLike[str], *, overwrite: bool = True, dpi: int = 110, layout: bool = True
+) -> Path:
+    """Lay out (unless the caller did: ``layout=False``), write ``fig`` as PNG to ``path`` atomically, and close it."""
+    if layout:
+        fig.tight_layout()
     with atomic_output(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     pyplot().close(fig)
