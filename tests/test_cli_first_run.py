@@ -15,9 +15,10 @@ from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
 from fmscope.evaluation.benchmark import time_left
 from fmscope.evaluation.figures import nice_length, pick_slices, save_label_overlay
+from fmscope.evaluation.units import Unit, labelled_set
 from fmscope.inference.embed import pca_2d
 from fmscope.io import ImageMetadata, read_image, write_image
-from fmscope.tasks.labelled import load_labelled
+from fmscope.tasks.labelled import check_train_val, load_labelled
 from fmscope.tasks.samples import load_samples
 from fmscope.tasks.training_data import load_train_val
 
@@ -155,3 +156,19 @@ def test_overlay_picks_slices_with_foreground_and_round_scale_bars() -> None:
     assert [nice_length(e) for e in (96.0, 1000.0, 7.0, 0.3)] == [10.0, 200.0, 1.0, 0.05]
     with pytest.raises(InvalidInputError, match="labels: shape"):
         save_label_overlay(Path("x.png"), np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_benchmark_folds_by_unit_raise_no_leakage_warning(caplog: pytest.LogCaptureFixture) -> None:
+    units = [Unit(f"raw_z{z:03d}", "raw", None, f"/d/raw_z{z:03d}.tif", f"/d/lab_z{z:03d}.tif", None, None)
+             for z in range(4)]  # fmt: skip
+    classes = ("background", "membranes")
+    with caplog.at_level("WARNING"):
+        check_train_val(
+            labelled_set(units[:2], "segment", classes, "/d"), labelled_set(units[2:], "segment", classes, "/d")
+        )
+    assert "leakage" in caplog.text  # one stack, same source: the warning is right for user data
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train, val = (labelled_set(u, "segment", classes, "/d", by_unit=True) for u in (units[:2], units[2:]))
+        check_train_val(train, val)
+    assert "leakage" not in caplog.text and train.sources == ("raw_z000", "raw_z001")

