@@ -101,6 +101,29 @@ def test_simulate_2d_prints_the_click_metrics(tmp_path: Path, stack, capsys) -> 
     assert result["objects"] == 2 and result["iou_after_5"] > 0.8
 
 
+def test_simulate_2d_with_a_box_starts_from_the_box(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--box`` on a 2D image: each object starts from its box (once ignored: "box": true, the numbers of a run
+    without it); the JSON says per object what the clicks made and whether the IoU ever fell."""
+    path, _, labels = stack
+    image = read_image(path).numpy()[4]
+    img = write_image(tmp_path / "slice.tif", image, ImageMetadata.for_array(image))
+    gt = write_image(tmp_path / "gt.tif", labels[4], ImageMetadata.for_array(labels[4]), labels=True)
+    runs = {}
+    for box in (False, True):
+        code, out, err = run(capsys, "simulate", img, gt, "--max-clicks", "3", "--json", *(["--box"] if box else []))
+        assert code == 0, err
+        runs[box] = json.loads(out)
+    assert runs[True]["box"] is True and runs[False]["box"] is False
+    assert all("box" in o["prompt"] for o in runs[True]["per_object"])
+    assert not any("box" in o["prompt"] for o in runs[False]["per_object"])
+    assert [o["ious"][0] for o in runs[True]["per_object"]] != [o["ious"][0] for o in runs[False]["per_object"]]
+    for o in runs[True]["per_object"]:
+        assert {"iou_drops", "max_drop", "best_iou", "final_iou"} <= set(o) and o["best_iou"] >= o["final_iou"]
+    assert {"objects_with_drops", "max_drop", "mean_best_iou", "mean_final_iou"} <= set(runs[True])
+    code, out, err = run(capsys, "simulate", img, gt, "--max-clicks", "3", "--box")  # the table
+    assert code == 0 and "mean_best_iou" in out and "objects_with_drops" in out
+
+
 def test_simulate_a_stack_from_one_slice(tmp_path: Path, stack, capsys) -> None:  # type: ignore[no-untyped-def]
     img, gt, _ = stack
     code, _, err = run(capsys, "simulate", img, gt, "--json")
@@ -109,6 +132,7 @@ def test_simulate_a_stack_from_one_slice(tmp_path: Path, stack, capsys) -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["objects"] == 2 and result["stack_dice"] > 0.8 and "iou_after_1" in result
+    assert [o["id"] for o in result["per_object"]] == [1, 2] and "dice_propagated" in result["per_object"][0]
 
 
 def test_segment_reuses_the_embedding_cache(tmp_path: Path, stack, capsys, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +14,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.interactive import ObjectPrompt, rf_backend
 from fmscope.interactive.prompts import Stroke
 from fmscope.interactive.rf_backend import RandomForestPrompter
-from fmscope.metrics import dice
+from fmscope.metrics import dice, iou
 
 CENTRES = ((30, 30), (30, 90), (90, 60))
 
@@ -45,6 +47,60 @@ def test_box_and_negative_points() -> None:
     assert dice(boxed.mask, objects == 3) > 0.85
     clicked = prompter.predict(embedding, ObjectPrompt(2, positive=((90.0, 60.0),), negative=((60.0, 100.0),)))
     assert dice(clicked.mask, objects == 3) > 0.85
+
+
+def _ring_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A bright ring (radii 11 to 20) whose box's centre is background: the case of a withdrawn centre guess."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.ogrid[:96, :96]
+    r2 = (yy - 48) ** 2 + (xx - 48) ** 2
+    ring = (r2 <= 20**2) & (r2 >= 11**2)
+    image = rng.normal(1000.0, 60.0, ring.shape)
+    image[ring] += 600.0
+    return image.astype(np.uint16), ring
+
+
+def test_a_box_whose_centre_guess_is_withdrawn_still_gives_a_mask() -> None:
+    """A negative click on the box's centre withdraws the guess there; without a positive click the rest of the box is
+    the object's weak label (before: ``labels: expected at least 2 classes among labelled pixels, got [0]``)."""
+    image, ring = _ring_image()
+    prompter = RandomForestPrompter()
+    embedding = prompter.embed(image)
+    box = (27.0, 27.0, 70.0, 70.0)
+    alone = prompter.predict(embedding, ObjectPrompt(1, box=box))
+    assert alone.mask.any() and alone.mask[48, 48]  # the guess: the centre is taken for the object
+    for negative in (((48.0, 48.0),), ((48.0, 48.0), (30.0, 68.0))):
+        result = prompter.predict(embedding, ObjectPrompt(1, negative=negative, box=box))
+        inside = np.zeros(ring.shape, bool)
+        inside[27:70, 27:70] = True
+        assert result.mask.any() and not (result.mask & ~inside).any() and not result.mask[48, 48]
+        assert iou(result.mask, ring) > 0.6 and 0.0 < result.score <= 1.0
+    with pytest.raises(InvalidInputError, match="no object pixels"):  # a box all withdrawn: a clear message
+        prompter.predict(embedding, ObjectPrompt(1, negative=((48.0, 48.0),), box=(47.0, 47.0, 49.0, 49.0)))
+
+
+def test_a_negative_click_on_a_leaked_superpixel_keeps_what_the_first_click_taught() -> None:
+    """The superpixel of the first click leaked into the background; a correct negative click there used to label the
+    whole superpixel, object included, as background (IoU 0.82 -> 0.05, and no later click could teach it back)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.ogrid[:96, :96]
+    disk_ = (yy - 48) ** 2 + (xx - 36) ** 2 <= 14**2
+    image = rng.normal(1000.0, 60.0, disk_.shape)
+    image[disk_] += 600.0
+    prompter = RandomForestPrompter()
+    leak = np.zeros(disk_.shape, bool)
+    leak[47:49, 50:76], leak[40:57, 70:84] = True, True  # a thin bridge to a block of background
+    segments = np.where(disk_ | leak, 2, 1).astype(np.int64)
+    embedding = dataclasses.replace(prompter.embed(image.astype(np.uint16)), superpixels=segments)
+    first, inside, far = (48.0, 36.0), (40.0, 30.0), (48.0, 77.0)
+    clicks = [
+        ObjectPrompt(1, positive=(first,)),
+        ObjectPrompt(1, positive=(first,), negative=(far,)),  # a correct click, in the leak
+        ObjectPrompt(1, positive=(first, inside), negative=(far,)),
+    ]
+    ious = [iou(prompter.predict(embedding, prompt).mask, disk_) for prompt in clicks]
+    assert ious[0] > 0.75
+    assert all(b >= a - 0.05 for a, b in zip(ious, ious[1:], strict=False)), ious
 
 
 def test_features_are_computed_once_per_slice(monkeypatch: pytest.MonkeyPatch) -> None:

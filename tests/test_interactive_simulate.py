@@ -11,7 +11,7 @@ from skimage.draw import disk
 from fmscope.errors import InvalidInputError
 from fmscope.interactive import ObjectPrompt
 from fmscope.interactive.rf_backend import RandomForestPrompter
-from fmscope.interactive.simulate import ClickTrace, next_click, simulate_object, summarize
+from fmscope.interactive.simulate import ClickTrace, next_click, simulate_image, simulate_object, summarize
 
 
 def _disks() -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,33 @@ def test_random_forest_reaches_90_percent_on_separated_disks() -> None:
     traces = [simulate_object(prompter, embedding, objects == k, object_id=k, max_clicks=5) for k in (1, 2, 3)]
     summary = summarize(traces, max_clicks=5)
     assert summary["iou_after_5"] > 0.8 and summary["mean_clicks_to_85"] <= 3
+
+
+def test_the_trace_says_when_a_click_made_the_mask_worse() -> None:
+    truth = np.ones((20, 20), bool)
+    trace = simulate_object(Scripted(truth, [0.5, 0.8, 0.6, 0.7, 0.95]), None, truth, target_iou=0.9, max_clicks=10)
+    assert trace.drops == pytest.approx((0.2,)) and trace.best_iou == 0.95
+    report = trace.report()
+    assert report["iou_drops"] == 1 and report["max_drop"] == pytest.approx(0.2)
+    assert report["best_iou"] == 0.95 and report["final_iou"] == 0.95 and report["clicks"] == 5
+    worse = ClickTrace(2, (0.9, 0.4, 0.5), ObjectPrompt(2, positive=((1.0, 1.0),)))
+    assert worse.report()["best_iou"] == 0.9 and worse.report()["final_iou"] == 0.5
+    summary = summarize([trace, worse], max_clicks=10)
+    assert summary["objects_with_drops"] == 2 and summary["mean_iou_drops"] == 1
+    assert summary["max_drop"] == pytest.approx(0.5)
+    assert summary["mean_best_iou"] == pytest.approx(0.925) and summary["mean_final_iou"] == pytest.approx(0.725)
+    steady = summarize([ClickTrace(3, (0.5, 0.5, 0.9), ObjectPrompt(3))], max_clicks=10)
+    assert steady["objects_with_drops"] == 0 and steady["max_drop"] == 0
+
+
+def test_simulate_image_with_a_box_starts_from_the_box() -> None:
+    image, objects = _disks()
+    prompter = RandomForestPrompter()
+    clicked = simulate_image(prompter, image, objects, max_clicks=3)
+    boxed = simulate_image(prompter, image, objects, max_clicks=3, box=True)
+    assert all(t.prompt.box is None for t in clicked)
+    for t in boxed:
+        ys, xs = np.nonzero(objects == t.object_id)
+        assert t.prompt.box == (ys.min() - 1, xs.min() - 1, ys.max() + 2, xs.max() + 2)
+        assert t.report()["prompt"]["box"] == list(t.prompt.box)
+    assert [t.ious[0] for t in boxed] != [t.ious[0] for t in clicked]

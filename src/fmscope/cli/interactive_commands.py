@@ -176,17 +176,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             max_objects=args.objects, box=args.box, enhancement=enhancement, profile=profile,
         )  # fmt: skip
         summary = {**summarize([r.key_trace for r in results], max_clicks=args.max_clicks), **summarize_stack(results)}
+        objects = [r.report() for r in results]
     else:
         if args.propagate_from is not None:
             raise InvalidInputError(f"--propagate-from: {args.image} is a 2D image, not a stack")
         traces = simulate_image(backend, image, labels, profile=profile, target_iou=args.target_iou,
                                 max_clicks=args.max_clicks, max_objects=args.objects, box=args.box)  # fmt: skip
         summary = summarize(traces, max_clicks=args.max_clicks)
+        objects = [t.report() for t in traces]
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    result = {"method": args.method, "box": args.box, "target_iou": args.target_iou, "max_clicks": args.max_clicks}
+    result: dict[str, Any] = {"method": args.method, "box": args.box, "target_iou": args.target_iou,
+                              "max_clicks": args.max_clicks}  # fmt: skip
     result.update(summary)
     if args.json:
-        print_json(result)
-    else:
-        print_table([(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in result.items()])
+        print_json({**result, "per_object": objects})
+        return 0
+    print_table([(k, f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in result.items()])
+    worse = [o for o in objects if o["iou_drops"]]
+    if worse:  # more clicks made these masks worse: say so beside the means
+        print(f"\n{len(worse)} of {len(objects)} object(s) lost IoU at some click (id: best -> final, largest fall):")
+        print_table(
+            [(str(o["id"]), f"{o['best_iou']:.3f} -> {o['final_iou']:.3f}, {o['max_drop']:.3f}") for o in worse]
+        )
     return 0

@@ -8,10 +8,12 @@ object's prompts into pixel labels and fits a forest on the cached features:
   With ``superpixels`` (the default) the clicked superpixel (less its rim, which may have leaked across the edge)
   gets the same label when it is smaller than ``max_superpixel`` of the slice and holds no pixel already labelled
   the other way: a disk at a nucleus' centre teaches the forest what its centre looks like, the superpixel what the
-  whole nucleus looks like;
+  whole nucleus looks like. A superpixel clicked both ways (it leaked across the object's edge) is shared between
+  its clicks, so that a correction never turns what an earlier click taught into its opposite;
 * a box labels a band of ``box_margin`` pixels around it as background and a disk at its centre (a quarter of its
-  smaller side) as the object, unless a negative click falls on that disk; the mask is kept inside the box (and
-  predicted only there);
+  smaller side) as the object, unless a negative click falls on that disk (the guess withdrawn: then, without a
+  positive click or stroke, a sparse grid over the rest of the box is the object's weak label); the mask is kept
+  inside the box (and predicted only there);
 * without a box or mask prompt, the image border band (``box_margin`` wide) is background;
 * a mask prompt (e.g. the previous slice's result during propagation) labels its core (pixels at least half its
   largest depth from its edge) as the object and a ring ``box_margin`` to ``2 * box_margin`` pixels outside it as
@@ -103,6 +105,30 @@ def _kept_regions(proba: NDArray[np.float32], seeds: NDArray[np.bool_]) -> NDArr
     return np.isin(regions, keep[keep > 0])
 
 
+def _share(
+    segment: NDArray[np.bool_],
+    clicks: Sequence[tuple[int, int, int]],
+    gradient: NDArray[np.float32] | None,
+    radius: int,
+) -> NDArray[np.int64]:
+    """Per pixel of ``segment``, the value (0 or 1) of the click ``(y, x, value)`` nearest to it, where a watershed
+    of ``gradient`` seeded by the clicks' disks of ``radius`` gives it to a click of the same value too; -1 elsewhere
+    (unsure). Disks, not single pixels, seed the flooding: a click on a ridge of the gradient would flood nothing."""
+    markers = np.zeros(segment.shape, np.int32)
+    for y, x, value in sorted(clicks, key=lambda c: c[2]):  # positive disks win where they overlap
+        win, pixels = raster.disk(y, x, radius, segment.shape)
+        markers[win][pixels] = value + 1
+    markers[~segment] = 0
+    for y, x, value in clicks:
+        markers[y, x] = value + 1  # the clicked pixel itself, even on the segment's rim
+    rows, cols = ndi.distance_transform_edt(markers == 0, return_distances=False, return_indices=True)
+    nearest = markers[rows, cols]
+    if gradient is not None:
+        flooded = watershed(gradient, markers, mask=segment)
+        nearest = np.where(flooded == nearest, nearest, 0)
+    return np.where(segment, nearest - 1, -1).astype(np.int64)
+
+
 def _ring(outer: raster.Window, inner: raster.Window) -> list[raster.Window]:
     """The pixels of ``outer`` outside ``inner`` (which it contains) as up to four rectangles."""
     (oy, ox), (iy, ix) = outer, inner
@@ -190,6 +216,7 @@ class RandomForestPrompter:
         shape = embedding.shape
         labels = np.full(shape, -1, dtype=np.int64)
         seed_mask = np.zeros(shape, bool)
+        weak: NDArray[np.bool_] | None = None  # the box less its withdrawn centre guess
         m = self.box_margin
         if mask is not None:
             win = raster.bbox(mask, 2 * m + 1)
@@ -218,10 +245,23 @@ class RandomForestPrompter:
             if mask is None and not withdrawn:
                 labels[win][centre] = 1
                 seed_mask[win] |= centre
+            elif mask is None:
+                step = max(1, min(m, round(min(y1 - y0, x1 - x0)) // 4))
+                weak = np.zeros(shape, bool)
+                weak[
+                    inner[0].start + step // 2 : inner[0].stop : step, inner[1].start + step // 2 : inner[1].stop : step
+                ] = True
+                weak[win] &= ~centre
         elif mask is None:  # no box: the image border band is background too (objects rarely fill the border)
             labels[:m], labels[-m:], labels[:, :m], labels[:, -m:] = 0, 0, 0, 0
         if embedding.superpixels is not None:
             self._superpixel_labels(labels, prompt, embedding)
+        if weak is not None and not prompt.positive and not any(st.positive for st in prompt.strokes):
+            # the guess withdrawn and nothing else says where the object is: the rest of the box is the object's weak
+            # label, on a sparse grid of the pixels no click has labelled. The box holds mostly its object, and the
+            # background pixels among so few are outnumbered by the band around the box: the forest gives what looks
+            # like the band to the background (labelling every pixel, it would learn the box back)
+            labels[weak & (labels == -1)] = 1
         for stroke in sorted(prompt.strokes, key=lambda s: s.positive):  # positive strokes win where they cross
             win, pixels = raster.stroke_pixels(stroke, shape)
             labels[win][pixels] = int(stroke.positive)
@@ -236,21 +276,39 @@ class RandomForestPrompter:
         return labels, seed_mask
 
     def _superpixel_labels(self, labels: NDArray[np.int64], prompt: ObjectPrompt, embedding: SliceEmbedding) -> None:
-        """Label the clicked superpixels (less their rim) like the click, unless too large or already labelled the
-        other way."""
+        """Label the clicked superpixels (less their rim) like their clicks, unless too large or already labelled the
+        other way. A superpixel clicked both ways (a negative click on the part of a positive click's superpixel that
+        leaked across the object's edge) is shared out (:func:`_share`: to the nearest click where a flooding of the
+        gradient from the clicks' disks agrees, else unlabelled), each part less its rim. Labelling it all one way
+        would undo what the earlier click taught: the object's look would become background, and no later click in
+        it could teach it back."""
         segments = embedding.superpixels
         if segments is None:
             return
         shape = embedding.shape
         limit = self.max_superpixel * labels.size
+        clicked: dict[int, list[tuple[tuple[int, int], int]]] = {}
         for points, value in ((prompt.negative, 0), (prompt.positive, 1)):
             for y, x in points:
-                k = segments[min(round(y), shape[0] - 1), min(round(x), shape[1] - 1)]
-                win = _segment_window(segments, int(k), (round(y), round(x)))
-                segment = segments[win] == k
-                if segment.sum() <= limit and not (labels[win][segment] == 1 - value).any():
-                    core = ndi.binary_erosion(segment)  # its rim may have leaked across the edge
-                    labels[win][core if core.any() else segment] = value
+                at = (min(max(round(y), 0), shape[0] - 1), min(max(round(x), 0), shape[1] - 1))
+                clicked.setdefault(int(segments[at]), []).append((at, value))
+        for k, clicks in clicked.items():
+            win = _segment_window(segments, k, clicks[0][0])
+            segment = segments[win] == k
+            if segment.sum() > limit:
+                continue
+            values = {v for _, v in clicks}
+            if len(values) == 1:
+                parts = [(segment, clicks[0][1])]
+            else:
+                local = [(y - win[0].start, x - win[1].start, v) for (y, x), v in clicks]
+                gradient = None if embedding.gradient is None else embedding.gradient[win]
+                owner = _share(segment, local, gradient, self.point_radius)
+                parts = [(owner == v, v) for v in (0, 1)]
+            for part, value in parts:
+                if not (labels[win][part] == 1 - value).any():
+                    core = ndi.binary_erosion(part)  # its rim may have leaked across the edge
+                    labels[win][core if core.any() else part] = value
 
     def _snap(
         self,
@@ -353,6 +411,10 @@ class RandomForestPrompter:
         labels, seeds = self._labels(prompt, embedding, mask)
         if not (labels == 0).any():
             raise InvalidInputError(f"prompt {prompt.id}: no background pixels (add a negative point or a box)")
+        if not (labels == 1).any():
+            raise InvalidInputError(
+                f"prompt {prompt.id}: no object pixels left (negative clicks cover the box; add a positive point)"
+            )
         forest = PixelClassifier(self.config).fit_features([embedding.features], [labels])
         if prompt.box is not None:  # the mask stays inside the box: predict only there
             window = _box_window(prompt.box)

@@ -5,7 +5,8 @@ from its edge). Each next click goes to the interior point of the largest error 
 pixels, negative on pixels wrongly included. The run stops when the IoU reaches ``target_iou`` or after
 ``max_clicks``. :func:`summarize` reports the standard numbers of interactive segmentation: clicks to reach 85 % and
 90 % IoU (an object that never gets there counts as ``max_clicks``, the usual NoC convention) and the IoU after 1, 3
-and 5 clicks (the last IoU carried forward once the target is reached).
+and 5 clicks (the last IoU carried forward once the target is reached), and, since a click can make a mask worse,
+how often and how far the IoU fell and the best IoU reached beside the final one.
 
 For stacks, :func:`simulate_stack` clicks the objects of one key slice, propagates them (optionally with the
 enhancement steps) and compares the 3D Dice with per-slice prompting (one click on every slice).
@@ -33,6 +34,8 @@ from fmscope.metrics import dice, iou
 
 logger = logging.getLogger(__name__)
 
+DROP_TOLERANCE = 1e-6  # IoU changes smaller than this are not counted as drops
+
 
 @dataclass(frozen=True)
 class ClickTrace:
@@ -49,6 +52,31 @@ class ClickTrace:
     def iou_after(self, clicks: int) -> float:
         """IoU after ``clicks`` clicks (the last one carried forward when the run stopped earlier)."""
         return self.ious[min(clicks, len(self.ious)) - 1]
+
+    @property
+    def drops(self) -> tuple[float, ...]:
+        """How much the IoU fell at each click that made the mask worse (more clicks need not help a backend)."""
+        return tuple(a - b for a, b in zip(self.ious, self.ious[1:], strict=False) if b < a - DROP_TOLERANCE)
+
+    @property
+    def best_iou(self) -> float:
+        """The highest IoU any click reached (the final one may be lower: see :attr:`drops`)."""
+        return max(self.ious)
+
+    def report(self) -> dict[str, Any]:
+        """The JSON form: IoU after each click, the best and the final IoU, how often and how far it fell, and the
+        prompt the clicks made (``box`` when the run started from the object's box)."""
+        drops = self.drops
+        return {
+            "id": self.object_id,
+            "clicks": len(self.ious),
+            "ious": [round(v, 4) for v in self.ious],
+            "best_iou": round(self.best_iou, 4),
+            "final_iou": round(self.ious[-1], 4),
+            "iou_drops": len(drops),
+            "max_drop": round(max(drops, default=0.0), 4),
+            "prompt": self.prompt.to_dict(),
+        }
 
 
 def next_click(prediction: NDArray[np.bool_], truth: NDArray[np.bool_]) -> tuple[tuple[float, float], bool] | None:
@@ -114,7 +142,13 @@ def simulate_object(
         if ious[-1] >= target_iou:
             break
     prompt = ObjectPrompt(object_id, tuple(positive), tuple(negative), frame)
-    return ClickTrace(object_id, tuple(ious) if ious else (1.0,), prompt)
+    trace = ClickTrace(object_id, tuple(ious) if ious else (1.0,), prompt)
+    if trace.drops:
+        logger.info(
+            "object %d: IoU fell at %d click(s), by up to %.3f (best %.3f, final %.3f)",
+            object_id, len(trace.drops), max(trace.drops), trace.best_iou, trace.ious[-1],
+        )  # fmt: skip
+    return trace
 
 
 def simulate_image(
@@ -150,7 +184,10 @@ def simulate_image(
 def summarize(
     traces: Sequence[ClickTrace], *, max_clicks: int = 20, targets: Sequence[float] = (0.85, 0.9)
 ) -> dict[str, float]:
-    """Means (and medians) over objects: clicks to each target IoU and IoU after 1, 3 and 5 clicks."""
+    """Means (and medians) over objects: clicks to each target IoU and IoU after 1, 3 and 5 clicks; and whether more
+    clicks made masks worse: ``objects_with_drops`` (objects whose IoU fell at some click), ``mean_iou_drops``
+    (clicks per object that lowered the IoU), ``max_drop`` (the largest fall), ``mean_best_iou`` beside
+    ``mean_final_iou``."""
     if not traces:
         raise InvalidInputError("traces: expected at least one simulated object")
     out: dict[str, float] = {"objects": float(len(traces))}
@@ -163,6 +200,12 @@ def summarize(
         values = [tr.iou_after(k) for tr in traces]
         out[f"iou_after_{k}"] = float(np.mean(values))
         out[f"median_iou_after_{k}"] = float(np.median(values))
+    drops = [tr.drops for tr in traces]
+    out["objects_with_drops"] = float(sum(bool(d) for d in drops))
+    out["mean_iou_drops"] = float(np.mean([len(d) for d in drops]))
+    out["max_drop"] = float(max((max(d) for d in drops if d), default=0.0))
+    out["mean_best_iou"] = float(np.mean([tr.best_iou for tr in traces]))
+    out["mean_final_iou"] = float(np.mean([tr.ious[-1] for tr in traces]))
     return out
 
 
@@ -177,6 +220,14 @@ class StackResult:
     dice_enhanced: float | None
     dice_per_slice: float
     per_slice_clicks: int
+
+    def report(self) -> dict[str, Any]:
+        """The key slice's :meth:`ClickTrace.report` with the object's Dice values."""
+        out = self.key_trace.report()
+        out.update(dice_propagated=round(self.dice_propagated, 4), dice_per_slice=round(self.dice_per_slice, 4))
+        if self.dice_enhanced is not None:
+            out["dice_enhanced"] = round(self.dice_enhanced, 4)
+        return out
 
 
 def simulate_stack(
