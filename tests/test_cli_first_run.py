@@ -4,6 +4,8 @@ scores that warn when they measure the files' coding rather than the segmentatio
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +174,14 @@ def test_benchmark_folds_by_unit_raise_no_leakage_warning(caplog: pytest.LogCapt
         train, val = (labelled_set(u, "segment", classes, "/d", by_unit=True) for u in (units[:2], units[2:]))
         check_train_val(train, val)
     assert "leakage" not in caplog.text and train.sources == ("raw_z000", "raw_z001")
+
+
+def test_help_and_version_answer_without_the_heavy_libraries() -> None:
+    code = (
+        "import sys; from fmscope.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'dask', 'scipy', 'skimage', 'numpy', 'zarr', 'monai') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    version = subprocess.run([sys.executable, "-m", "fmscope.cli.main", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("fmscope ")

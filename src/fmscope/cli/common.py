@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fmscope.io import Image
-from fmscope.io import read_spatial as read_image_spatial
 from fmscope.utils.provenance import RunRecord, write_run_record
+
+if TYPE_CHECKING:
+    from fmscope.io import Image
 
 
 def add_input(parser: argparse.ArgumentParser, name: str = "input", help: str = "input image or volume") -> None:
@@ -37,6 +38,7 @@ def write_overlay(
 ) -> Path:  # fmt: skip
     """The ``--overlay`` montage of a written label file on its input (both read lazily: a few slices are loaded)."""
     from fmscope.evaluation.figures import save_label_overlay
+    from fmscope.io import read_spatial as read_image_spatial
 
     image = read_image_spatial(image_path, dataset=dataset, channel=channel)
     labels = read_image_spatial(labels_path)
@@ -52,6 +54,8 @@ def write_overlay(
 
 def read_spatial(path: Path, dataset: str | None = None, channel: int | None = None) -> Image:
     """:func:`fmscope.io.read_spatial` with the CLI's argument order."""
+    from fmscope.io import read_spatial as read_image_spatial
+
     return read_image_spatial(path, dataset=dataset, channel=channel)
 
 

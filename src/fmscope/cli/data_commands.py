@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmscope.cli.common import (
     add_dataset_option,
@@ -18,9 +18,10 @@ from fmscope.cli.common import (
     read_spatial,
 )
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import apply_profile, compute_stats, fit_profile
-from fmscope.io import ANGSTROM_PER_UNIT, ImageMetadata, normalize_unit, read_image, write_image
 from fmscope.utils.atomic import check_output_path
+
+if TYPE_CHECKING:
+    from fmscope.io import ImageMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from fmscope.intensity import compute_stats
+    from fmscope.io import read_image
+
     image = read_image(args.path, dataset=args.dataset)
     meta = image.meta
     stats = None if args.no_stats else compute_stats(image.data, progress=image.is_lazy)
@@ -99,6 +103,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from fmscope.io import read_image, write_image
+
     check_output_path(args.output, args.overwrite)
     image = read_image(args.input, dataset=args.dataset)
     meta = with_physical_size(image.meta, args.spacing, args.unit)
@@ -119,6 +125,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def with_physical_size(meta: ImageMetadata, spacing: str | None, unit: str | None) -> ImageMetadata:
     """``meta`` with the voxel size ``'Z,Y,X'`` (one value per spatial axis) and/or unit set from the command line."""
+    from fmscope.io import ANGSTROM_PER_UNIT, normalize_unit
+
     changes: dict[str, Any] = {}
     if spacing is not None:
         try:
@@ -142,6 +150,9 @@ def with_physical_size(meta: ImageMetadata, spacing: str | None, unit: str | Non
 
 
 def cmd_normalize(args: argparse.Namespace) -> int:
+    from fmscope.intensity import apply_profile, fit_profile
+    from fmscope.io import write_image
+
     check_output_path(args.output, args.overwrite)
     image = read_spatial(args.input, args.dataset, args.channel)
     profile = fit_profile(

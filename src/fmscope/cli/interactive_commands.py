@@ -6,27 +6,16 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from scipy import ndimage as ndi
+from typing import TYPE_CHECKING, Any
 
 from fmscope.cli.common import add_dataset_option, add_input, finish_output, print_json, print_table, read_spatial
 from fmscope.errors import InvalidInputError
-from fmscope.intensity import fit_profile
-from fmscope.interactive.backends import BACKENDS, backends_help, make_backend
-from fmscope.interactive.enhance import EnhanceConfig
-from fmscope.interactive.grounding import GroundingDetector
-from fmscope.interactive.morphometry import measure_image, write_morphometry
-from fmscope.interactive.pipeline import StackConfig, segment_automatic, segment_prompted
-from fmscope.interactive.prompts import load_prompts
-from fmscope.interactive.propagate import PropagationConfig
-from fmscope.interactive.protocol import PromptableModel
-from fmscope.interactive.simulate import simulate_image, simulate_stack, summarize, summarize_stack
-from fmscope.interactive.simulate_phases import simulate_phase_image
-from fmscope.io import write_image
-from fmscope.segment import narrow_labels
-from fmscope.utils.atomic import check_output_path
+from fmscope.interactive.backends import BACKENDS, backends_help
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fmscope.interactive.protocol import PromptableModel
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +48,8 @@ def add_backend_options(g: Any) -> None:
 
 
 def _backend(args: argparse.Namespace) -> PromptableModel:
+    from fmscope.interactive.backends import make_backend
+
     return make_backend(
         args.method, checkpoint=args.checkpoint, model=args.model, model_dir=args.model_dir, device=args.device,
         semantic=getattr(args, "semantic", False),
@@ -66,6 +57,16 @@ def _backend(args: argparse.Namespace) -> PromptableModel:
 
 
 def cmd_segment_prompted(args: argparse.Namespace) -> int:
+    from fmscope.interactive.enhance import EnhanceConfig
+    from fmscope.interactive.grounding import GroundingDetector
+    from fmscope.interactive.morphometry import measure_image, write_morphometry
+    from fmscope.interactive.pipeline import StackConfig, segment_automatic, segment_prompted
+    from fmscope.interactive.prompts import load_prompts
+    from fmscope.interactive.propagate import PropagationConfig
+    from fmscope.io import write_image
+    from fmscope.segment import narrow_labels
+    from fmscope.utils.atomic import check_output_path
+
     check_output_path(args.output, args.overwrite)
     if args.prompts is None and args.text is None and not args.auto:
         raise InvalidInputError(f"--method {args.method}: needs --prompts FILE, --text PHRASE or --auto")
@@ -131,6 +132,11 @@ def register(sub: Any) -> None:
 
 
 def _simulate_phase(args: argparse.Namespace, image: np.ndarray, labels: np.ndarray) -> int:
+    import numpy as np
+
+    from fmscope.intensity import fit_profile
+    from fmscope.interactive.simulate_phases import simulate_phase_image
+
     if image.ndim == 3:
         z = image.shape[0] // 2 if args.slice is None else args.slice
         if not 0 <= z < image.shape[0]:
@@ -153,6 +159,12 @@ def _simulate_phase(args: argparse.Namespace, image: np.ndarray, labels: np.ndar
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from scipy import ndimage as ndi
+
+    from fmscope.intensity import fit_profile
+    from fmscope.interactive.enhance import EnhanceConfig
+    from fmscope.interactive.simulate import simulate_image, simulate_stack, summarize, summarize_stack
+
     image = read_spatial(args.image, args.dataset, args.channel).numpy()
     labels = read_spatial(args.labels, args.dataset).numpy()
     if labels.shape != image.shape:

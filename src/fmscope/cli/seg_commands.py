@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fmscope.cli.common import (
     add_dataset_option,
     add_input,
@@ -22,10 +20,7 @@ from fmscope.cli.common import (
 )
 from fmscope.cli.interactive_commands import add_prompted_options, cmd_segment_prompted
 from fmscope.errors import InvalidInputError
-from fmscope.evaluation import evaluate_segmentation
 from fmscope.interactive.backends import BACKENDS, backends_help
-from fmscope.io import write_image
-from fmscope.segment import ClassicalConfig, narrow_labels, segment_classical
 from fmscope.utils.atomic import check_output_path
 
 logger = logging.getLogger(__name__)
@@ -98,6 +93,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_classical(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fmscope.io import write_image
+    from fmscope.segment import ClassicalConfig, narrow_labels, segment_classical
+
     check_output_path(args.output, args.overwrite)
     image = read_spatial(args.input, args.dataset, args.channel)
     config = ClassicalConfig(
@@ -146,6 +146,8 @@ def parse_roi(text: str, ndim: int) -> tuple[slice, ...]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fmscope.evaluation import evaluate_segmentation
+
     pred = read_spatial(args.pred).numpy()
     gt = read_spatial(args.gt).numpy()
     if pred.shape != gt.shape:

@@ -16,10 +16,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.checkpoints import cache_dir, checkpoint_rows
-from fmscope.interactive.protocol import PromptableModel
+
+if TYPE_CHECKING:
+    from fmscope.interactive.protocol import PromptableModel
 
 
 @dataclass(frozen=True)
