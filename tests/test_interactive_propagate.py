@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,22 @@ def test_rf_backend_propagates_through_a_noisy_stack() -> None:
     labels, tracks = propagate(RandomForestPrompter(), volume, [ObjectPrompt(1, positive=((4, 24, 24),))])
     assert tracks[0].slices() == list(range(9))
     assert dice(labels == 1, truth) > 0.8  # the clicked superpixel leaks a little into this noise (one-click Dice 0.83)
+
+
+def test_rf_propagation_from_the_float16_cache_matches_the_uncached_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    truth = _ball((9, 48, 48), centre=(4, 24, 24), r=10.0)
+    volume = (1000 + 400 * truth + rng.normal(0, 60, truth.shape)).astype(np.uint16)
+    prompts = [ObjectPrompt(1, positive=((4, 24, 24),))]
+    backend = RandomForestPrompter()
+    plain, _ = propagate(backend, volume, prompts)
+    runs = []
+    for _ in range(2):  # the first run fills the cache, the second reads every slice from it
+        embeddings = SliceEmbeddings(backend, volume, cache_dir=tmp_path / "cache", cache_max_bytes=10 * 2**20)
+        runs.append(propagate(backend, volume, prompts, embeddings=embeddings)[0])
+    assert embeddings.reused == 9 and embeddings.computed == 0
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert dice(runs[1] == 1, plain == 1) > 0.99
 
 
 def test_bad_propagation_input() -> None:

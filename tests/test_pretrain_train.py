@@ -76,6 +76,8 @@ def test_resume_reproduces_the_uninterrupted_run(volumes: Path, bert: Path, tmp_
     part = pretrain(cfg, tmp_path / "part", stop_after=3, progress=False)
     assert part.model_dir is None and latest_checkpoint(tmp_path / "part" / "checkpoints") is not None
     pretrain(cfg, tmp_path / "part", resume=True, progress=False)
+    for run in ("full", "part"):  # checkpoints at steps 3 and 6; the default train.keep_checkpoints=1 keeps the last
+        assert sorted(p.name for p in (tmp_path / run / "checkpoints").glob("*.pt")) == ["step_00000006.pt"]
     a = read_metrics(tmp_path / "full" / "metrics.csv")
     b = read_metrics(tmp_path / "part" / "metrics.csv")
     keys = ["loss", "distill", "recon", "align", "clip", "clip_scale", "lr", "grad_norm", "mask_fraction"]
@@ -114,3 +116,5 @@ def test_bad_inputs(volumes: Path, bert: Path, tmp_path: Path) -> None:
         pretrain(other, tmp_path / "once", resume=True, progress=False)
     with pytest.raises(InvalidInputError, match="patch"):
         pretrain(config(volumes, bert, "data.patch_size=[64, 64, 64]"), tmp_path / "big", progress=False)
+    with pytest.raises(InvalidInputError, match="keep_checkpoints"):
+        config(volumes, bert, "train.keep_checkpoints=-1")

@@ -3,6 +3,7 @@ scratch, prediction of an unseen phantom volume, Dice against its ground truth b
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ def finetune_on_phantoms(folder: Path, pretrained: Path | None, *, seed: int = 0
     for name, init in inits.items():
         t0 = time.perf_counter()
         result = finetune(config, train, val, folder / f"run_{name}", init=init)
+        shutil.rmtree(folder / f"run_{name}" / "checkpoints", ignore_errors=True)  # the exported model is what stays
         out = predict_file(result.model_dir, folder / "test" / "nuclei_test.tif", folder / f"predicted_{name}.tif")
         masks[name] = read_image(out.output).numpy() == 1
         scores[name], seconds[name] = dice(masks[name], truth == 1), time.perf_counter() - t0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ def pretrain_on_phantoms(
     folder: Path, *, seed: int = 0, steps: int = 30, progress: ProgressCallback | bool | None = None
 ) -> PretrainSummary:
     """Write four captioned phantom volumes to ``folder/data`` and pretrain ``unet-cpu`` on them into
-    ``folder/run`` (image+text, all four loss terms)."""
+    ``folder/run`` (image+text, all four loss terms); the run keeps its exported model folder, metrics and curves,
+    not its training checkpoint."""
     data = folder / "data"
     data.mkdir(parents=True)
     captions = {}
@@ -69,6 +71,8 @@ def pretrain_on_phantoms(
     )
     t0 = time.perf_counter()
     result = pretrain(config, folder / "run", progress=progress)
+    # The resume checkpoint (157 MB, over half the quickstart folder) is of no use once the model is exported.
+    shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)
     rows = read_metrics(folder / "run" / "metrics.csv")
     return PretrainSummary(
         steps=result.steps_done,
@@ -95,5 +99,8 @@ def pretrain_markdown(summary: PretrainSummary, relative_curves: str) -> str:
         "fills); the gap below it is what the image-text alignment has learned.",
         "",
         f"![loss curves]({relative_curves})",
+        "",
+        "The run keeps its exported model folder (`pretrain/run/model`: the backbone and the whole pretrainer), not "
+        "its training checkpoint.",
     ]
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from scipy import ndimage as ndi
 
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import IntensityProfile, fit_profile
-from fmscope.interactive.cache import EmbeddingCache
+from fmscope.interactive.cache import DEFAULT_MAX_BYTES, EmbeddingCache
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.protocol import PromptableModel, PromptMask, SupportsTransfer
 from fmscope.metrics import iou
@@ -68,10 +68,12 @@ class PropagationConfig:
 
 class SliceEmbeddings:
     """Lazily computed ``backend.embed(volume[z], profile)`` of a (Z, Y, X) stack, kept in memory (the
-    ``max_slices`` most recently used, or all) and, with a ``cache_dir``, on disk
-    (:class:`~fmscope.interactive.cache.EmbeddingCache`) for the next run. Without a ``profile`` one is fitted to the
-    whole stack (1st/99.8th percentiles, streamed), so every slice is windowed alike. Safe to share between threads
-    (a web app's requests and its background job): a slice is embedded once even when asked for twice at a time.
+    ``max_slices`` most recently used, or all, within ``max_bytes`` of memory) and, with a ``cache_dir``, on disk
+    (:class:`~fmscope.interactive.cache.EmbeddingCache`, at most ``cache_max_bytes``, 0 or None: unbounded) for the
+    next run; with a cache, a computed slice is used as the cache will give it back (float16-rounded), so a rerun gives
+    the same masks. Without a ``profile`` one is fitted to the whole stack (1st/99.8th percentiles, streamed), so every
+    slice is windowed alike. Safe to share between threads (a web app's requests and its background job): a slice is
+    embedded once even when asked for twice at a time.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class SliceEmbeddings:
         cache_dir: str | os.PathLike[str] | None = None,
         max_slices: int | None = None,
         max_bytes: int | None = None,
+        cache_max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if np.ndim(volume) != 3:
             raise InvalidInputError(f"volume: expected a (Z, Y, X) stack, got shape {np.shape(volume)}")
@@ -97,7 +100,9 @@ class SliceEmbeddings:
         self._sizes: dict[int, int] = {}
         self._busy: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
-        self.disk = EmbeddingCache(cache_dir, backend, profile) if cache_dir is not None else None
+        self.disk = (
+            EmbeddingCache(cache_dir, backend, profile, max_bytes=cache_max_bytes) if cache_dir is not None else None
+        )
         self.reused = 0
         self.computed = 0
 
@@ -137,7 +142,7 @@ class SliceEmbeddings:
         embedding = self.backend.embed(plane, self.profile)
         self.computed += 1
         if self.disk is not None:
-            self.disk.put(z, plane, embedding)
+            embedding = self.disk.put(z, plane, embedding)  # as a later read gives it back
         return embedding
 
     def __contains__(self, z: int) -> bool:

@@ -31,6 +31,7 @@ prompting turns it off. The score is the mean probability inside the mask. Text 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,6 +104,10 @@ def _kept_regions(proba: NDArray[np.float32], seeds: NDArray[np.bool_]) -> NDArr
     else:  # a box whose centre guess was withdrawn: its largest region
         keep = np.array([1 + int(np.argmax(np.bincount(regions.ravel())[1:]))]) if n else np.array([0])
     return np.isin(regions, keep[keep > 0])
+
+
+def _gradient(window: NDArray[np.float32]) -> NDArray[np.float32]:
+    return np.asarray(ndi.gaussian_gradient_magnitude(window, 2.0), np.float32)
 
 
 def _share(
@@ -195,14 +200,30 @@ class RandomForestPrompter:
     def embed(self, image: np.ndarray, profile: IntensityProfile | None = None) -> SliceEmbedding:
         """Features of a 2D slice of any dtype, windowed to [0, 1] by ``profile`` (default: the slice's 1st/99.8th
         percentiles)."""
-        window = np.asarray(window_slice(check_slice(image, f"the {self.name} backend"), profile)[0], np.float32)
+        window = self._window(image, profile)
         segments = (
             felzenszwalb(window, scale=self.superpixel_scale, sigma=self.superpixel_sigma, min_size=20)
             if self.superpixels
             else None
         )
-        gradient = np.asarray(ndi.gaussian_gradient_magnitude(window, 2.0), np.float32)
-        return SliceEmbedding(self.features(window), segments, gradient)
+        return SliceEmbedding(self.features(window), segments, _gradient(window))
+
+    def _window(self, image: np.ndarray, profile: IntensityProfile | None) -> NDArray[np.float32]:
+        return np.asarray(window_slice(check_slice(image, f"the {self.name} backend"), profile)[0], np.float32)
+
+    def recomputed_fields(self, embedding: Any) -> tuple[str, ...]:
+        """Fields the embedding cache does not store but recomputes on read: the filter bank and the gradient (~95 %
+        of the bytes, ~20 % of the time); the superpixels (the slow part) are stored. Learned features (the fm
+        backend) are stored."""
+        plain = type(self).features is RandomForestPrompter.features
+        return ("features", "gradient") if plain and isinstance(embedding, SliceEmbedding) else ()
+
+    def complete_embedding(
+        self, image: np.ndarray, profile: IntensityProfile | None, embedding: SliceEmbedding
+    ) -> SliceEmbedding:
+        """``embedding`` read from a cache with its recomputed fields filled in from the raw slice."""
+        window = self._window(image, profile)
+        return dataclasses.replace(embedding, features=self.features(window), gradient=_gradient(window))
 
     def features(self, window: NDArray[np.float32]) -> NDArray[np.float32]:
         """``(Y, X, F)`` features of a windowed slice: the multi-scale filter bank."""

@@ -46,7 +46,7 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 2
     checkpoint_every: int = 50
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = 1  # newest step files kept (0: all); one 300-step unet-cpu checkpoint is 157 MB
     log_every: int = 1
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -58,6 +58,10 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"train.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.keep_checkpoints < 0:
+            raise InvalidInputError(
+                f"train.keep_checkpoints: expected an integer >= 0 (0: keep all), got {self.keep_checkpoints}"
+            )
 
 
 @dataclass(frozen=True)
