@@ -1,4 +1,4 @@
-"""The quickstart folder holds what its report refers to, and no training checkpoint."""
+"""The quickstart folder holds what its report refers to, and no training checkpoint; its progress names each stage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ def test_quickstart_keeps_the_exported_model_and_everything_the_report_links_but
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "qs"
-    result = run_quickstart(out, pretrain_steps=2, finetune=False, progress=False)
+    seen: list[tuple[int, int | None, str]] = []
+    result = run_quickstart(out, pretrain_steps=2, finetune=False, progress=lambda d, t, m="": seen.append((d, t, m)))
+    stages = [m for _, t, m in seen if m.startswith("quickstart")]
+    assert stages[-1] == "quickstart: pretraining unet-cpu for 2 steps" and seen[-1][0] == seen[-1][1]
+    assert any(m.startswith("pretraining: pretrain") for _, _, m in seen)  # the long step says what it is doing
     report = result.report_path.read_text()
     linked = re.findall(r"\]\(([^)]+)\)", report) + re.findall(r"`([\w/.-]+\.\w+)`", report)
     assert "pretrain/run/loss_curves.png" in linked and "run.fmscope.json" in linked

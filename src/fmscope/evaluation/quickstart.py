@@ -25,7 +25,7 @@ from fmscope.io import ImageMetadata, write_image
 from fmscope.metrics import instance_scores
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.utils.atomic import atomic_output
-from fmscope.utils.progress import ProgressCallback, make_progress
+from fmscope.utils.progress import ProgressCallback, make_progress, sub_progress
 from fmscope.utils.provenance import RunRecord
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ def run_quickstart(
     rows: list[QuickstartRow] = []
     best: dict[str, tuple[float, str, str, np.ndarray]] = {}  # phantom -> (dice, method, target, mask)
     out = Path(out_dir)
-    with atomic_output(out, overwrite=overwrite) as tmp, make_progress(progress, len(cases) + 2, "quickstart") as step:
+    stages = len(cases) + 2 + (pretrain_steps > 0) + finetune
+    with atomic_output(out, overwrite=overwrite) as tmp, make_progress(progress, stages, "quickstart") as step:
         tmp.mkdir()
         adapted: dict[str, np.ndarray] = {}
         for name, ph in phantoms.items():
@@ -154,7 +155,7 @@ def run_quickstart(
             if case.phantom not in best or s.dice > best[case.phantom][0]:
                 best[case.phantom] = (s.dice, case.method, case.target, result.mask)
             logger.info("%s / %s / %s: Dice %.3f", case.phantom, case.target, case.method, s.dice)
-            step(1)
+            step(1, f"{case.phantom}: {case.method}")
         figures = []
         for name, ph in phantoms.items():
             dice, method, target, mask = best[name]
@@ -176,12 +177,17 @@ def run_quickstart(
         step(1)
         pretrain_section, finetune_section, pretrained = "", "", None
         if pretrain_steps > 0:
-            summary = pretrain_on_phantoms(tmp / "pretrain", seed=seed, steps=pretrain_steps)
+            step(0, f"pretraining unet-cpu for {pretrain_steps} steps")
+            stage = sub_progress(progress, "pretraining")
+            summary = pretrain_on_phantoms(tmp / "pretrain", seed=seed, steps=pretrain_steps, progress=stage)
             pretrain_section = pretrain_markdown(summary, "pretrain/run/loss_curves.png")
             pretrained = summary.model_dir
+            step(1)
         if finetune:
-            tuned = finetune_on_phantoms(tmp / "finetune", pretrained, seed=seed)
+            step(0, "3-shot fine-tuning (pretrained and scratch) and prediction")
+            tuned = finetune_on_phantoms(tmp / "finetune", pretrained, seed=seed, progress=progress)
             finetune_section = finetune_markdown(tuned, "finetune/finetune_overlay.png")
+            step(1)
         table = _markdown_table(tuple(rows))
         elapsed = time.perf_counter() - start
         report = _report_markdown(phantoms, table, figures, seed, elapsed, pretrain_section, finetune_section)

@@ -3,7 +3,6 @@ scratch, prediction of an unseen phantom volume, Dice against its ground truth b
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from fmscope.tasks.finetune import finetune
 from fmscope.tasks.labelled import load_labelled
 from fmscope.tasks.predict import predict_file
 from fmscope.tasks.samples import normalise
+from fmscope.utils.progress import ProgressCallback, sub_progress
 
 SHAPE = (32, 64, 64)
 QUICK = {"epochs": 30, "steps_per_epoch": 8, "batch_size": 2, "patience": 10, "freeze_epochs": 3,
@@ -42,8 +42,11 @@ def _write(folder: Path, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return ph.image, label
 
 
-def finetune_on_phantoms(folder: Path, pretrained: Path | None, *, seed: int = 0) -> FinetuneSummary:
-    """Three labelled phantom volumes train, one validates, one unseen volume tests; pretrained vs scratch vs Otsu."""
+def finetune_on_phantoms(
+    folder: Path, pretrained: Path | None, *, seed: int = 0, progress: ProgressCallback | bool | None = None
+) -> FinetuneSummary:
+    """Three labelled phantom volumes train, one validates, one unseen volume tests; pretrained vs scratch vs Otsu
+    (``progress``: one stage per fine-tuning, its epochs, then its prediction)."""
     for split in ("train", "val", "test"):
         (folder / split).mkdir(parents=True)
     for i in range(3):
@@ -56,9 +59,10 @@ def finetune_on_phantoms(folder: Path, pretrained: Path | None, *, seed: int = 0
     scores, seconds, masks = {}, {}, {}
     for name, init in inits.items():
         t0 = time.perf_counter()
-        result = finetune(config, train, val, folder / f"run_{name}", init=init)
-        shutil.rmtree(folder / f"run_{name}" / "checkpoints", ignore_errors=True)  # the exported model is what stays
-        out = predict_file(result.model_dir, folder / "test" / "nuclei_test.tif", folder / f"predicted_{name}.tif")
+        stage = sub_progress(progress, f"fine-tuning from {name}")
+        result = finetune(config, train, val, folder / f"run_{name}", init=init, progress=stage)
+        test, output = folder / "test" / "nuclei_test.tif", folder / f"predicted_{name}.tif"
+        out = predict_file(result.model_dir, test, output, progress=sub_progress(progress, f"predicting ({name})"))
         masks[name] = read_image(out.output).numpy() == 1
         scores[name], seconds[name] = dice(masks[name], truth == 1), time.perf_counter() - t0
     otsu = segment_classical(normalise(image, 1.0, 99.8)[0], ClassicalConfig(method="otsu", min_size=10)).mask
