@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fmscope.data import Phantom, em_stack_phantom, lightsheet_phantom
-from fmscope.evaluation.figures import save_overlay
+from fmscope.evaluation.figures import save_label_overlay, save_overlay
 from fmscope.evaluation.masks import evaluate_segmentation
 from fmscope.evaluation.quickstart_finetune import finetune_markdown, finetune_on_phantoms
 from fmscope.evaluation.quickstart_pretrain import pretrain_markdown, pretrain_on_phantoms
@@ -168,6 +168,11 @@ def run_quickstart(
                 title=f"{name} phantom, slice z={z}",
             )
             figures.append(fig.name)
+            classes = save_label_overlay(
+                tmp / f"{name}_classes.png", ph.image, ph.semantic, spacing=ph.spacing, unit=ph.unit,
+                class_names=dict(enumerate(ph.class_names, 1)), title=f"{name} phantom: ground-truth classes",
+            )  # fmt: skip
+            figures.append(classes.name)
             write_image(
                 tmp / f"{name}_best_{method.split()[0]}.tif",
                 mask.astype(np.uint8),
