@@ -94,7 +94,7 @@ def run_example(example: Example, cwd: Path) -> tuple[str, str, float]:
         return "FAILED", f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-200:]}", seconds
     if example.excerpt or not example.expected:
         return "ok", "exit code only" if example.expected else "", seconds
-    text = (proc.stdout + proc.stderr).replace(str(DATA), "../shared/data")
+    text = (proc.stdout + proc.stderr).replace(str(DATA), "../shared/data").replace(str(Path.home()), "~")
     got = [line.rstrip() for line in text.splitlines() if line.strip() and not _progress_line(line)]
     for k, want in enumerate(example.expected):
         have = got[k] if k < len(got) else "<nothing>"

@@ -52,6 +52,7 @@ def test_evaluate_warns_on_a_mis_coded_mask(tmp_path: Path, capsys: pytest.Captu
     assert any("inverted" in w for w in result.warnings)
     assert evaluate_segmentation(truth * 255, truth).warnings[0].startswith("the prediction's values [0, 255]")
     assert evaluate_segmentation(truth, truth).warnings == ()
+    assert evaluate_segmentation(inverted, truth, pred_foreground=[0]).warnings == ()  # the coding was given
     write_image(tmp_path / "p.tif", inverted, ImageMetadata.for_array(inverted))
     write_image(tmp_path / "t.tif", truth, ImageMetadata.for_array(truth))
     assert main(["evaluate", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"), "--json"]) == 0

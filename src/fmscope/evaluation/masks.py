@@ -51,17 +51,21 @@ class MaskEvaluation:
 FRACTION_RATIO = 4.0
 
 
-def suspicious_inputs(pred: np.ndarray, gt: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray) -> list[str]:
+def suspicious_inputs(
+    pred: np.ndarray, gt: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray, coded: bool = False
+) -> list[str]:
     """Why a score may measure the files' coding rather than the segmentation: different label value sets (0/255
-    against 0/1), foreground fractions that differ wildly (one mask inverted), an empty mask."""
+    against 0/1; not when the foreground values were given, ``coded``), foreground fractions that differ wildly (one
+    mask inverted), an empty mask."""
     out = []
     fp, fg = float(pred_mask.mean()), float(gt_mask.mean())
-    pv, gv = np.unique(pred), np.unique(gt)
-    if pv.size <= 2 and gv.size <= 2 and set(pv.tolist()) != set(gv.tolist()):
-        out.append(
-            f"the prediction's values {pv.tolist()} differ from the ground truth's {gv.tolist()}: nonzero is "
-            "foreground in both; if one marks the background, pass --pred-foreground / --gt-foreground"
-        )
+    if not coded:
+        pv, gv = np.unique(pred), np.unique(gt)
+        if pv.size <= 2 and gv.size <= 2 and set(pv.tolist()) != set(gv.tolist()):
+            out.append(
+                f"the prediction's values {pv.tolist()} differ from the ground truth's {gv.tolist()}: nonzero is "
+                "foreground in both; if one marks the background, pass --pred-foreground / --gt-foreground"
+            )
     if fp == 0 or fg == 0:
         out.append(f"the {'prediction' if fp == 0 else 'ground truth'} has no foreground voxel")
     elif max(fp, fg) / min(fp, fg) > FRACTION_RATIO:
@@ -124,5 +128,6 @@ def evaluate_segmentation(
         pred_inst = _instance_labels(np.where(pred_mask, pred, 0), connectivity)
         gt_inst = _instance_labels(np.where(gt_mask, gt, 0), connectivity)
         inst = instance_scores(pred_inst, gt_inst)
-    warnings = tuple(suspicious_inputs(pred, gt, pred_mask, gt_mask)) if not multiclass else ()
+    coded = bool(pred_foreground) or bool(gt_foreground)
+    warnings = tuple(suspicious_inputs(pred, gt, pred_mask, gt_mask, coded)) if not multiclass else ()
     return MaskEvaluation(semantic=semantic, multiclass=multi, instances=inst, warnings=warnings)
