@@ -47,6 +47,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'fmscope.interactive' has no attribute {name!r}")
     return getattr(importlib.import_module(f"fmscope.interactive.{_WHERE[name]}"), name)
 
+
 __all__ = [
     "BACKENDS",
     "backend_status",
