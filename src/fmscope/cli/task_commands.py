@@ -148,11 +148,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         flips=args.flips, batch_size=args.batch_size, device=args.device, overwrite=args.overwrite, progress=True,
     )  # fmt: skip
     finish_output(result.output, "predict", args, (Path(args.input), args.model))
+    what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
+    print(f"{args.input} {result.shape}: {what} -> {result.output}")
     if args.overlay is not None and result.task == "segment" and not args.probabilities:
         write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite,
                       title=f"{Path(args.input).name}: {args.model.name}")  # fmt: skip
     elif args.overlay is not None:
         logger.warning("--overlay: drawn for label outputs only (this is a %s output); none written", result.task)
-    what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
-    print(f"{args.input} {result.shape}: {what} -> {result.output}")
     return 0
