@@ -34,7 +34,7 @@ def add_overlay_option(parser: argparse.ArgumentParser) -> None:
 
 def write_overlay(
     png: Path, image_path: Path, labels_path: Path, *, dataset: str | None = None, channel: int | None = None,
-    overwrite: bool = False, title: str = "",
+    overwrite: bool = False, title: str = "", class_names: dict[int, str] | None = None,
 ) -> Path:  # fmt: skip
     """The ``--overlay`` montage of a written label file on its input (both read lazily: a few slices are loaded)."""
     from fmscope.evaluation.figures import save_label_overlay
@@ -46,7 +46,7 @@ def write_overlay(
     known = meta.unit is not None and len(meta.spacing) == len(meta.spatial_axes)
     path = save_label_overlay(
         png, image.data, labels.data, spacing=meta.spacing if known else None, unit=meta.unit, title=title,
-        overwrite=overwrite,
+        overwrite=overwrite, class_names=class_names,
     )  # fmt: skip
     print(f"overlay: {path}")
     return path

@@ -151,8 +151,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
     print(f"{args.input} {result.shape}: {what} -> {result.output}")
     if args.overlay is not None and result.task == "segment" and not args.probabilities:
-        write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite,
-                      title=f"{Path(args.input).name}: {args.model.name}")  # fmt: skip
+        names = None if args.instances else dict(enumerate(result.classes[1:], 1))  # instances: objects, not classes
+        write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite, class_names=names,
+                      title=f"{Path(args.input).name}: {args.model.parent.name or args.model.name}")  # fmt: skip
     elif args.overlay is not None:
         logger.warning("--overlay: drawn for label outputs only (this is a %s output); none written", result.task)
     return 0

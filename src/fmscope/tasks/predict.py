@@ -40,10 +40,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PredictionResult:
+    """The written output, the model's task, the input shape; the predicted class (classification) and the model's
+    class names in index order."""
+
     output: Path
     task: str
     shape: tuple[int, ...]
     class_name: str | None = None
+    classes: tuple[str, ...] = ()
 
 
 def _windowed(model: TaskModel, data: Any) -> Any:
@@ -169,4 +173,4 @@ def predict_file(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     logger.info("wrote %s prediction of %s to %s", model.spec.task, input_path, out)
-    return PredictionResult(out, model.spec.task, tuple(data.shape))
+    return PredictionResult(out, model.spec.task, tuple(data.shape), classes=tuple(model.spec.classes))
