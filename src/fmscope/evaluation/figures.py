@@ -32,10 +32,8 @@ def save_overlay(
     overwrite: bool = True,
 ) -> Path:
     """Save a PNG with the 2D ``image`` alone and then each named 2D mask outlined on it (one panel each)."""
-    from matplotlib.colors import to_rgb
 
     plt = pyplot()
-    from skimage.segmentation import find_boundaries
 
     image = np.asarray(image, dtype=np.float32)
     lo, hi = display_range(image)
@@ -46,10 +44,8 @@ def save_overlay(
     for ax, (colour, (name, mask)) in zip(axes[0, 1:], zip(PALETTE * 4, masks.items(), strict=False), strict=False):
         ax.imshow(image, cmap="gray", vmin=lo, vmax=hi)
         labels = np.asarray(mask)
-        edge = find_boundaries(labels, mode="inner") if labels.any() else np.zeros(labels.shape, bool)
         rgba = np.zeros((*labels.shape, 4), dtype=np.float32)
-        rgba[labels != 0] = (*to_rgb(colour), 0.25)
-        rgba[edge] = (*to_rgb(colour), 1.0)
+        _outline(rgba, labels, labels != 0, colour, fill=0.25)
         ax.imshow(rgba, interpolation="nearest")
         ax.set_title(name, fontsize=9)
     for ax in axes[0]:
@@ -95,9 +91,7 @@ def save_label_overlay(
     """A PNG montage of a few slices of ``image`` (2D, or a ``(Z, Y, X)`` stack, in memory or lazy) with ``labels``
     outlined: one colour per class with a legend (at most :data:`MAX_CLASSES` values, named by ``class_names``), or
     every object outlined in one colour when the labels are instances; a scale bar from ``spacing``/``unit``."""
-    from matplotlib.colors import to_rgb
     from matplotlib.patches import Patch
-    from skimage.segmentation import find_boundaries
 
     if np.shape(image) != np.shape(labels) or len(np.shape(image)) not in (2, 3):
         raise InvalidInputError(f"labels: shape {np.shape(labels)} must equal the image's {np.shape(image)} (2D/3D)")
@@ -114,14 +108,8 @@ def save_label_overlay(
         lo, hi = display_range(plane)
         ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi)
         rgba = np.zeros((*lab.shape, 4), np.float32)
-        edges = find_boundaries(lab, mode="inner") if lab.any() else np.zeros(lab.shape, bool)
-        if per_class:
-            for v, colour in colour_of.items():
-                rgba[lab == v] = (*to_rgb(colour), 0.2)
-                rgba[edges & (lab == v)] = (*to_rgb(colour), 1.0)
-        else:
-            rgba[lab != 0] = (*to_rgb(PALETTE[0]), 0.2)
-            rgba[edges] = (*to_rgb(PALETTE[0]), 1.0)
+        for v, colour in colour_of.items() if per_class else [(0, PALETTE[0])]:
+            _outline(rgba, lab, lab == v if per_class else lab != 0, colour, fill=0.2)
         ax.imshow(rgba, interpolation="nearest")
         ax.set_title(f"z = {z}" if stack else "image", fontsize=9)
         ax.set_axis_off()
@@ -139,6 +127,17 @@ def save_label_overlay(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels
     return save_figure(fig, path, overwrite=overwrite, layout=False)
+
+
+def _outline(rgba: np.ndarray, labels: np.ndarray, region: np.ndarray, colour: str, fill: float) -> None:
+    """Paint ``region`` of a label image into ``rgba``: faintly filled (``fill`` opacity), its object boundaries
+    (between objects too) opaque."""
+    from matplotlib.colors import to_rgb
+    from skimage.segmentation import find_boundaries
+
+    edges = find_boundaries(labels, mode="inner") if region.any() else np.zeros(labels.shape, bool)
+    rgba[region] = (*to_rgb(colour), fill)
+    rgba[edges & region] = (*to_rgb(colour), 1.0)
 
 
 def _scale_bar(ax: Any, shape: tuple[int, ...], pixel: float, unit: str) -> None:

@@ -27,6 +27,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.interactive import raster
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.protocol import SupportsPhases
+from fmscope.interactive.superpixels import label_superpixels
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def phase_labels(
         one = ObjectPrompt(prompt.id, prompt.positive, prompt.negative)
         if embedding.superpixels is not None:
             part = np.full(shape, -1, np.int64)
-            backend._superpixel_labels(part, one, embedding)
+            label_superpixels(part, one, embedding, backend.max_superpixel, backend.point_radius)
             labels[part == 1], labels[part == 0] = c, 0
         for stroke in sorted(prompt.strokes, key=lambda s: s.positive):
             win, pixels = raster.stroke_pixels(stroke, shape)

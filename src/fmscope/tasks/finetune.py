@@ -31,6 +31,7 @@ from fmscope.engine.run_folder import run_folder
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.metrics import classification_scores, dice
+from fmscope.models.serialization import read_model_config
 from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
@@ -188,10 +189,9 @@ RESULTS = ("model",)
 
 def _kept(out: Path) -> str:
     """What an interrupted fine-tuning kept: the best model so far, or nothing (the folder is then removed)."""
-    config = out / "model" / "config.json"
-    if not config.is_file():
+    if not (out / "model" / "config.json").is_file():
         return "no model was saved yet; rerun to start over"
-    epoch = json.loads(config.read_text())["provenance"]["extra"]["finetune"]["epoch"]
+    epoch = read_model_config(out / "model")[1]["provenance"]["extra"]["finetune"]["epoch"]
     return f"the best model so far (epoch {epoch}) is in '{out / 'model'}'; rerun with --overwrite to start over"
 
 
