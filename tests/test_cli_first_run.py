@@ -13,6 +13,8 @@ import pytest
 
 from fmscope.cli.main import main
 from fmscope.data import lightsheet_phantom
+from fmscope.data.labelled import check_train_val, load_labelled
+from fmscope.data.samples import load_samples
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation import evaluate_segmentation
 from fmscope.evaluation.benchmark import time_left
@@ -20,8 +22,6 @@ from fmscope.evaluation.figures import nice_length, pick_slices, save_label_over
 from fmscope.evaluation.units import Unit, labelled_set
 from fmscope.inference.embed import pca_2d
 from fmscope.io import ImageMetadata, read_image, write_image
-from fmscope.tasks.labelled import check_train_val, load_labelled
-from fmscope.tasks.samples import load_samples
 from fmscope.tasks.training_data import load_train_val
 
 

@@ -17,13 +17,13 @@ import pytest
 from fmscope.cli.main import main, sigterm_as_interrupt
 from fmscope.config import resolve_config
 from fmscope.data import lightsheet_phantom
+from fmscope.data.labelled import load_labelled
 from fmscope.engine.run_folder import prepare_run_folder
 from fmscope.errors import Interrupted, OutputExistsError, Terminated
 from fmscope.io import ImageMetadata, write_image
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
-from fmscope.tasks.labelled import load_labelled
 from fmscope.utils.atomic import atomic_output
 from test_tasks_finetune import TINY as TINY_FT
 from test_tasks_finetune import write_pairs

@@ -12,13 +12,14 @@ import torch
 
 from fmscope.cli.main import main
 from fmscope.data import lightsheet_phantom
+from fmscope.data.degradation import DegradationConfig, degrade
+from fmscope.data.labelled import load_labelled
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.models import create_model, save_model
 from fmscope.segment import label_components
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
-from fmscope.tasks.labelled import load_labelled
 from fmscope.tasks.model import (
     TaskModel,
     TaskSpec,
@@ -28,7 +29,6 @@ from fmscope.tasks.model import (
     save_task_model,
 )
 from fmscope.tasks.predict import predict_array, predict_file
-from fmscope.tasks.restoration import DegradationConfig, degrade
 
 TINY = {"model": "unet-tiny", "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "freeze_epochs": 1, "augment": False}
 

@@ -10,18 +10,11 @@ import pytest
 import torch
 from scipy import ndimage
 
+from fmscope.data.degradation import DegradationConfig, degrade, degrade_torch
 from fmscope.errors import InvalidInputError
 from fmscope.io import read_image
 from fmscope.metrics import ssim
-from fmscope.tasks.restoration import (
-    DeblurLossWeights,
-    DegradationConfig,
-    deblur_loss,
-    degrade,
-    degrade_torch,
-    residual_output,
-    restoration_metrics,
-)
+from fmscope.tasks.restoration import DeblurLossWeights, deblur_loss, residual_output, restoration_metrics
 
 NO_NOISE = {"noise": "none"}
 

@@ -24,7 +24,7 @@ def finetune_config_path(name_or_path: str) -> Path:
 
 def parse_mapping(text: str | None) -> Any:
     """``'2=1,other=0'`` -> LabelMapping({2: 1}, other=0); None stays None."""
-    from fmscope.tasks.labelled import LabelMapping
+    from fmscope.data.labelled import LabelMapping
 
     if text is None:
         return None

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import yaml
 
 from fmscope.config import from_dict, load_yaml, merge_mappings, parse_overrides, to_dict
+from fmscope.data.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
 from fmscope.errors import InvalidInputError
-from fmscope.tasks.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
 
 TASKS = ("segment", "classify", "deblur")
 METHOD_KINDS: dict[str, tuple[str, ...]] = {
@@ -45,7 +45,7 @@ class DatatypeConfig:
     Attributes:
         name: short name used in tables (``nucleus``, ``membranes``...).
         task: ``'segment'``, ``'classify'`` or ``'deblur'``.
-        folders: labelled folders or CSVs (any layout of :func:`fmscope.tasks.labelled.load_labelled`). Give
+        folders: labelled folders or CSVs (any layout of :func:`fmscope.data.labelled.load_labelled`). Give
             exactly one of ``folders``, ``images`` (with ``labels``) or ``stack`` (with ``label_stack``).
         images, labels: a folder of images and a folder of masks, paired as ``pair_by`` says.
         pair_by: ``images``/``labels`` pairing: ``'name'`` (``label_suffixes`` stripped from the mask names) or

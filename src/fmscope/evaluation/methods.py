@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from fmscope.config import from_dict
+from fmscope.data.degradation import DegradationConfig
+from fmscope.data.samples import Sample, centre_patch, load_samples
 from fmscope.evaluation.baselines import (
     ResNetConfig,
     fit_pca_logistic,
@@ -46,8 +48,7 @@ from fmscope.segment.postprocess import label_components, watershed_split
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune, resolve_device
 from fmscope.tasks.model import load_task_model
-from fmscope.tasks.restoration import DegradationConfig, restoration_metrics
-from fmscope.tasks.samples import Sample, centre_patch, load_samples
+from fmscope.tasks.restoration import restoration_metrics
 
 logger = logging.getLogger(__name__)
 

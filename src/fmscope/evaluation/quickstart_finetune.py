@@ -11,15 +11,15 @@ import numpy as np
 
 from fmscope.config import from_dict
 from fmscope.data import lightsheet_phantom
+from fmscope.data.labelled import load_labelled
+from fmscope.data.samples import normalise
 from fmscope.evaluation.figures import save_overlay
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.metrics import dice
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
-from fmscope.tasks.labelled import load_labelled
 from fmscope.tasks.predict import predict_file
-from fmscope.tasks.samples import normalise
 from fmscope.utils.progress import ProgressCallback, sub_progress
 
 SHAPE = (32, 64, 64)

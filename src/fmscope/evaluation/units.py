@@ -3,7 +3,7 @@
 :func:`prepare_units` turns one datatype of a benchmark config into units written under ``REPORT/units/NAME/``: the
 raw image (raw dtype kept, channel chosen, cropped, cut into blocks), a binary structure mask, the true instances and
 the degraded twin where there is one. Every method then reads the same files through the same data code
-(:func:`fmscope.tasks.samples.load_samples`). ``units.json`` records the units and a signature of the datatype
+(:func:`fmscope.data.samples.load_samples`). ``units.json`` records the units and a signature of the datatype
 settings; it is reused when the signature matches.
 
 A unit is named after its image file without the format suffix (``img3``, ``raw_z012`` for slice 12 of a stack,
@@ -28,12 +28,7 @@ from typing import Any
 import numpy as np
 
 from fmscope.config import to_dict
-from fmscope.data.manifest import volume_stem
-from fmscope.errors import InvalidInputError
-from fmscope.evaluation.bench_config import DatatypeConfig
-from fmscope.io import ImageMetadata, read_image, write_image
-from fmscope.segment.postprocess import label_components
-from fmscope.tasks.labelled import (
+from fmscope.data.labelled import (
     BINARY_CLASSES,
     IMAGE_EXTENSIONS,
     LabelledItem,
@@ -43,6 +38,11 @@ from fmscope.tasks.labelled import (
     stack_slices,
     strip_suffix,
 )
+from fmscope.data.manifest import volume_stem
+from fmscope.errors import InvalidInputError
+from fmscope.evaluation.bench_config import DatatypeConfig
+from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.segment.postprocess import label_components
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)

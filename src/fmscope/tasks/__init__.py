@@ -1,9 +1,10 @@
 """Fine-tuning tasks: segmentation, classification and deblurring from a pretrained or random backbone."""
 
+from fmscope.data.degradation import DegradationConfig, degrade, degrade_torch
+from fmscope.data.labelled import LabelledItem, LabelledSet, check_train_val, load_labelled, stack_slices
+from fmscope.data.labels import LabelMapping, check_label
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import FinetuneResult, finetune, validate
-from fmscope.tasks.label_values import LabelMapping, check_label
-from fmscope.tasks.labelled import LabelledItem, LabelledSet, check_train_val, load_labelled, stack_slices
 from fmscope.tasks.model import (
     TaskModel,
     TaskSpec,
@@ -13,14 +14,7 @@ from fmscope.tasks.model import (
     save_task_model,
 )
 from fmscope.tasks.predict import PredictionResult, classify_array, predict_array, predict_file
-from fmscope.tasks.restoration import (
-    DeblurLossWeights,
-    DegradationConfig,
-    deblur_loss,
-    degrade,
-    degrade_torch,
-    restoration_metrics,
-)
+from fmscope.tasks.restoration import DeblurLossWeights, deblur_loss, restoration_metrics
 
 __all__ = [
     "DeblurLossWeights",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from fmscope.data.degradation import DegradationConfig
 from fmscope.errors import InvalidInputError
-from fmscope.tasks.restoration import DegradationConfig
 
 LOSSES = ("auto", "dicefocal", "dicece", "ce")
 

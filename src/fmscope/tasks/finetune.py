@@ -24,6 +24,8 @@ from torch import Tensor
 
 from fmscope.config import save_config
 from fmscope.data.augment import AugmentConfig, build_paired_augmentation
+from fmscope.data.labelled import LabelledSet, LabelMapping, check_train_val
+from fmscope.data.samples import Sample, centre_patch, load_samples, sample_patch
 from fmscope.engine import MetricLogger
 from fmscope.engine.logs import read_metrics
 from fmscope.engine.plots import plot_training_curves
@@ -34,10 +36,8 @@ from fmscope.metrics import classification_scores, dice
 from fmscope.models.serialization import read_model_config
 from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.config import FinetuneConfig
-from fmscope.tasks.labelled import LabelledSet, LabelMapping, check_train_val
 from fmscope.tasks.model import TaskModel, TaskSpec, describe_init, init_backbone, save_task_model
 from fmscope.tasks.restoration import deblur_loss, restoration_metrics
-from fmscope.tasks.samples import Sample, centre_patch, load_samples, sample_patch
 from fmscope.utils.progress import ProgressCallback, make_progress
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmscope.data.samples import centre_patch
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.segment import label_components, watershed_split
 from fmscope.tasks.model import TaskModel, load_task_model
-from fmscope.tasks.samples import centre_patch
 from fmscope.utils.atomic import atomic_output, check_output_path
 from fmscope.utils.progress import ProgressCallback
 

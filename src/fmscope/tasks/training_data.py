@@ -13,8 +13,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from fmscope.data.labelled import LabelledSet, Task, load_labelled, stack_slices
 from fmscope.errors import InvalidInputError
-from fmscope.tasks.labelled import LabelledSet, Task, load_labelled, stack_slices
 
 
 def parse_indices(text: str, option: str) -> list[int]:

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from fmscope.data.labels import LabelMapping, is_int, check_label
 from fmscope.data.manifest import volume_stem
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io import SUPPORTED_FORMATS, read_image
-from fmscope.tasks.label_values import LabelMapping, _is_int, check_label
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LabelledItem:
         if not isinstance(self.source, str) or not self.source:
             raise InvalidInputError(f"source: expected a non-empty string for '{self.image}', got {self.source!r}")
         if self.z_index is not None:
-            if not (_is_int(self.z_index) and self.z_index >= 0):
+            if not (is_int(self.z_index) and self.z_index >= 0):
                 raise InvalidInputError(f"z_index: expected None or an integer >= 0, got {self.z_index!r}")
             object.__setattr__(self, "z_index", int(self.z_index))
 
@@ -365,7 +365,7 @@ def stack_slices(
         raise InvalidInputError(f"label_path: '{label}' shape {label_shape} does not match '{image}' shape {shape}")
     n = shape[0]
     zs = list(range(n)) if z_indices is None else list(z_indices)
-    bad = [z for z in zs if not (_is_int(z) and 0 <= z < n)]
+    bad = [z for z in zs if not (is_int(z) and 0 <= z < n)]
     if bad or len(set(zs)) != len(zs) or not zs:
         raise InvalidInputError(f"z_indices: expected distinct integers in 0..{n - 1}, got {z_indices!r}")
     source = _source_id(volume_stem(paths[0]))

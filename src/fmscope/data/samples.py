@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmscope.data.degradation import DegradationConfig, degrade
+from fmscope.data.labelled import LabelledItem, LabelMapping, check_label
 from fmscope.errors import InvalidInputError
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import read_image
-from fmscope.tasks.labelled import LabelledItem, LabelMapping, check_label
-from fmscope.tasks.restoration import DegradationConfig, degrade
 
 
 @dataclass(frozen=True)

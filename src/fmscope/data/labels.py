@@ -13,7 +13,7 @@ from fmscope.errors import InvalidInputError
 logger = logging.getLogger(__name__)
 
 
-def _is_int(x: object) -> bool:
+def is_int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
@@ -32,11 +32,11 @@ class LabelMapping:
     def __post_init__(self) -> None:
         if not isinstance(self.values, Mapping) or not self.values:
             raise InvalidInputError(f"values: expected a non-empty dict raw value -> class index, got {self.values!r}")
-        if not all(_is_int(x) for kv in self.values.items() for x in kv):
+        if not all(is_int(x) for kv in self.values.items() for x in kv):
             raise InvalidInputError(f"values: expected integer raw values and class indices, got {self.values!r}")
         if any(v < 0 for v in self.values.values()):
             raise InvalidInputError(f"values: expected class indices >= 0, got {self.values!r}")
-        if self.other is not None and not (_is_int(self.other) and self.other >= 0):
+        if self.other is not None and not (is_int(self.other) and self.other >= 0):
             raise InvalidInputError(f"other: expected None or a class index >= 0, got {self.other!r}")
         object.__setattr__(self, "values", {int(k): int(v) for k, v in self.values.items()})
 

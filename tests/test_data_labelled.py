@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io import read_image, write_image
-from fmscope.tasks.labelled import (
+from fmscope.data.labelled import (
     LabelledItem,
     LabelledSet,
     LabelMapping,
@@ -20,6 +18,8 @@ from fmscope.tasks.labelled import (
     load_labelled,
     stack_slices,
 )
+from fmscope.errors import FileFormatError, InvalidInputError
+from fmscope.io import read_image, write_image
 
 VOL = np.zeros((4, 5, 6), dtype=np.float32)
 MASK = (np.arange(120).reshape(4, 5, 6) % 3 == 0).astype(np.uint8)
@@ -174,7 +174,7 @@ def test_check_label_values(label: np.ndarray, mapping: LabelMapping | None, exp
 
 
 def test_check_label_0_255_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="fmscope.tasks.labelled"):
+    with caplog.at_level(logging.WARNING, logger="fmscope.data.labelled"):
         out = check_label(np.array([[0, 255], [255, 0]], np.uint8), (2, 2), path="m.png")
     np.testing.assert_array_equal(out, [[0, 1], [1, 0]])
     assert "label 'm.png': values {0, 255} read as background/foreground" in caplog.text
@@ -245,7 +245,7 @@ def test_check_train_val(caplog: pytest.LogCaptureFixture) -> None:
         check_train_val(train, _set("classify", ("a", "v3"), ("c", "v4")))
     with pytest.raises(InvalidInputError, match="task 'segment' does not match the training task 'classify'"):
         check_train_val(train, _set("segment", ("a", "v3")))
-    with caplog.at_level(logging.WARNING, logger="fmscope.tasks.labelled"):
+    with caplog.at_level(logging.WARNING, logger="fmscope.data.labelled"):
         check_train_val(_set("segment", ("a", "v1")), _set("segment", ("c", "v1")))
     assert "['v1'] are in both train and val" in caplog.text
 
@@ -288,7 +288,7 @@ def test_real_lsm_finetune(lsm: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert [i.class_name for i in train.items] == ["amyloid_plaque", "cell_nucleus", "vessels"]
     for task in ("segment", "classify"):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="fmscope.tasks.labelled"):
+        with caplog.at_level(logging.WARNING, logger="fmscope.data.labelled"):
             check_train_val(load_labelled(lsm / "train", task), load_labelled(lsm / "val", task))
         assert "['vol000'] are in both" in caplog.text  # cell_nucleus val patch comes from vol000
     assert load_labelled(lsm / "train", "classify").classes == ("amyloid_plaque", "cell_nucleus", "vessels")
