@@ -70,11 +70,11 @@ def test_too_many_label_values_names_them_and_points_to_map_labels(tmp_path: Pat
     write_image(tmp_path / "a_label.tif", label, ImageMetadata.for_array(label))
     items = load_labelled(tmp_path, "segment").items
     with pytest.raises(InvalidInputError, match=r"label values \[0, 1, 2\].*--map-labels"):
-        load_samples(items, "segment", ("background", "foreground"))
+        load_samples(items, "mask", ("background", "foreground"))
     label[12:20, 12:20] = 3
     write_image(tmp_path / "a_label.tif", label, ImageMetadata.for_array(label), overwrite=True)
     with pytest.raises(InvalidInputError, match=r"values \{0, 1, 3\}.*--map-labels"):
-        load_samples(items, "segment", ("background", "foreground"))
+        load_samples(items, "mask", ("background", "foreground"))
 
 
 def test_pca_map_axes_say_how_much_variance_they_hold() -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fmscope.cli.common import add_overlay_option
 from fmscope.config import config_path
 from fmscope.errors import InvalidInputError
+from fmscope.tasks.registry import get_task, short_names
 
 logger = logging.getLogger(__name__)
 
 SHIPPED = ("finetune-unet-cpu", "finetune-unet", "finetune-swinunetr")
-TASK_NAMES = {"seg": "segment", "cls": "classify", "deblur": "deblur"}
 
 
 def finetune_config_path(name_or_path: str) -> Path:
@@ -52,7 +52,8 @@ def register(sub: Any) -> None:
         "Data: a folder of NAME.EXT + NAME_label.EXT (+ NAME_blurred.EXT for deblur), images/ + labels/ folders, or "
         "a CSV. Shipped configs: " + ", ".join(SHIPPED) + ". Override any key as key=value, e.g. epochs=50.",
     )
-    p.add_argument("task", choices=sorted(TASK_NAMES), help="seg, cls or deblur")
+    names = short_names()
+    p.add_argument("task", choices=sorted(names), help=", ".join(f"{k} ({v})" for k, v in names.items()))
     p.add_argument(
         "--config", default="finetune-unet-cpu", help="shipped config name or YAML (default finetune-unet-cpu)"
     )
@@ -103,8 +104,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from fmscope.tasks.finetune import finetune
     from fmscope.tasks.training_data import load_train_val
 
-    task = TASK_NAMES[args.task]
-    config = resolve_config(FinetuneConfig, finetune_config_path(args.config), args.overrides, {"task": task})
+    task = get_task(short_names()[args.task])
+    config = resolve_config(FinetuneConfig, finetune_config_path(args.config), args.overrides, {"task": task.name})
     if args.show_config:
         import yaml
 
@@ -114,18 +115,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise InvalidInputError("--out: required (unless --show-config)")
-    kind: Literal["segment", "classify"] = "classify" if task == "classify" else "segment"
     train, val = load_train_val(
-        kind, args.train, args.val, slices=args.slices, train_slices=args.train_slices, val_slices=args.val_slices,
-        include=args.include, class_pattern=args.class_pattern,
+        task.layout, args.train, args.val, slices=args.slices, train_slices=args.train_slices,
+        val_slices=args.val_slices, include=args.include, class_pattern=args.class_pattern,
     )  # fmt: skip
     result = finetune(
         config, train, val, args.out, init=args.init, mapping=parse_mapping(args.map_labels),
         overwrite=args.overwrite, progress=True,
     )  # fmt: skip
-    score = {"segment": "Dice", "classify": "macro accuracy", "deblur": "SSIM"}[task]
     print(
-        f"fine-tuned {task} for {result.epochs_run} epochs: best validation {score} {result.best_score:.4f} "
+        f"fine-tuned {task.name} for {result.epochs_run} epochs: best validation {task.score_name} "
+        f"{result.best_score:.4f} "
         f"(epoch {result.best_epoch})"
     )
     if result.init_report:
@@ -150,7 +150,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     finish_output(result.output, "predict", args, (Path(args.input), args.model))
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
     print(f"{args.input} {result.shape}: {what} -> {result.output}")
-    if args.overlay is not None and result.task == "segment" and not args.probabilities:
+    if args.overlay is not None and get_task(result.task).label_output and not args.probabilities:
         names = None if args.instances else dict(enumerate(result.classes[1:], 1))  # instances: objects, not classes
         write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite, class_names=names,
                       title=f"{Path(args.input).name}: {args.model.parent.name or args.model.name}")  # fmt: skip

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from fmscope.data.labels import LabelMapping, is_int, check_label
+from fmscope.data.labels import LabelMapping, check_label, is_int
 from fmscope.data.manifest import volume_stem
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io import SUPPORTED_FORMATS, read_image

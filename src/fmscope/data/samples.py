@@ -9,6 +9,7 @@ anywhere; volumes smaller than the patch are padded (reflect for images, backgro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -50,9 +51,13 @@ def _read(path: str, z_index: int | None) -> np.ndarray:
     return np.asarray(image.data[z_index])
 
 
+Target = Literal["mask", "class", "restore"]
+TARGETS: tuple[str, ...] = get_args(Target)
+
+
 def load_samples(
     items: tuple[LabelledItem, ...],
-    task: str,
+    kind: Target,
     classes: tuple[str, ...],
     *,
     low_percentile: float = 1.0,
@@ -61,13 +66,17 @@ def load_samples(
     degradation: DegradationConfig | None = None,
     seed: int = 0,
 ) -> list[Sample]:
-    """Read and normalise every item for ``task``; labels are validated by :func:`check_label`. Deblurring uses each
-    image's ``NAME_blurred`` twin, or synthesises it with ``degradation`` (seeded by ``seed`` and the item's index)."""
+    """Read and normalise every item with its target of ``kind``: a ``'mask'`` of class indices (validated by
+    :func:`check_label`), a ``'class'`` index, or a ``'restore'`` target: the sharp image, the input being its
+    ``NAME_blurred`` twin or a degradation synthesised with ``degradation`` (seeded by ``seed`` and the item's
+    index)."""
+    if kind not in TARGETS:
+        raise InvalidInputError(f"kind: expected one of {list(TARGETS)}, got {kind!r}")
     samples = []
     for index, item in enumerate(items):
         raw = _read(item.image, item.z_index).astype(np.float32)
         name = item.image if item.z_index is None else f"{item.image}[z={item.z_index}]"
-        if task == "deblur":
+        if kind == "restore":
             if item.degraded is not None:
                 degraded = _read(item.degraded, item.z_index).astype(np.float32)
             elif degradation is not None:
@@ -81,7 +90,7 @@ def load_samples(
             samples.append(Sample(name, image, target=target))
             continue
         image = normalise(raw, low_percentile, high_percentile)[0]
-        if task == "segment":
+        if kind == "mask":
             if item.label is None:
                 raise InvalidInputError(f"{name}: no label file for segmentation")
             label = check_label(_read(item.label, item.z_index), image.shape, path=item.label, mapping=mapping)

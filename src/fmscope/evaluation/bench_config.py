@@ -23,18 +23,8 @@ import yaml
 from fmscope.config import from_dict, load_yaml, merge_mappings, parse_overrides, to_dict
 from fmscope.data.labelled import DEFAULT_CLASS_PATTERN, DEFAULT_LABEL_SUFFIXES
 from fmscope.errors import InvalidInputError
+from fmscope.tasks.registry import check_task_name, get_task
 
-TASKS = ("segment", "classify", "deblur")
-METHOD_KINDS: dict[str, tuple[str, ...]] = {
-    "otsu": ("segment",),
-    "rf": ("segment",),
-    "finetune": TASKS,
-    "pca-lr": ("classify",),
-    "resnet18": ("classify",),
-    "identity": ("deblur",),
-    "richardson-lucy": ("deblur",),
-    "cellpose": ("segment",),
-}
 DATA_ENV = "FMSCOPE_DATA"
 
 
@@ -44,7 +34,7 @@ class DatatypeConfig:
 
     Attributes:
         name: short name used in tables (``nucleus``, ``membranes``...).
-        task: ``'segment'``, ``'classify'`` or ``'deblur'``.
+        task: a registered task (``'segment'``, ``'classify'``, ``'deblur'``; :mod:`fmscope.tasks.registry`).
         folders: labelled folders or CSVs (any layout of :func:`fmscope.data.labelled.load_labelled`). Give
             exactly one of ``folders``, ``images`` (with ``labels``) or ``stack`` (with ``label_stack``).
         images, labels: a folder of images and a folder of masks, paired as ``pair_by`` says.
@@ -72,7 +62,7 @@ class DatatypeConfig:
     """
 
     name: str
-    task: Literal["segment", "classify", "deblur"]
+    task: str
     folders: tuple[str, ...] = ()
     images: str | None = None
     labels: str | None = None
@@ -100,11 +90,12 @@ class DatatypeConfig:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise InvalidInputError(f"datatypes.name: expected a non-empty name without '/', got {self.name!r}")
+        check_task_name(self.task, f"datatypes[{self.name}].task")
         if sum((bool(self.folders), self.stack is not None, self.images is not None)) != 1:
             raise InvalidInputError(f"datatypes[{self.name}]: give exactly one of 'folders', 'images' or 'stack'")
         if (self.images is None) != (self.labels is None):
             raise InvalidInputError(f"datatypes[{self.name}].labels: 'images' and 'labels' go together")
-        if self.stack is not None and (self.label_stack is None or self.task != "segment"):
+        if self.stack is not None and (self.label_stack is None or get_task(self.task).target != "mask"):
             raise InvalidInputError(f"datatypes[{self.name}].label_stack: a stack needs a label stack (segment only)")
         if self.blocks is not None and any(b < 1 for b in self.blocks):
             raise InvalidInputError(f"datatypes[{self.name}].blocks: expected integers >= 1, got {self.blocks}")
@@ -176,16 +167,15 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
             raise InvalidInputError(f"methods.name: expected a non-empty name without '/', got {self.name!r}")
-        if self.kind not in METHOD_KINDS:
-            raise InvalidInputError(
-                f"methods[{self.name}].kind: expected one of {list(METHOD_KINDS)}, got {self.kind!r}"
-            )
-        if self.init != "scratch" and self.kind != "finetune":
+        kinds = _method_kinds()
+        if self.kind not in kinds:
+            raise InvalidInputError(f"methods[{self.name}].kind: expected one of {list(kinds)}, got {self.kind!r}")
+        if self.init != "scratch" and not kinds[self.kind].fine_tunes:
             raise InvalidInputError(f"methods[{self.name}].init: only 'finetune' methods take an init")
 
     def applies_to(self, task: str) -> bool:
         """Whether this method can run on a datatype of ``task``."""
-        return task in METHOD_KINDS[self.kind]
+        return bool(_method_kinds()[self.kind].applies_to(task))
 
 
 @dataclass(frozen=True)
@@ -252,6 +242,16 @@ class BenchmarkConfig:
                 raise InvalidInputError(
                     f"methods[{m.name}].init: no pretrain entry {m.init.split(':', 1)[1]!r} (known: {sorted(pretrain)})"
                 )
+        from fmscope.evaluation.methods import check_settings
+
+        check_settings(self)
+
+
+def _method_kinds() -> dict[str, Any]:
+    """The method table of :mod:`fmscope.evaluation.methods` (imported here when first needed: it imports this)."""
+    from fmscope.evaluation.methods import METHODS
+
+    return METHODS
 
 
 def load_benchmark_config(
@@ -325,7 +325,7 @@ def benchmark_template() -> str:
         methods=(MethodSpec("otsu", "otsu"), MethodSpec("scratch-unet", "finetune")),
         pretrain={"my-pretraining": PretrainSpec(data="my_data/captioned_volumes")},
     )
-    kinds = ", ".join(f"{k} ({'/'.join(v)})" for k, v in METHOD_KINDS.items())
+    kinds = ", ".join(f"{k} ({'/'.join(v.tasks) or 'any task'})" for k, v in _method_kinds().items())
     header = [
         "# fmscope benchmark config: every key with its default (generated from fmscope.evaluation.bench_config).",
         "# Replace the placeholder paths (my_data/...), drop what you do not need, then run:",

@@ -31,17 +31,18 @@ import numpy as np
 from fmscope.config import config_path, resolve_config, save_config, to_dict
 from fmscope.errors import FmscopeError, InvalidInputError
 from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
-from fmscope.evaluation.methods import UNTRAINED, Job, load_units, run_method, score, unavailable
+from fmscope.evaluation.methods import METHODS, Job, load_units, run_method, score, unavailable
 from fmscope.evaluation.protocol import Split, fold_sets, load_or_plan
 from fmscope.evaluation.report import write_report
 from fmscope.evaluation.units import Unit, class_names, prepare_units
+from fmscope.tasks.registry import get_task, task_names
 from fmscope.utils.atomic import atomic_output
 from fmscope.utils.progress import ProgressCallback, make_progress
 from fmscope.utils.provenance import package_versions
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = (
+BASE_COLUMNS = (
     "method",
     "datatype",
     "task",
@@ -53,15 +54,13 @@ COLUMNS = (
     "status",
     "note",
     "seconds",
-    "dice",
-    "iou",
-    "accuracy",
-    "instance_f1",
-    "count_ratio",
-    "macro_f1",
-    "ssim",
-    "psnr",
 )
+
+
+def columns() -> tuple[str, ...]:
+    """The columns of ``results.csv``: the job's identity and status, then every registered task's metrics."""
+    metrics = (m for name in task_names() for m in get_task(name).metrics)
+    return (*BASE_COLUMNS, *dict.fromkeys(metrics))
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str
     inits: dict[str, str] = {}
     for method in config.methods:
         init = method.init
-        if method.kind != "finetune" or init in inits or init == "scratch":
+        if not METHODS[method.kind].fine_tunes or init in inits or init == "scratch":
             continue
         if not init.startswith("pretrain:"):
             inits[init] = init if Path(init).is_dir() else ""
@@ -115,7 +114,7 @@ def _job_signature(config: BenchmarkConfig, dt: DatatypeConfig, method: MethodSp
     signature differs from the current config's is recomputed on resume."""
     protocol = {k: v for k, v in to_dict(config.protocol).items() if k != "train_sizes"}
     pretrain = config.pretrain.get(method.init.split(":", 1)[-1]) if method.init.startswith("pretrain:") else None
-    finetune = config.finetune if method.kind == "finetune" else {}
+    finetune = config.finetune if METHODS[method.kind].fine_tunes else {}
     return _signature(to_dict(dt), to_dict(method), finetune, protocol, to_dict(pretrain) if pretrain else None)
 
 
@@ -134,7 +133,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_output(path, overwrite=True) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns(), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -152,7 +151,7 @@ def _plan(config: BenchmarkConfig, splits: dict[str, Split], inits: dict[str, st
     jobs: list[tuple[Any, ...]] = []
     for dt in config.datatypes:
         for method in (m for m in config.methods if m.applies_to(dt.task)):
-            if method.kind in UNTRAINED or unavailable(method, inits):
+            if not METHODS[method.kind].trained or unavailable(method, inits):
                 jobs.append((dt, method, 0, 0))
                 continue
             jobs.extend(
@@ -236,7 +235,7 @@ def run_benchmark(
             timed.setdefault(method.name, []).append(row["seconds"])
             later = zip(jobs[index + 1 :], finished[index + 1 :], strict=True)
             left = [m.name for (_, m, _, _), d in later if d is None]
-            main = {k: row[k] for k in ("dice", "accuracy", "ssim") if k in row}
+            main = {k: row[k] for k in (get_task(dt.task).main_metric,) if k in row}
             say(
                 f"[{index + 1}/{len(jobs)}] {dt.name} {method.name} n={size} fold={fold}: "
                 f"{', '.join(f'{k}={v:.3f}' for k, v in main.items()) or row['status']} ({row['seconds']:.0f} s); "
@@ -299,8 +298,8 @@ def _run_job(
         train_ids, val_ids = [], []
     train, val = [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
     distinct_val = [u for u in val if u.id not in train_ids]
-    needs_samples = method.kind in ("rf", "pca-lr", "resnet18")
-    samples = load_units(train + distinct_val, dt, classes) if needs_samples else []
+    kind = METHODS[method.kind]
+    samples = load_units(train + distinct_val, dt, classes) if kind.needs_samples else []
     seed = config.protocol.seed * 100 + fold
     workdir = out / "work" / dt.name / method.name / f"n{size:03d}_f{fold}"
     job = Job(
@@ -316,9 +315,10 @@ def _run_job(
         config.keep_models,
     )
     predictions = run_method(job, samples, test)
-    row.update(n_train=len(train), n_val=len(distinct_val), **score(dt, classes, test_units, test, predictions))
+    scores = score(dt, classes, test_units, test, predictions, own_instances=kind.own_instances)
+    row.update(n_train=len(train), n_val=len(distinct_val), **scores)
     largest = size == max(dt.train_sizes or config.protocol.train_sizes) or size == 0
-    if config.examples and dt.task == "segment" and fold == 0 and largest:
+    if config.examples and get_task(dt.task).label_output and fold == 0 and largest:
         i, z = _example(test)
         path = _job_path(out, dt.name, method.name, size, fold).with_name("example.npz")
         path.parent.mkdir(parents=True, exist_ok=True)

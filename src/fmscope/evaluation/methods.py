@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ import torch
 
 from fmscope.config import from_dict
 from fmscope.data.degradation import DegradationConfig
-from fmscope.data.samples import Sample, centre_patch, load_samples
+from fmscope.data.samples import Sample, centre_patch
+from fmscope.errors import InvalidInputError
 from fmscope.evaluation.baselines import (
     ResNetConfig,
     fit_pca_logistic,
@@ -36,23 +38,17 @@ from fmscope.evaluation.baselines import (
     predict_resnet18,
     train_resnet18,
 )
-from fmscope.evaluation.bench_config import DatatypeConfig, MethodSpec
+from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
 from fmscope.evaluation.units import Unit, labelled_set
-from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.io import read_image
-from fmscope.metrics import binary_scores, classification_scores, count_ratio, instance_scores
-from fmscope.metrics.binary import scores_from_counts
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig
-from fmscope.segment.postprocess import label_components, watershed_split
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune, resolve_device
 from fmscope.tasks.model import load_task_model
-from fmscope.tasks.restoration import restoration_metrics
+from fmscope.tasks.registry import get_task
 
 logger = logging.getLogger(__name__)
-
-UNTRAINED = ("otsu", "identity", "richardson-lucy", "cellpose")
 
 
 @dataclass(frozen=True)
@@ -71,20 +67,6 @@ class Job:
     keep_models: bool = False
 
 
-def unavailable(method: MethodSpec, inits: dict[str, str]) -> str | None:
-    """Why ``method`` cannot run here (a missing model folder, an external tool not installed), else None."""
-    if method.kind == "finetune" and method.init != "scratch" and not inits.get(method.init):
-        return f"model folder '{method.init}' not found"
-    if method.kind == "cellpose":
-        from fmscope.evaluation.external import cellpose_available
-
-        weights = str(method.options.get("model", ""))
-        if not weights or not Path(weights).is_file():
-            return f"Cellpose weights file options.model={weights!r} not found (a local file; nothing is downloaded)"
-        return cellpose_available()
-    return None
-
-
 def finetune_config(job: Job) -> FinetuneConfig:
     """The fine-tuning config of ``job``: the benchmark's ``finetune`` <- the datatype's <- the method's options <-
     task and seed."""
@@ -98,7 +80,7 @@ def load_units(units: list[Unit], datatype: DatatypeConfig, classes: tuple[str, 
     """Normalised samples of ``units`` (the fine-tuning data code: same percentiles, same synthesised blur)."""
     items = labelled_set(units, datatype.task, classes, ".").items
     degradation = from_dict(DegradationConfig, datatype.degradation)
-    return load_samples(items, datatype.task, classes, degradation=degradation, seed=seed)
+    return get_task(datatype.task).load_samples(items, classes, degradation=degradation, seed=seed)
 
 
 def _crop_size(samples: list[Sample]) -> tuple[int, ...]:
@@ -112,7 +94,7 @@ def _gaussian_psf(sigma: tuple[float, ...]) -> np.ndarray:
     return (psf / psf.sum()).astype(np.float32)
 
 
-def _finetuned(job: Job, test: list[Sample]) -> list[Any]:
+def _finetuned(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
     config = finetune_config(job)
     run = job.workdir / "run"
     job.workdir.mkdir(parents=True, exist_ok=True)
@@ -127,66 +109,164 @@ def _finetuned(job: Job, test: list[Sample]) -> list[Any]:
     model = load_task_model(result.model_dir, task=job.datatype.task)
     device = resolve_device(config.device)
     model = model.to(device).eval()
-    size = model.backbone.config.patch_size
-    out: list[Any] = []
     with torch.no_grad():
-        for s in test:
-            if job.datatype.task == "classify":
-                x = torch.from_numpy(centre_patch(s.image, size))[None, None].to(device)
-                out.append(int(model(x).argmax(dim=1)))
-                continue
-            window = WindowConfig(window=size, overlap=config.overlap, batch_size=2)
-            pred = sliding_window_predict(
-                s.image, model.dense, window, out_channels=model.spec.n_outputs, device=device
-            )
-            out.append(pred.argmax(axis=0) == 1 if job.datatype.task == "segment" else pred[0])
+        out = [model.task.predict(model, s.image, config.overlap, device) for s in test]
     if not job.keep_models:
         shutil.rmtree(result.model_dir, ignore_errors=True)
     return out
 
 
-def run_method(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
-    """Predictions of ``job.method`` for every test sample (``train`` holds the training + validation samples for
-    methods without model selection; see the module doc)."""
-    kind, options, dt = job.method.kind, dict(job.method.options), job.datatype
-    if kind == "otsu":
-        config = from_dict(ClassicalConfig, {"method": "otsu", **dt.otsu})
-        return [segment_classical(s.image, config).mask for s in test]
-    if kind == "identity":
-        return [s.image for s in test]
-    if kind == "richardson-lucy":
-        from skimage.restoration import richardson_lucy
+def _otsu(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    config = from_dict(ClassicalConfig, {"method": "otsu", **job.datatype.otsu})
+    return [segment_classical(s.image, config).mask for s in test]
 
-        sigma = from_dict(DegradationConfig, dt.degradation).sigma_for(test[0].image.ndim)
-        psf = _gaussian_psf(sigma)
-        return [richardson_lucy(s.image, psf, num_iter=int(options.get("iterations", 10))) for s in test]
-    if kind == "cellpose":
-        from fmscope.evaluation.external import cellpose_segment
 
-        cp = {k: v for k, v in options.items() if k != "model"}
-        return cellpose_segment([s.image for s in test], model=options["model"], do_3d=test[0].image.ndim == 3, **cp)
-    if kind == "rf":
-        classifier = PixelClassifier(from_dict(PixelClassifierConfig, {"seed": job.seed, **options}))
-        classifier.fit([s.image for s in train], [s.label for s in train])  # type: ignore[misc]
-        return [classifier.predict(s.image) == 1 for s in test]
-    if kind == "finetune":
-        return _finetuned(job, test)
+def _identity(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    return [s.image for s in test]
+
+
+def _richardson_lucy(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    from skimage.restoration import richardson_lucy
+
+    sigma = from_dict(DegradationConfig, job.datatype.degradation).sigma_for(test[0].image.ndim)
+    psf = _gaussian_psf(sigma)
+    iterations = int(job.method.options.get("iterations", 10))
+    return [richardson_lucy(s.image, psf, num_iter=iterations) for s in test]
+
+
+def _cellpose(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    from fmscope.evaluation.external import cellpose_segment
+
+    options = dict(job.method.options)
+    cp = {k: v for k, v in options.items() if k != "model"}
+    return cellpose_segment([s.image for s in test], model=options["model"], do_3d=test[0].image.ndim == 3, **cp)
+
+
+def _rf(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    classifier = PixelClassifier(from_dict(PixelClassifierConfig, {"seed": job.seed, **job.method.options}))
+    classifier.fit([s.image for s in train], [s.label for s in train])  # type: ignore[misc]
+    return [classifier.predict(s.image) == 1 for s in test]
+
+
+def _crops(job: Job, train: list[Sample], test: list[Sample]) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
     size = _crop_size(train + test)
-    images = [centre_patch(s.image, size) for s in train]
-    n_train = len(job.train)
     classes = [int(s.class_index) for s in train]  # type: ignore[arg-type]
-    tests = [centre_patch(s.image, size) for s in test]
-    if kind == "pca-lr":
-        model = fit_pca_logistic(images, classes, n_components=int(options.get("n_components", 16)), seed=job.seed)
-        return [int(c) for c in predict_pca_logistic(model, tests)]
-    resnet = from_dict(ResNetConfig, {"seed": job.seed, **options})
+    return [centre_patch(s.image, size) for s in train], classes, [centre_patch(s.image, size) for s in test]
+
+
+def _pca_lr(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    images, classes, tests = _crops(job, train, test)
+    n_components = int(job.method.options.get("n_components", 16))
+    model = fit_pca_logistic(images, classes, n_components=n_components, seed=job.seed)
+    return [int(c) for c in predict_pca_logistic(model, tests)]
+
+
+def _resnet18(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    images, classes, tests = _crops(job, train, test)
+    n_train = len(job.train)
+    resnet = from_dict(ResNetConfig, {"seed": job.seed, **job.method.options})
     val = slice(n_train, None) if len(images) > n_train else slice(None)  # one unit: it selects the model too
     net = train_resnet18(images[:n_train], classes[:n_train], images[val], classes[val], len(job.classes), resnet)
     return [int(c) for c in predict_resnet18(net, tests, device=resnet.device)]
 
 
-def _instances(mask: np.ndarray, how: str) -> np.ndarray:
-    return watershed_split(mask, min_distance=3) if how == "watershed" else label_components(mask)
+def _cellpose_unavailable(method: MethodSpec, inits: dict[str, str]) -> str | None:
+    from fmscope.evaluation.external import cellpose_available
+
+    weights = str(method.options.get("model", ""))
+    if not weights or not Path(weights).is_file():
+        return f"Cellpose weights file options.model={weights!r} not found (a local file; nothing is downloaded)"
+    return cellpose_available()
+
+
+def _init_unavailable(method: MethodSpec, inits: dict[str, str]) -> str | None:
+    if method.init != "scratch" and not inits.get(method.init):
+        return f"model folder '{method.init}' not found"
+    return None
+
+
+Runner = Callable[[Job, list[Sample], list[Sample]], list[Any]]
+
+
+@dataclass(frozen=True)
+class MethodKind:
+    """One kind of compared method.
+
+    Attributes:
+        run: ``(job, train, test) -> predictions`` (see :func:`run_method`).
+        tasks: the tasks it applies to (``()``: every registered task).
+        trained: it learns from the training units (else one row per datatype, ``train_size`` 0).
+        needs_samples: it is fed the training + validation samples (methods without their own model selection).
+        fine_tunes: it is :func:`fmscope.tasks.finetune.finetune` (takes an ``init`` and the config's ``finetune``).
+        own_instances: its segmentation predictions are instance labels already (scored as they are).
+        unavailable: why it cannot run here (missing weights or package), else None.
+        options: what ``options`` may hold: the typed config it builds (checked with ``seed`` added), the allowed
+            keys, or None (anything: passed on to an external tool).
+    """
+
+    run: Runner
+    tasks: tuple[str, ...]
+    trained: bool = True
+    needs_samples: bool = False
+    fine_tunes: bool = False
+    own_instances: bool = False
+    unavailable: Callable[[MethodSpec, dict[str, str]], str | None] | None = None
+    options: type | tuple[str, ...] | None = ()
+
+    def applies_to(self, task: str) -> bool:
+        return not self.tasks or task in self.tasks
+
+
+METHODS: dict[str, MethodKind] = {
+    "otsu": MethodKind(_otsu, ("segment",), trained=False),
+    "rf": MethodKind(_rf, ("segment",), needs_samples=True, options=PixelClassifierConfig),
+    "finetune": MethodKind(_finetuned, (), fine_tunes=True, unavailable=_init_unavailable, options=FinetuneConfig),
+    "pca-lr": MethodKind(_pca_lr, ("classify",), needs_samples=True, options=("n_components",)),
+    "resnet18": MethodKind(_resnet18, ("classify",), needs_samples=True, options=ResNetConfig),
+    "identity": MethodKind(_identity, ("deblur",), trained=False),
+    "richardson-lucy": MethodKind(_richardson_lucy, ("deblur",), trained=False, options=("iterations",)),
+    "cellpose": MethodKind(
+        _cellpose, ("segment",), trained=False, own_instances=True, unavailable=_cellpose_unavailable, options=None
+    ),
+}
+
+
+def check_settings(config: BenchmarkConfig) -> None:
+    """Every settings mapping of ``config`` against the typed config it feeds (unknown keys and bad values fail at
+    load, naming the key and the allowed ones, not hours into a run). The mappings stay partial overrides, merged in
+    order (the config's ``finetune`` <- the datatype's <- the method's ``options``), so they are checked merged."""
+    for m in config.methods:
+        kind, where = METHODS[m.kind], f"methods[{m.name}].options"
+        if isinstance(kind.options, tuple):
+            unknown = sorted(set(m.options) - set(kind.options))
+            if unknown:
+                raise InvalidInputError(f"{where}: unknown key(s) {unknown}; allowed: {list(kind.options)}")
+        elif kind.options is not None and not kind.fine_tunes:
+            from_dict(kind.options, {"seed": 0, **m.options}, where)
+    for dt in config.datatypes:
+        from_dict(ClassicalConfig, {"method": "otsu", **dt.otsu}, f"datatypes[{dt.name}].otsu")
+        from_dict(DegradationConfig, dt.degradation, f"datatypes[{dt.name}].degradation")
+        for m in (m for m in config.methods if METHODS[m.kind].fine_tunes and m.applies_to(dt.task)):
+            merged = {**config.finetune, **dt.finetune, **m.options, "task": dt.task}
+            try:
+                from_dict(FinetuneConfig, merged)
+            except InvalidInputError as exc:
+                raise InvalidInputError(
+                    f"finetune settings of methods[{m.name}] on datatypes[{dt.name}] (finetune <- "
+                    f"datatypes[{dt.name}].finetune <- methods[{m.name}].options): {exc}"
+                ) from None
+
+
+def unavailable(method: MethodSpec, inits: dict[str, str]) -> str | None:
+    """Why ``method`` cannot run here (a missing model folder, an external tool not installed), else None."""
+    check = METHODS[method.kind].unavailable
+    return None if check is None else check(method, inits)
+
+
+def run_method(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
+    """Predictions of ``job.method`` for every test sample (``train`` holds the training + validation samples for
+    methods without model selection; see the module doc)."""
+    return METHODS[job.method.kind].run(job, train, test)
 
 
 def score(
@@ -195,32 +275,15 @@ def score(
     test_units: list[Unit],
     test: list[Sample],
     predictions: list[Any],
+    *,
+    own_instances: bool = False,
 ) -> dict[str, float]:
-    """The report's metrics of ``predictions`` on the test samples: pooled over the test set (Dice, IoU, accuracy,
-    matched instance F1 at IoU 0.5, count ratio), accuracy and macro-F1, or mean SSIM and PSNR."""
-    if datatype.task == "classify":
-        truth = [int(s.class_index) for s in test]  # type: ignore[arg-type]
-        result = classification_scores(predictions, truth, labels=list(range(len(classes))))
-        return {"accuracy": result.accuracy, "macro_f1": result.macro_f1}
-    if datatype.task == "deblur":
-        pairs = zip(predictions, test, strict=True)
-        values = [restoration_metrics(np.asarray(p, np.float32), np.asarray(s.target)) for p, s in pairs]
-        return {k: float(np.mean([v[k] for v in values])) for k in ("ssim", "psnr")}
-    counts = np.zeros(4, dtype=np.int64)
-    tp = fp = fn = n_pred = n_gt = 0
-    for unit, s, prediction in zip(test_units, test, predictions, strict=True):
-        mask = np.asarray(prediction) > 0
-        c = binary_scores(mask, s.label == 1)
-        counts += (c.tp, c.fp, c.fn, c.tn)
-        if datatype.instances != "none" and unit.instances is not None:
-            given = np.issubdtype(np.asarray(prediction).dtype, np.integer)  # a method's own instances (Cellpose)
-            objects = np.asarray(prediction) if given else _instances(mask, datatype.split_instances)
-            found = instance_scores(objects, read_image(unit.instances).numpy(), thresholds=(0.5,))
-            tp, fp, fn = tp + found.tp[0], fp + found.fp[0], fn + found.fn[0]
-            n_pred, n_gt = n_pred + found.n_pred, n_gt + found.n_gt
-    pooled = scores_from_counts(*(int(v) for v in counts))
-    out = {"dice": pooled.dice, "iou": pooled.iou, "accuracy": pooled.accuracy}
-    if n_gt or n_pred:
-        out["instance_f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
-        out["count_ratio"] = count_ratio(int(n_pred), int(n_gt))
-    return out
+    """The report's metrics of ``predictions`` on the test samples, as the datatype's task scores them (segment:
+    pooled Dice, IoU, accuracy, matched instance F1 at IoU 0.5 and count ratio where the units have instances)."""
+    truth = [
+        read_image(u.instances).numpy() if datatype.instances != "none" and u.instances is not None else None
+        for u in test_units
+    ]
+    return get_task(datatype.task).score(
+        predictions, test, classes, instances=truth, own_instances=own_instances, split=datatype.split_instances
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,35 @@ import numpy as np
 
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation.figures import save_overlay
+from fmscope.tasks.registry import get_task, task_names
 from fmscope.utils.atomic import atomic_output
 from fmscope.utils.plotting import PALETTE, pyplot, save_figure
 
 logger = logging.getLogger(__name__)
 
-METRICS: dict[str, tuple[str, ...]] = {
-    "segment": ("dice", "iou", "instance_f1", "count_ratio", "accuracy"),
-    "classify": ("accuracy", "macro_f1"),
-    "deblur": ("ssim", "psnr"),
-}
-TABLE_METRICS: dict[str, tuple[str, ...]] = {
-    "segment": ("dice", "instance_f1", "iou"),
-    "classify": ("accuracy", "macro_f1"),
-    "deblur": ("ssim", "psnr"),
-}
-PLOT_METRIC: dict[str, str] = {"segment": "dice", "classify": "accuracy", "deblur": "ssim"}
+
+class _TaskTable(Mapping[str, Any]):
+    """``{task name: an attribute of the registered task}``, read when asked (tasks registered later included)."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __getitem__(self, task: str) -> Any:
+        if task not in task_names():
+            raise KeyError(task)
+        return getattr(get_task(task), self.attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(task_names())
+
+    def __len__(self) -> int:
+        return len(task_names())
+
+
+#: the metrics of each task (rows), the tabulated ones, and the one plotted against the training-set size
+METRICS: Mapping[str, tuple[str, ...]] = _TaskTable("metrics")
+TABLE_METRICS: Mapping[str, tuple[str, ...]] = _TaskTable("table_metrics")
+PLOT_METRIC: Mapping[str, str] = _TaskTable("main_metric")
 _TWO_DECIMALS = frozenset({"psnr", "count_ratio"})
 _REQUIRED = ("method", "datatype", "task", "train_size")
 _MISSING = "–"

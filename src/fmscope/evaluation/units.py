@@ -33,7 +33,6 @@ from fmscope.data.labelled import (
     IMAGE_EXTENSIONS,
     LabelledItem,
     LabelledSet,
-    Task,
     load_labelled,
     stack_slices,
     strip_suffix,
@@ -43,6 +42,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.evaluation.bench_config import DatatypeConfig
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.segment.postprocess import label_components
+from fmscope.tasks.registry import get_task
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _items(datatype: DatatypeConfig, root: Path) -> LabelledSet:
         return stack_slices(root / datatype.stack, root / str(datatype.label_stack))
     if datatype.images is not None:
         return LabelledSet(tuple(_paired(datatype, root)), "segment", BINARY_CLASSES, str(root))
-    task: Task = "classify" if datatype.task == "classify" else "segment"
+    task = get_task(datatype.task).layout
     sets = [
         load_labelled(root / f, task, class_pattern=datatype.class_pattern, label_suffixes=datatype.label_suffixes)
         for f in datatype.folders
@@ -206,7 +206,7 @@ def _unit_arrays(item: LabelledItem, datatype: DatatypeConfig) -> dict[str, list
     if image.ndim not in (2, 3):
         raise InvalidInputError(f"{item.image}: expected a 2D or 3D image, got shape {image.shape}")
     arrays = {"image": _pieces(image, datatype)}
-    if item.label is not None and datatype.task != "classify":
+    if item.label is not None and get_task(datatype.task).layout == "segment":
         raw = _read(item.label, item.z_index, None)
         if raw.shape != image.shape:
             raise InvalidInputError(f"{item.label}: label shape {raw.shape} does not match the image's {image.shape}")
@@ -282,12 +282,9 @@ def labelled_set(
     items = tuple(
         LabelledItem(u.image, u.label, u.class_name, u.id if by_unit else u.source, u.degraded) for u in units
     )
-    kind: Task = "classify" if task == "classify" else "segment"
-    return LabelledSet(items, kind, classes, str(root))
+    return LabelledSet(items, get_task(task).layout, classes, str(root))
 
 
 def class_names(units: list[Unit], datatype: DatatypeConfig) -> tuple[str, ...]:
     """Class names in index order: background + the structure (segment), the sorted classes, or none (deblur)."""
-    if datatype.task == "classify":
-        return tuple(sorted({str(u.class_name) for u in units}))
-    return (BINARY_CLASSES[0], datatype.name) if datatype.task == "segment" else ()
+    return get_task(datatype.task).benchmark_classes([str(u.class_name) for u in units], datatype.name)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from fmscope.data.degradation import DegradationConfig
 from fmscope.errors import InvalidInputError
+from fmscope.tasks.registry import check_task_name
 
 LOSSES = ("auto", "dicefocal", "dicece", "ce")
 
@@ -16,7 +17,7 @@ class FinetuneConfig:
     """One fine-tuning run (reference values from the spec where it gives them).
 
     Attributes:
-        task: ``'segment'``, ``'classify'`` or ``'deblur'``.
+        task: a registered task (``'segment'``, ``'classify'``, ``'deblur'``; :mod:`fmscope.tasks.registry`).
         model: registered architecture for ``--init scratch`` (a model folder brings its own).
         init_parts: what a model folder initialises: ``'encoder'`` (the reference) or the whole ``'backbone'``.
         patch_size: training patch size; default the model's.
@@ -41,7 +42,7 @@ class FinetuneConfig:
         device: ``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'``.
     """
 
-    task: Literal["segment", "classify", "deblur"] = "segment"
+    task: str = "segment"
     model: str = "unet-cpu"
     init_parts: Literal["encoder", "backbone"] = "encoder"
     patch_size: tuple[int, ...] | None = None
@@ -65,8 +66,7 @@ class FinetuneConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.task not in ("segment", "classify", "deblur"):
-            raise InvalidInputError(f"task: expected 'segment', 'classify' or 'deblur', got {self.task!r}")
+        check_task_name(self.task)
         if self.init_parts not in ("encoder", "backbone"):
             raise InvalidInputError(f"init_parts: expected 'encoder' or 'backbone', got {self.init_parts!r}")
         if self.loss not in LOSSES:

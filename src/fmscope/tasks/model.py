@@ -1,8 +1,9 @@
-"""Task models: a backbone plus one head, initialised from a pretrained model folder or at random, saved as a folder.
+"""Task models: a backbone plus the head of one registered task (:mod:`fmscope.tasks.registry`), initialised from a
+pretrained model folder or at random, saved as a folder.
 
-* ``segment``: a 1x1(x1) convolution from the dense features to one logit per class;
-* ``classify``: a linear layer on the pooled encoder features (the deepest level, as in the reference, or all levels);
-* ``deblur``: a 1x1(x1) convolution to an additive residual; output ``clamp(input + residual, 0, 1)``.
+The built-in heads: a 1x1(x1) convolution to one logit per class (``segment``), a linear layer on the pooled encoder
+features (``classify``: the deepest level, as in the reference, or all levels), a 1x1(x1) convolution to an additive
+residual (``deblur``: output ``clamp(input + residual, 0, 1)``).
 
 A saved task model is the backbone's self-describing folder (``fmscope.models``) plus ``task.json`` (task, classes,
 pooling, how input intensities are normalised) and ``head.safetensors``. Loading checks the task, so that a
@@ -24,12 +25,12 @@ from torch import Tensor, nn
 
 from fmscope.config import from_dict, to_dict
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.models import Backbone, KeyReport, compare_state_dict, get_config, load_model, pool_levels, save_model
+from fmscope.models import Backbone, KeyReport, compare_state_dict, get_config, load_model, save_model
+from fmscope.tasks.registry import check_task_name, get_task
 from fmscope.utils.atomic import atomic_output
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("segment", "classify", "deblur")
 TASK_FILE = "task.json"
 HEAD_FILE = "head.safetensors"
 
@@ -39,25 +40,23 @@ class TaskSpec:
     """What a task model predicts and how its input is prepared.
 
     Attributes:
-        task: ``'segment'``, ``'classify'`` or ``'deblur'``.
+        task: a registered task name (``'segment'``, ``'classify'``, ``'deblur'``, ...).
         classes: class names (segmentation: background first; classification: sorted names; deblurring: empty).
         pooling: classification features: ``'deepest'`` (global average of the bottleneck, the reference) or
             ``'all'`` (every encoder level pooled and concatenated, :func:`fmscope.models.pool_levels`).
         low_percentile, high_percentile: each input volume is windowed by its own percentiles to [0, 1].
     """
 
-    task: Literal["segment", "classify", "deblur"]
+    task: str
     classes: tuple[str, ...] = ()
     pooling: Literal["deepest", "all"] = "deepest"
     low_percentile: float = 1.0
     high_percentile: float = 99.8
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise InvalidInputError(f"task: expected one of {list(TASKS)}, got {self.task!r}")
+        check_task_name(self.task)
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        if self.task != "deblur" and len(self.classes) < 2:
-            raise InvalidInputError(f"classes: a {self.task} model needs at least 2 classes, got {self.classes}")
+        get_task(self.task).check_classes(self.classes)
         if len(set(self.classes)) != len(self.classes):
             raise InvalidInputError(f"classes: expected distinct names, got {self.classes}")
         if self.pooling not in ("deepest", "all"):
@@ -70,43 +69,25 @@ class TaskSpec:
 
     @property
     def n_outputs(self) -> int:
-        return 1 if self.task == "deblur" else len(self.classes)
+        return get_task(self.task).n_outputs(self.classes)
 
 
 class TaskModel(nn.Module):
-    """A backbone and the head of one task; ``forward`` returns logits (segment, classify) or the restored image."""
+    """A backbone and the head of one task; ``forward`` returns the task's output (logits, the restored image)."""
 
     def __init__(self, backbone: Backbone, spec: TaskSpec) -> None:
         super().__init__()
         self.backbone = backbone
         self.spec = spec
-        conv = nn.Conv3d if backbone.config.spatial_dims == 3 else nn.Conv2d
-        self.head: nn.Module
-        if spec.task == "classify":
-            width = backbone.pooled_dim if spec.pooling == "all" else backbone.bottleneck_dim
-            self.head = nn.Linear(width, spec.n_outputs)
-        else:
-            self.head = conv(backbone.dense_dim, spec.n_outputs, 1)
-        if spec.task == "deblur":  # start as the identity: the residual is 0 until trained
-            for param in self.head.parameters():
-                nn.init.zeros_(param)
+        self.task = get_task(spec.task)
+        self.head = self.task.build_head(backbone, spec)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.spec.task == "classify":
-            features = self.backbone.encode(x)
-            pooled = pool_levels(features) if self.spec.pooling == "all" else pool_levels(features[-1:])
-            return self.head(pooled)
-        out = self.head(self.backbone(x).dense)
-        if self.spec.task == "deblur":
-            return torch.clamp(x + out, 0.0, 1.0)
-        return out
+        return self.task.forward(self, x)
 
     def dense(self, x: Tensor) -> Tensor:
-        """What dense prediction blends: class probabilities (segment) or the restored image (deblur)."""
-        if self.spec.task == "classify":
-            raise InvalidInputError("model: a classification model has no dense output")
-        out = self(x)
-        return out if self.spec.task == "deblur" else torch.softmax(out, dim=1)
+        """What dense prediction blends: class probabilities (segment), the restored image (deblur)."""
+        return self.task.dense_output(self, x)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.backbone.named_parameters() if self.backbone.is_encoder_key(n)]

@@ -2,11 +2,14 @@
 
 The input is read lazily (Zarr, HDF5, MRC and large TIFF stay on disk), windowed by its own percentiles exactly as in
 training (the percentiles are streamed over chunks), predicted by :func:`fmscope.inference.sliding_window_predict`
-and written in the output's format:
+and written in the output's format, as the model's task says (:meth:`fmscope.tasks.base.Task.output_image`):
 
 * ``segment``: a label image (uint8 class indices), or per-class probabilities (float32, channel first);
 * ``deblur``: the restored image, float32 in [0, 1] (the input's percentile window);
-* ``classify``: one class for the whole input (centre crop), returned and written as JSON.
+* ``classify`` (not dense): one class for the whole input (centre crop), returned and written as JSON.
+
+A 2D model applied to a ``(Z, Y, X)`` stack predicts it slice by slice, each slice windowed by its own percentiles as
+the 2D training images were.
 
 For a Zarr input the per-class scores are accumulated in a temporary Zarr array beside the output, so memory is bounded
 by one slab of windows, not by the volume.
@@ -30,10 +33,9 @@ from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, read_image, write_image
-from fmscope.segment import label_components, watershed_split
 from fmscope.tasks.model import TaskModel, load_task_model
 from fmscope.utils.atomic import atomic_output, check_output_path
-from fmscope.utils.progress import ProgressCallback
+from fmscope.utils.progress import ProgressCallback, make_progress
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +69,14 @@ def predict_array(
     device: str | torch.device = "cpu",
     progress: ProgressCallback | bool | None = None,
 ) -> Any:
-    """Per-class probabilities (segment) or the restored image (deblur), ``(C, *spatial)``, of a raw 2D/3D array."""
-    if model.spec.task == "classify":
-        raise InvalidInputError("model: a classification model has no dense output; use classify_array")
+    """Blended dense outputs ``(C, *spatial)`` of a raw 2D/3D array: per-class probabilities (segment), the restored
+    image (deblur). A 2D model and a 3D array: slice by slice (``out``, when given, is filled slice by slice)."""
+    task = model.task
+    if not task.dense:
+        raise InvalidInputError(f"model: a {task.name} model has no dense output; use classify_array")
     spatial_dims = model.backbone.config.spatial_dims
+    if image.ndim == spatial_dims + 1 == 3:
+        return _slice_by_slice(model, image, overlap, flips, batch_size, out, device, progress)
     if image.ndim != spatial_dims:
         raise InvalidInputError(f"image: the model is {spatial_dims}D, got an array of shape {tuple(image.shape)}")
     window = WindowConfig(model.backbone.config.patch_size, overlap=overlap, batch_size=batch_size, flips=flips)
@@ -81,11 +87,34 @@ def predict_array(
     )
 
 
+def _slice_by_slice(
+    model: TaskModel,
+    stack: Any,
+    overlap: float,
+    flips: bool,
+    batch_size: int,
+    out: Any,
+    device: str | torch.device,
+    progress: ProgressCallback | bool | None,
+) -> Any:
+    """A 2D model over a ``(Z, Y, X)`` stack: each slice windowed by its own percentiles and predicted alone."""
+    shape = (model.spec.n_outputs, *(int(s) for s in stack.shape))
+    target = np.zeros(shape, dtype=np.float32) if out is None else out
+    with make_progress(progress, shape[1], "predict slices") as advance:
+        for z in range(shape[1]):
+            plane = np.asarray(stack[z])
+            target[:, z] = predict_array(
+                model, plane, overlap=overlap, flips=flips, batch_size=batch_size, device=device
+            )
+            advance(1)
+    return target
+
+
 @torch.no_grad()
 def classify_array(model: TaskModel, image: Any, *, device: str | torch.device = "cpu") -> tuple[str, np.ndarray]:
     """Class name and probabilities of a whole image: windowed by its own percentiles (as in training), then the
     centre crop of the model's patch size (padded if smaller)."""
-    if model.spec.task != "classify":
+    if model.task.dense:
         raise InvalidInputError(f"model: expected a classification model, got a {model.spec.task} model")
     size = model.backbone.config.patch_size
     if image.ndim != len(size):
@@ -123,7 +152,7 @@ def predict_file(
     model = load_task_model(model_dir, map_location=device)
     image = read_image(input_path)
     data = image.data  # numpy, or dask when the format reads lazily
-    if model.spec.task == "classify":
+    if not model.task.dense:
         name, probs = classify_array(model, data, device=device)
         doc = {
             "input": str(input_path),
@@ -132,7 +161,7 @@ def predict_file(
         }
         with atomic_output(out, overwrite) as tmp:
             tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        return PredictionResult(out, "classify", tuple(data.shape), name)
+        return PredictionResult(out, model.spec.task, tuple(data.shape), name)
     scratch = None
     target = None
     if not isinstance(data, np.ndarray):  # lazy input: accumulate in a zarr array on disk
@@ -153,16 +182,7 @@ def predict_file(
             import dask.array as da
 
             scores = da.from_zarr(scores)
-        if model.spec.task == "deblur":
-            result, labels = scores[0], False
-        elif probabilities:
-            result, labels = scores, False
-        else:
-            result, labels = scores.argmax(axis=0).astype(np.uint8), True
-            if instances is not None:
-                foreground = np.asarray(result) > 0
-                split = label_components(foreground) if instances == "components" else watershed_split(foreground)
-                result = split.astype(np.uint32)  # every format with labels holds uint32
+        result, labels = model.task.output_image(scores, probabilities=probabilities, instances=instances)
         meta = image.meta
         axes = ("C" if result.ndim > data.ndim else "") + meta.spatial_axes
         out_meta = ImageMetadata.for_array(
