@@ -112,7 +112,7 @@ def test_corrupt_zarr_metadata(tmp_path: Path) -> None:
 
 
 READ_ARG_ERRORS = [
-    ("a.tif", {"dataset": "x"}, InvalidInputError, "dataset: only HDF5 and OME-Zarr have datasets"),
+    ("a.tif", {"dataset": "x"}, InvalidInputError, "dataset: only OME-Zarr and HDF5 have datasets"),
     ("a.tif", {"level": 1}, InvalidInputError, "level: only OME-Zarr has multiscale levels"),
     ("a.ome.zarr", {"level": 3}, InvalidInputError, r"level: '.*a\.ome\.zarr' has levels 0\.\.0, got 3"),
     ("a.h5", {"dataset": "missing"}, FileFormatError, r"no dataset 'missing'; it holds \['data'\]"),

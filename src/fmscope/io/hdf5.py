@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io._common import apply_laziness, check_exists, make_meta, resolve_meta, wrap_read_errors
+from fmscope.errors import FileFormatError
+from fmscope.io._common import apply_laziness, check_exists, make_meta, wrap_read_errors
 from fmscope.io.omezarr import default_chunks
 from fmscope.io.types import CANONICAL_AXES, Image, ImageMetadata, default_axes
 from fmscope.utils import atomic_output, make_progress
@@ -25,7 +25,6 @@ from fmscope.utils.progress import ProgressCallback
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "data"
-HDF5_COMPRESSIONS = ("gzip", "lzf")
 
 
 def list_datasets(path: Path) -> list[str]:
@@ -110,7 +109,7 @@ def read_hdf5(path: Path, *, dataset: str | None = None, lazy: bool | None = Non
 def write_hdf5(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     dataset: str | None = None,
@@ -118,23 +117,16 @@ def write_hdf5(
     compression: str | None = "default",
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write one dataset (a new file; ``overwrite`` replaces the whole file)."""
+    """Write one dataset (a new file; ``overwrite`` replaces the whole file).
+
+    ``meta``, ``chunks`` and ``compression`` come validated from ``write_image``.
+    """
     import dask.array as da
     import h5py
 
-    meta = resolve_meta(data, meta)
     if compression == "default":
         compression = "gzip"
-    if compression is not None and compression not in HDF5_COMPRESSIONS:
-        raise InvalidInputError(
-            f"compression: HDF5 supports {', '.join(HDF5_COMPRESSIONS)}, None or 'default'; got {compression!r}"
-        )
-    chunks = tuple(int(c) for c in (chunks or default_chunks(meta.axes, meta.shape)))
-    if len(chunks) != len(meta.shape) or any(c < 1 for c in chunks):
-        raise InvalidInputError(
-            f"chunks: expected {len(meta.shape)} positive integers for shape {meta.shape}, got {chunks}"
-        )
-    chunks = tuple(min(c, s) for c, s in zip(chunks, meta.shape, strict=True))
+    chunks = tuple(min(c, s) for c, s in zip(chunks or default_chunks(meta.axes, meta.shape), meta.shape, strict=True))
     name = dataset or DEFAULT_DATASET
     with atomic_output(path, overwrite) as tmp, make_progress(progress, 1, f"writing {path.name}") as advance:
         with h5py.File(tmp, "w") as f:

@@ -14,14 +14,12 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io._common import apply_laziness, check_dtype, check_exists, make_meta, resolve_meta, wrap_read_errors
+from fmscope.io._common import apply_laziness, check_exists, make_meta, wrap_read_errors
 from fmscope.io.types import Image, ImageMetadata
 from fmscope.utils import atomic_output, make_progress
 from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
-
-PNG_DTYPES = ("uint8", "uint16", "bool")
 
 
 def read_plane(path: Path) -> np.ndarray:
@@ -56,28 +54,21 @@ def read_image2d(path: Path, *, lazy: bool | None = None) -> Image:
     return Image(data, make_meta(path, fmt, data.shape, data.dtype, axes, notes=notes))
 
 
-def check_png(meta: ImageMetadata, what: str = "png") -> None:
-    check_dtype(meta.dtype, what, PNG_DTYPES)
-
-
 def write_png(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     compression: str | None = "default",
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write a PNG image (always deflate-compressed, lossless)."""
+    """Write a PNG image (always deflate-compressed, lossless).
+
+    ``meta`` (dtype, axes YX or CYX) comes validated from ``write_image``; CYX must be 3 or 4 channels of uint8.
+    """
     import imageio.v3 as iio
 
-    if path.suffix.lower() in (".jpg", ".jpeg"):
-        raise InvalidInputError(f"path: JPEG is lossy and read-only in fmscope; write '{path.stem}.png' or TIFF")
-    meta = resolve_meta(data, meta)
-    check_png(meta)
-    if compression not in ("default", None):
-        raise InvalidInputError(f"compression: PNG is always deflate-compressed; got {compression!r}")
     arr = np.asarray(data.compute() if hasattr(data, "compute") else data)
     if meta.axes == "CYX":
         if meta.shape[0] not in (3, 4) or meta.dtype != "uint8":
@@ -85,8 +76,6 @@ def write_png(
                 f"data: PNG holds CYX images with 3 or 4 channels of uint8, got {meta.shape[0]} of {meta.dtype}"
             )
         arr = np.moveaxis(arr, 0, -1)
-    elif meta.axes != "YX":
-        raise InvalidInputError(f"meta.axes: format 'png' can store axes YX, CYX; got '{meta.axes}'")
     if meta.unit is not None or any(s != 1.0 for s in meta.spacing):
         logger.warning("'%s': PNG keeps no spacing; dropping spacing %s %s", path, meta.spacing, meta.unit)
     with atomic_output(path, overwrite) as tmp, make_progress(progress, 1, f"writing {path.name}") as advance:

@@ -19,15 +19,12 @@ from fmscope.errors import InvalidInputError
 from fmscope.io._common import (
     ANGSTROM_PER_UNIT,
     apply_laziness,
-    check_axes,
-    check_dtype,
     check_exists,
     float32_exact,
     format_marker,
     iter_blocks,
     make_meta,
     parse_marker,
-    resolve_meta,
     wrap_read_errors,
 )
 from fmscope.io.types import Image, ImageMetadata
@@ -36,8 +33,6 @@ from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-MRC_DTYPES = ("uint8", "int16", "uint16", "float32")
-MRC_AXES = ("YX", "ZYX")
 _STORED = {"uint8": np.uint16}
 
 
@@ -84,20 +79,15 @@ def read_mrc(path: Path, *, lazy: bool | None = None) -> Image:
 def write_mrc(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     compression: str | None = "default",
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write an MRC file (uncompressed)."""
+    """Write an MRC file (uncompressed). ``meta`` (dtype and axes included) comes validated from ``write_image``."""
     import mrcfile
 
-    meta = resolve_meta(data, meta)
-    check_dtype(meta.dtype, "mrc", MRC_DTYPES)
-    check_axes(meta.axes, "mrc", MRC_AXES)
-    if compression not in ("default", None):
-        raise InvalidInputError(f"compression: MRC files are written uncompressed; got {compression!r}")
     stored = np.dtype(_STORED.get(meta.dtype, meta.dtype))
     fields: dict[str, str] = {}
     if meta.dtype != stored.name:

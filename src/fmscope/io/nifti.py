@@ -21,14 +21,11 @@ import numpy as np
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io._common import (
     apply_laziness,
-    check_axes,
-    check_dtype,
     check_exists,
     float32_exact,
     format_marker,
     make_meta,
     parse_marker,
-    resolve_meta,
     wrap_read_errors,
 )
 from fmscope.io.types import Image, ImageMetadata
@@ -37,8 +34,6 @@ from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-NIFTI_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64", "bool")
-NIFTI_AXES = ("YX", "ZYX", "CYX", "CZYX")
 _NIFTI_UNITS = {"meter": "meter", "mm": "millimeter", "micron": "micrometer"}
 _TO_NIFTI_UNITS = {v: k for k, v in _NIFTI_UNITS.items()}
 
@@ -88,22 +83,18 @@ def read_nifti(path: Path, *, lazy: bool | None = None) -> Image:
 def write_nifti(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     compression: str | None = "default",
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write a NIfTI-1 image (identity affine scaled by the spacing)."""
+    """Write a NIfTI-1 image (identity affine scaled by the spacing); ``compression`` is the extension's.
+
+    ``meta`` (dtype and axes included) comes validated from ``write_image``.
+    """
     import nibabel as nib
 
-    meta = resolve_meta(data, meta)
-    check_dtype(meta.dtype, "nifti", NIFTI_DTYPES)
-    check_axes(meta.axes, "nifti", NIFTI_AXES)
-    if compression not in ("default", None, "gzip"):
-        raise InvalidInputError(
-            f"compression: NIfTI compression follows the extension (.nii.gz = gzip); got {compression!r}"
-        )
     arr = np.asarray(data.compute() if hasattr(data, "compute") else data)
     marker: dict[str, str] = {}
     if meta.axes in ("CYX",):

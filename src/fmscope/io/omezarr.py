@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io._common import apply_laziness, check_exists, make_meta, resolve_meta, wrap_read_errors
+from fmscope.io._common import apply_laziness, check_exists, make_meta, wrap_read_errors
 from fmscope.io.pyramid import auto_levels, downsample, level_factors
 from fmscope.io.types import Image, ImageMetadata, default_axes
 from fmscope.utils import atomic_output, make_progress
@@ -29,7 +29,6 @@ from fmscope.utils.progress import ProgressCallback
 logger = logging.getLogger(__name__)
 
 NGFF_VERSION = "0.5"
-ZARR_COMPRESSIONS = ("zstd", "gzip", "blosc")
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 
 
@@ -41,21 +40,16 @@ def default_chunks(axes: str, shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def _compressors(compression: str | None) -> Any:
+    """The zarr codec of ``compression`` (one of the format table's, checked by ``write_image``)."""
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-    if compression == "default":
-        compression = "zstd"
-    if compression is None:
-        return None
-    if compression == "zstd":
-        return ZstdCodec(level=3)
-    if compression == "gzip":
-        return GzipCodec(level=5)
-    if compression == "blosc":
-        return BloscCodec(cname="zstd", clevel=5)
-    raise InvalidInputError(
-        f"compression: OME-Zarr supports {', '.join(ZARR_COMPRESSIONS)}, None or 'default'; got {compression!r}"
-    )
+    codecs = {
+        "default": lambda: ZstdCodec(level=3),
+        "zstd": lambda: ZstdCodec(level=3),
+        "gzip": lambda: GzipCodec(level=5),
+        "blosc": lambda: BloscCodec(cname="zstd", clevel=5),
+    }
+    return None if compression is None else codecs[compression]()
 
 
 def _multiscales(meta: ImageMetadata, factors: list[tuple[int, ...]], method: str, name: str) -> dict[str, Any]:
@@ -83,7 +77,7 @@ def _multiscales(meta: ImageMetadata, factors: list[tuple[int, ...]], method: st
 def write_omezarr(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     chunks: tuple[int, ...] | None = None,
@@ -92,19 +86,16 @@ def write_omezarr(
     labels: bool = False,
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write an OME-Zarr multiscale image; ``pyramid_levels`` counts level 0 (``None``: automatic)."""
+    """Write an OME-Zarr multiscale image; ``pyramid_levels`` counts level 0 (``None``: automatic).
+
+    ``meta``, ``chunks`` and ``compression`` come validated from ``write_image``.
+    """
     import dask.array as da
     import zarr
 
-    meta = resolve_meta(data, meta)
     compressors = _compressors(compression)
     if chunks is None:
         chunks = default_chunks(meta.axes, meta.shape)
-    chunks = tuple(int(c) for c in chunks)
-    if len(chunks) != len(meta.shape) or any(c < 1 for c in chunks):
-        raise InvalidInputError(
-            f"chunks: expected {len(meta.shape)} positive integers for shape {meta.shape}, got {chunks}"
-        )
     n_levels = auto_levels(meta.axes, meta.shape) if pyramid_levels is None else int(pyramid_levels)
     factors = level_factors(meta.axes, meta.shape, meta.spacing, n_levels)
     method = "nearest" if labels or meta.dtype == "bool" else "mean"

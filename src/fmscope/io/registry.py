@@ -1,27 +1,15 @@
-"""Format detection and dispatch: ``read_image`` / ``write_image`` for every supported format.
+"""Format detection and dispatch: ``read_image`` / ``write_image`` for every format in ``fmscope.io.formats.FORMATS``.
 
-Support matrix (write then read gives the identical array, axes, spacing and unit; "-" = refused with
-InvalidInputError naming the format, the dtype and the dtypes it holds; never a silent conversion):
+Dispatch is a lookup in that table; the checks every format shares are done here, once: options a format does not
+have (``dataset``, ``level``, ``chunks``, ``pyramid_levels``) raise InvalidInputError naming the formats that have
+them; before a writer runs, the array and its metadata are validated (``resolve_meta``) and the dtype, the axes and
+the ``compression`` value are checked against the format's row. The support matrix is
+:func:`fmscope.io.formats.format_table_markdown` (the README's table).
 
-=========  ===========================  =====  ======  =====  ======  =======  =======  ====  =====================
-format     extensions                   uint8  uint16  int16  uint32  float32  float64  bool  axes written
-=========  ===========================  =====  ======  =====  ======  =======  =======  ====  =====================
-tiff       .tif .tiff                   yes    yes     yes    yes     yes      yes      yes   YX ZYX CYX CZYX (+T)
-ome-tiff   .ome.tif .ome.tiff           yes    yes     yes    yes     yes      yes      yes   YX ZYX CYX CZYX (+T)
-ome-zarr   .zarr .ome.zarr (folder)     yes    yes     yes    yes     yes      yes      yes   YX ZYX CYX CZYX (+T)
-hdf5       .h5 .hdf5 .hdf               yes    yes     yes    yes     yes      yes      yes   YX ZYX CYX CZYX (+T)
-nifti      .nii .nii.gz                 yes    yes     yes    yes     yes      yes      yes*  YX ZYX CYX CZYX
-mrc        .mrc .mrcs .rec .map         yes*   yes     yes    -       yes      -        -     YX ZYX
-slices     folder, no extension         png    png     tif    tif     tif      tif      png   ZYX
-png        .png                         yes    yes     -      -       -        -        yes   YX, CYX (3/4 x uint8)
-jpeg       .jpg .jpeg                   read only (lossy): YX or CYX uint8
-=========  ===========================  =====  ======  =====  ======  =======  =======  ====  =====================
-
-``*``: stored as another type (NIfTI bool as uint8, MRC uint8 as uint16) with a marker in the header, so the round
+Write then read gives the identical array, axes, spacing and unit; a dtype a format cannot hold is refused with
+InvalidInputError naming the format, the dtype and the dtypes it holds, never converted silently. ``yes*`` in the
+matrix: stored as another type (NIfTI bool as uint8, MRC uint8 as uint16) with a marker in the header, so the round
 trip gives the original dtype back. Spacing and unit: kept by every format except png (dropped, with a warning).
-
-Lazy reads (``lazy=None``): ome-zarr, hdf5, mrc and uncompressed TIFF (memory-mapped) give dask arrays; compressed
-TIFF, NIfTI, PNG/JPEG and slice folders give numpy. ``lazy=True``/``False`` forces dask/numpy.
 Default compression (``compression="default"``): TIFF zlib, OME-Zarr zstd, HDF5 gzip, NIfTI per extension
 (``.nii.gz``), slices: PNG deflate / TIFF zlib; MRC uncompressed. ``None`` writes uncompressed where possible.
 """
@@ -34,23 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io._common import as_path
+from fmscope.io._common import as_path, check_axes, check_dtype, resolve_meta
+from fmscope.io.formats import FORMATS, READ_OPTIONS, WRITE_OPTIONS, FormatSpec, formats_with, get_format
 from fmscope.io.types import Image, ImageMetadata
 from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {
-    "ome-tiff": (".ome.tif", ".ome.tiff"),
-    "tiff": (".tif", ".tiff"),
-    "ome-zarr": (".ome.zarr", ".zarr"),
-    "nifti": (".nii", ".nii.gz"),
-    "hdf5": (".h5", ".hdf5", ".hdf"),
-    "mrc": (".mrc", ".mrcs", ".rec", ".map"),
-    "png": (".png",),
-    "jpeg": (".jpg", ".jpeg"),
-    "slices": (),
-}
+#: format name -> extensions (from the table; a folder of slices has none).
+SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {spec.name: spec.extensions for spec in FORMATS}
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -61,17 +41,33 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """
     p = as_path(path)
     name = p.name.lower()
-    for fmt, extensions in SUPPORTED_FORMATS.items():
-        if any(name.endswith(ext) for ext in extensions):
-            return fmt
+    for spec in FORMATS:
+        if any(name.endswith(ext) for ext in spec.extensions):
+            return spec.name
     if p.is_dir():
         if any((p / marker).exists() for marker in ("zarr.json", ".zgroup", ".zarray")):
             return "ome-zarr"
         return "slices"
     if not p.suffix and not p.exists():
         return "slices"
-    known = ", ".join(ext for exts in SUPPORTED_FORMATS.values() for ext in exts)
+    known = ", ".join(ext for spec in FORMATS for ext in spec.extensions)
     raise FileFormatError(f"'{p}': unknown extension '{p.suffix or p.name}'; supported: {known}, or a folder of slices")
+
+
+def _options(spec: FormatSpec, given: dict[str, Any], p: Path, *, write: bool) -> dict[str, Any]:
+    """The options ``spec``'s reader (writer) takes, from ``given``; a value given for an option it lacks raises."""
+    table, accepted = (WRITE_OPTIONS, spec.write_options) if write else (READ_OPTIONS, spec.read_options)
+    for name, value in given.items():
+        option = table[name]
+        if name in accepted or not option.refused or value == option.unset:
+            continue
+        having = formats_with(name, write=write)
+        labels = " and ".join(s.label for s in having)
+        raise InvalidInputError(
+            f"{name}: only {labels} {option.has if len(having) == 1 else option.have}; got {value!r} for '{p}' "
+            f"({spec.name})"
+        )
+    return {name: given[name] for name in accepted}
 
 
 def read_image(
@@ -83,7 +79,8 @@ def read_image(
         path: file or folder; the format comes from ``detect_format``.
         dataset: HDF5 dataset path (optional when the file holds exactly one), or OME-Zarr sub-group.
         level: OME-Zarr multiscale level (0 = full resolution); spacing is that level's.
-        lazy: ``None`` = the format's default (see the module doc), ``True`` = dask, ``False`` = numpy.
+        lazy: ``None`` = the format's default (the "lazy read" column of the support matrix), ``True`` = dask,
+            ``False`` = numpy.
 
     Raises:
         FileFormatError: missing path, unknown extension, unreadable/corrupt file, ambiguous HDF5 dataset.
@@ -92,38 +89,11 @@ def read_image(
     p = as_path(path)
     if not p.exists():
         raise FileFormatError(f"'{p}' does not exist")
-    fmt = detect_format(p)
-    if dataset is not None and fmt not in ("hdf5", "ome-zarr"):
-        raise InvalidInputError(f"dataset: only HDF5 and OME-Zarr have datasets; got {dataset!r} for '{p}' ({fmt})")
-    if level != 0 and fmt != "ome-zarr":
-        raise InvalidInputError(f"level: only OME-Zarr has multiscale levels; got {level} for '{p}' ({fmt})")
-    if fmt in ("tiff", "ome-tiff"):
-        from fmscope.io.tiff import read_tiff
-
-        return read_tiff(p, lazy=lazy)
-    if fmt == "ome-zarr":
-        from fmscope.io.omezarr import read_omezarr
-
-        return read_omezarr(p, level=level, dataset=dataset, lazy=lazy)
-    if fmt == "nifti":
-        from fmscope.io.nifti import read_nifti
-
-        return read_nifti(p, lazy=lazy)
-    if fmt == "hdf5":
-        from fmscope.io.hdf5 import read_hdf5
-
-        return read_hdf5(p, dataset=dataset, lazy=lazy)
-    if fmt == "mrc":
-        from fmscope.io.mrc import read_mrc
-
-        return read_mrc(p, lazy=lazy)
-    if fmt == "slices":
-        from fmscope.io.slices import read_slices
-
-        return read_slices(p, lazy=lazy)
-    from fmscope.io.image2d import read_image2d
-
-    return read_image2d(p, lazy=lazy)
+    spec = get_format(detect_format(p))
+    options = _options(spec, {"dataset": dataset, "level": level}, p, write=False)
+    reader = spec.reader()
+    image: Image = reader(p, lazy=lazy, **options)
+    return image
 
 
 def read_spatial(
@@ -178,38 +148,37 @@ def write_image(
         InvalidInputError: empty array, shape/metadata mismatch, a dtype or axes the format cannot hold.
     """
     p = as_path(path)
-    fmt = detect_format(p)
-    if dataset is not None and fmt != "hdf5":
-        raise InvalidInputError(f"dataset: only HDF5 files have named datasets; got {dataset!r} for '{p}' ({fmt})")
-    if chunks is not None and fmt not in ("hdf5", "ome-zarr"):
-        raise InvalidInputError(f"chunks: only OME-Zarr and HDF5 are chunked; got {chunks} for '{p}' ({fmt})")
-    if pyramid_levels is not None and fmt != "ome-zarr":
-        raise InvalidInputError(f"pyramid_levels: only OME-Zarr holds pyramids; got {pyramid_levels} for '{p}'")
-    common: dict[str, Any] = {"overwrite": overwrite, "compression": compression, "progress": progress}
-    if fmt in ("tiff", "ome-tiff"):
-        from fmscope.io.tiff import write_tiff
+    spec = get_format(detect_format(p))
+    given = {"dataset": dataset, "chunks": chunks, "pyramid_levels": pyramid_levels, "labels": labels}
+    options = _options(spec, given, p, write=True)
+    writer = spec.writer()
+    if writer is None:
+        raise InvalidInputError(f"path: {spec.read_only} (got '{p.name}')")
+    meta = resolve_meta(data, meta)
+    check_dtype(meta.dtype, spec.name, spec.dtypes)
+    check_axes(meta.axes, spec.name, spec.axes)
+    _check_compression(spec, compression)
+    if options.get("chunks") is not None:
+        options["chunks"] = _check_chunks(options["chunks"], meta.shape)
+    written: Path = writer(p, data, meta, overwrite=overwrite, compression=compression, progress=progress, **options)
+    return written
 
-        return write_tiff(p, data, meta, ome=fmt == "ome-tiff", **common)
-    if fmt == "ome-zarr":
-        from fmscope.io.omezarr import write_omezarr
 
-        return write_omezarr(p, data, meta, chunks=chunks, pyramid_levels=pyramid_levels, labels=labels, **common)
-    if fmt == "nifti":
-        from fmscope.io.nifti import write_nifti
+def _check_compression(spec: FormatSpec, compression: str | None) -> None:
+    if compression in (None, "default") or compression in spec.compressions:
+        return
+    accepted = "".join(f"{c}, " for c in spec.compressions)
+    note = f" ({spec.compression_note})" if spec.compression_note else ""
+    raise InvalidInputError(
+        f"compression: {spec.label} supports {accepted}None or 'default'{note}; got {compression!r}"
+    )
 
-        return write_nifti(p, data, meta, **common)
-    if fmt == "hdf5":
-        from fmscope.io.hdf5 import write_hdf5
 
-        return write_hdf5(p, data, meta, dataset=dataset, chunks=chunks, **common)
-    if fmt == "mrc":
-        from fmscope.io.mrc import write_mrc
-
-        return write_mrc(p, data, meta, **common)
-    if fmt == "slices":
-        from fmscope.io.slices import write_slices
-
-        return write_slices(p, data, meta, **common)
-    from fmscope.io.image2d import write_png
-
-    return write_png(p, data, meta, **common)
+def _check_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        out: Any = tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        out = chunks
+    if not isinstance(out, tuple) or len(out) != len(shape) or any(c < 1 for c in out):
+        raise InvalidInputError(f"chunks: expected {len(shape)} positive integers for shape {shape}, got {out}")
+    return out

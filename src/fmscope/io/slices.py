@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import FileFormatError, InvalidInputError
-from fmscope.io._common import check_axes, check_exists, iter_blocks, make_meta, resolve_meta, wrap_read_errors
+from fmscope.io._common import check_exists, iter_blocks, make_meta, wrap_read_errors
 from fmscope.io.image2d import read_plane
 from fmscope.io.types import Image, ImageMetadata
 from fmscope.utils import atomic_output, make_progress
@@ -26,7 +26,6 @@ from fmscope.utils.progress import ProgressCallback
 logger = logging.getLogger(__name__)
 
 SLICE_EXTENSIONS = (".png", ".tif", ".tiff")
-SLICE_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64", "bool")
 SIDECAR = "fmscope.json"
 _PNG_DTYPES = ("uint8", "uint16", "bool")
 
@@ -95,25 +94,25 @@ def read_slices(path: Path, *, lazy: bool | None = None) -> Image:
 def write_slices(
     path: Path,
     data: Any,
-    meta: ImageMetadata | None = None,
+    meta: ImageMetadata,
     *,
     overwrite: bool = False,
     compression: str | None = "default",
     progress: ProgressCallback | bool | None = None,
 ) -> Path:
-    """Write a ZYX volume as a folder of PNG (uint8/uint16/bool) or TIFF (other dtypes) slices."""
+    """Write a ZYX volume as a folder of PNG (uint8/uint16/bool) or TIFF (other dtypes) slices.
+
+    ``meta`` and ``compression`` come validated from ``write_image``; a TIFF compression for PNG slices raises.
+    """
     import imageio.v3 as iio
     import tifffile
 
-    meta = resolve_meta(data, meta)
-    check_axes(meta.axes, "slices", ("ZYX",))
     use_png = meta.dtype in _PNG_DTYPES
     if compression == "default":
         compression = None if use_png else "zlib"
-    if compression is not None and (use_png or compression not in ("zlib", "lzw", "zstd")):
+    if compression is not None and use_png:
         raise InvalidInputError(
-            f"compression: slices of {meta.dtype} support {'default' if use_png else 'zlib, lzw, zstd, None'}; "
-            f"got {compression!r}"
+            f"compression: slices of {meta.dtype} are PNG files, always deflate-compressed; got {compression!r}"
         )
     n = meta.shape[0]
     width = max(4, len(str(n - 1)))

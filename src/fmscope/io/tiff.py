@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from fmscope.errors import FileFormatError, InvalidInputError
+from fmscope.errors import FileFormatError
 from fmscope.io._common import (
-    ALL_DTYPES,
     apply_laziness,
     check_exists,
     iter_blocks,
@@ -40,8 +39,6 @@ from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-TIFF_DTYPES = ALL_DTYPES
-TIFF_COMPRESSIONS = ("zlib", "lzw", "zstd", "packbits")
 BIGTIFF_THRESHOLD = 2**32 - 2**27  # bytes; leaves room for the IFDs below the 4 GiB classic-TIFF limit
 EAGER_LIMIT = 2**30  # compressed TIFFs above this many bytes are read lazily by default
 
@@ -213,19 +210,18 @@ def write_tiff(
 ) -> Path:
     """Write ``data`` as TIFF (``ome=None``: OME-TIFF when the name ends in ``.ome.tif(f)``).
 
-    A dask array is written page by page, never materialised whole.
+    ``write_image`` validates ``meta`` and ``compression`` against the format table; called directly (for
+    ``bigtiff=``), ``meta=None`` means the default metadata of the array. A dask array is written page by page, never
+    materialised whole.
     """
     import tifffile
 
-    meta = resolve_meta(data, meta)
+    if meta is None:
+        meta = resolve_meta(data, None)
     if ome is None:
         ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     if compression == "default":
         compression = "zlib"
-    if compression is not None and compression not in TIFF_COMPRESSIONS:
-        raise InvalidInputError(
-            f"compression: TIFF supports {', '.join(TIFF_COMPRESSIONS)}, None or 'default'; got {compression!r}"
-        )
     nbytes = int(np.prod(meta.shape)) * np.dtype(meta.dtype).itemsize
     use_bigtiff = bool(bigtiff) if bigtiff is not None else nbytes > BIGTIFF_THRESHOLD
     spatial = meta.spatial_axes

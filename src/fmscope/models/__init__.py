@@ -1,11 +1,14 @@
-"""Backbones (MONAI UNet / SwinUNETR) behind one interface, a registry by name, and self-describing save/load.
+"""Backbones (MONAI UNet / SwinUNETR, one module per architecture) behind one interface, registries by model name and
+by architecture name, and self-describing save/load.
 
 >>> model = create_model("unet-tiny")
 >>> out = model(torch.zeros(1, 1, 32, 32, 32))   # BackboneOutput(encoder_features, bottleneck, dense)
 >>> save_model(model, "run/model", profile=profile, extra={"step": 1000})
 >>> loaded = load_model("run/model")              # strict: raises on any key mismatch, with a key report
+>>> get_architecture("unet").default_seg_loss       # 'dicefocal'
 """
 
+from fmscope.models.architectures import Architecture, get_architecture, list_architectures, register_architecture
 from fmscope.models.backbone import Backbone, BackboneOutput, pool_levels
 from fmscope.models.config import BackboneConfig
 from fmscope.models.registry import create_model, get_config, list_models, register_model
@@ -20,6 +23,7 @@ from fmscope.models.serialization import (
 from fmscope.models.state import KeyReport, compare_state_dict, load_state_dict_report, map_prefixes
 
 __all__ = [
+    "Architecture",
     "Backbone",
     "BackboneConfig",
     "BackboneOutput",
@@ -29,13 +33,16 @@ __all__ = [
     "ModelMetadata",
     "compare_state_dict",
     "create_model",
+    "get_architecture",
     "get_config",
+    "list_architectures",
     "list_models",
     "load_model",
     "load_state_dict_report",
     "map_prefixes",
     "pool_levels",
     "read_model_config",
+    "register_architecture",
     "register_model",
     "save_model",
 ]

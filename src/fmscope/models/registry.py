@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from fmscope.errors import InvalidInputError
+from fmscope.models.architectures import add_to_registry
 from fmscope.models.backbone import Backbone
 from fmscope.models.config import BackboneConfig
 
@@ -30,13 +31,7 @@ _REGISTRY: dict[str, BackboneConfig] = {}
 
 def register_model(name: str, config: BackboneConfig, *, overwrite: bool = False) -> None:
     """Register ``config`` under ``name``; an existing name raises unless ``overwrite``."""
-    if not isinstance(name, str) or not name:
-        raise InvalidInputError(f"name: expected a non-empty string, got {name!r}")
-    if not isinstance(config, BackboneConfig):
-        raise InvalidInputError(f"config: expected a BackboneConfig, got {type(config).__name__}")
-    if name in _REGISTRY and not overwrite:
-        raise InvalidInputError(f"name: model '{name}' is already registered; pass overwrite=True to replace it")
-    _REGISTRY[name] = config
+    add_to_registry(_REGISTRY, "model", name, config, ("config", BackboneConfig, "a BackboneConfig"), overwrite)
 
 
 def list_models() -> list[str]:

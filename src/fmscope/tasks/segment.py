@@ -18,6 +18,7 @@ from fmscope.data.labelled import BINARY_CLASSES
 from fmscope.errors import InvalidInputError
 from fmscope.metrics import binary_scores, count_ratio, dice, instance_scores
 from fmscope.metrics.binary import scores_from_counts
+from fmscope.models import get_architecture
 from fmscope.segment.postprocess import label_components, watershed_split
 from fmscope.tasks.base import DenseTask, LossFn
 from fmscope.tasks.config import LOSSES
@@ -33,7 +34,7 @@ def segmentation_loss(name: str, architecture: str) -> Callable[[Tensor, Tensor]
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     if name == "auto":
-        name = "dicefocal" if architecture == "unet" else "dicece"
+        name = get_architecture(architecture).default_seg_loss
     common: dict[str, Any] = {"to_onehot_y": True, "softmax": True, "include_background": False}
     if name == "dicefocal":
         return DiceFocalLoss(lambda_dice=0.5, lambda_focal=0.5, alpha=0.25, gamma=2.0, **common)
