@@ -12,11 +12,11 @@ from fmscope.config import resolve_config
 from fmscope.data import lightsheet_phantom
 from fmscope.engine import latest_checkpoint
 from fmscope.engine.logs import read_metrics
-from fmscope.errors import InvalidInputError, OutputExistsError
+from fmscope.errors import InvalidInputError, OutputExistsError, TrainingDivergedError
 from fmscope.io import ImageMetadata, write_image
 from fmscope.models import get_config, load_model
 from fmscope.pretrain.config import PretrainConfig
-from fmscope.pretrain.train import TrainingDivergedError, pretrain
+from fmscope.pretrain.train import pretrain
 
 pytest.importorskip("transformers")
 from test_text_encoder import make_tiny_bert  # noqa: E402

@@ -33,6 +33,10 @@ class Terminated(KeyboardInterrupt):
     temporary outputs are removed on the way out and checkpoints are kept."""
 
 
+class TrainingDivergedError(FmscopeError, RuntimeError):
+    """A loss became NaN or infinite; training stops with the step and the terms."""
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C or SIGTERM; ``hint`` says what was kept and how to go on (e.g. how to resume)."""
 

@@ -76,6 +76,9 @@ def register(sub: Any) -> None:
     p.add_argument("--class-pattern", default=None, help="cls: regex with a (?P<class>...) group on file names")
     p.add_argument("--map-labels", default=None, help="seg: raw label values to classes, e.g. '2=1,other=0'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument(
+        "--resume", action="store_true", help="continue a stopped or killed run in --out from its last checkpoint"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_finetune)
 
@@ -121,7 +124,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = finetune(
         config, train, val, args.out, init=args.init, mapping=parse_mapping(args.map_labels),
-        overwrite=args.overwrite, progress=True,
+        overwrite=args.overwrite, resume=args.resume, progress=True,
     )  # fmt: skip
     print(
         f"fine-tuned {task.name} for {result.epochs_run} epochs: best validation {task.score_name} "

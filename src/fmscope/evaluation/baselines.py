@@ -25,7 +25,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.optim.swa_utils import update_bn
 
+from fmscope.engine.trainer import Hooks, LoopConfig, Trainer
 from fmscope.errors import InvalidInputError
+from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -205,9 +207,7 @@ def train_resnet18(
     y_val = _classes(val_classes, len(x_val), "val_classes", n_classes)
     if len(x_train) < 2:
         raise InvalidInputError(f"train_images: expected at least 2 images (BatchNorm), got {len(x_train)}")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device: expected an available device, got {config.device!r} without CUDA")
+    device = resolve_device(config.device)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -221,38 +221,57 @@ def train_resnet18(
     inputs = torch.from_numpy(x_train).unsqueeze(1)
     targets = torch.from_numpy(y_train)
 
-    best_score, best_epoch, best_state = -math.inf, 0, {}
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        batches = list(torch.split(order, config.batch_size))
+    def epoch_batches() -> list[torch.Tensor]:
+        """A shuffled pass over the training images (a last batch of one joins the previous one: BatchNorm)."""
+        batches = list(torch.split(torch.randperm(len(inputs), generator=generator), config.batch_size))
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches[-2:] = [torch.cat(batches[-2:])]
-        total = 0.0
-        for idx in batches:
-            batch = _flip(inputs[idx], generator) if config.augment else inputs[idx]
-            optimizer.zero_grad()
-            loss = loss_fn(model(batch.to(device)), targets[idx].to(device))
-            loss.backward()
-            optimizer.step()
-            total += float(loss.item()) * len(idx)
+        return batches
+
+    per_epoch = _n_batches(len(inputs), config.batch_size)
+    current: list[torch.Tensor] = []
+    best_state: dict[str, torch.Tensor] = {}
+
+    def before_step(step: int) -> None:
+        if step % per_epoch == 0:
+            current[:] = epoch_batches()
+
+    def loss_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = current[step % per_epoch]
+        batch = _flip(inputs[idx], generator) if config.augment else inputs[idx]
+        return loss_fn(model(batch.to(device)), targets[idx].to(device)), {"images": float(len(idx))}
+
+    def evaluate(step: int) -> dict[str, float]:
         # Few steps leave BatchNorm running statistics far from the data: re-estimate them (no gradient) before eval.
         with torch.no_grad():
-            update_bn((inputs[idx] for idx in batches), model, device=device)
-        score = _macro_accuracy(predict_resnet18(model, list(x_val), config.device), y_val)
-        logger.info(
-            "resnet18 epoch %d/%d: loss %.4f, val macro accuracy %.4f", epoch, config.epochs, total / len(inputs), score
-        )
+            update_bn((inputs[idx] for idx in current), model, device=device)
+        return {"score": _macro_accuracy(predict_resnet18(model, list(x_val), str(device)), y_val)}
+
+    def on_eval(step: int, scores: dict[str, float], window: list[dict[str, float]], improved: bool) -> None:
+        epoch = (step + 1) // per_epoch
+        loss = sum(w["loss"] * w["images"] for w in window) / len(inputs)
+        logger.info("resnet18 epoch %d/%d: loss %.4f, val macro accuracy %.4f", epoch, config.epochs, loss,
+                    scores["score"])  # fmt: skip
         if progress is not None:
             progress(1)
-        if score > best_score:
-            best_score, best_epoch, best_state = score, epoch, copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= config.patience:
-            logger.info("resnet18: early stop after epoch %d (%d epochs without improvement)", epoch, config.patience)
-            break
+        if improved:
+            best_state.update(copy.deepcopy(model.state_dict()))
+
+    loop = LoopConfig(steps=config.epochs * per_epoch, eval_every=per_epoch, patience=config.patience)
+    trainer = Trainer(model, optimizer, loop, device=device)
+    state = trainer.fit(loss_step, evaluate=evaluate, hooks=Hooks(before_step=before_step, on_eval=on_eval))
+    if state.stopped:
+        logger.info("resnet18: early stop after epoch %d (%d epochs without improvement)", state.step // per_epoch,
+                    config.patience)  # fmt: skip
     model.load_state_dict(best_state)
-    logger.info("resnet18: restored epoch %d (val macro accuracy %.4f)", best_epoch, best_score)
+    logger.info("resnet18: restored epoch %d (val macro accuracy %.4f)", state.best_step // per_epoch + 1, state.best)
     return model.eval()
+
+
+def _n_batches(n: int, batch_size: int) -> int:
+    """Batches of one pass over ``n`` images (a last batch of one joins the previous one)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
 
 
 def predict_resnet18(

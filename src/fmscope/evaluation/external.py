@@ -34,6 +34,7 @@ import torch
 from numpy.typing import NDArray
 
 from fmscope.errors import FileFormatError, InvalidInputError, MissingDependencyError
+from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -147,24 +148,6 @@ def _check_model_path(model: str | os.PathLike[str]) -> Path:
     return path.resolve()
 
 
-def _check_device(device: str) -> torch.device:
-    if not isinstance(device, str):
-        raise InvalidInputError(f"device: expected a torch device string such as 'cpu' or 'cuda:0', got {device!r}")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as err:
-        raise InvalidInputError(
-            f"device: expected a torch device string such as 'cpu' or 'cuda:0', got {device!r}"
-        ) from err
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device: expected an available device, got {device!r} without CUDA")
-    if torch_device.type == "mps" and not torch.backends.mps.is_available():
-        raise InvalidInputError(f"device: expected an available device, got {device!r} without MPS")
-    if torch_device.type not in ("cpu", "cuda", "mps"):
-        raise InvalidInputError(f"device: expected 'cpu', 'cuda[:N]' or 'mps', got {device!r}")
-    return torch_device
-
-
 def _check_images(images: Sequence[np.ndarray], do_3d: bool, stitch: bool) -> list[NDArray[np.float32]]:
     if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or len(images) == 0:
         raise InvalidInputError(f"images: expected a non-empty sequence of arrays, got {type(images).__name__}")
@@ -271,7 +254,7 @@ def cellpose_segment(
     stitch = eval_options.get("stitch_threshold")
     arrays = _check_images(images, do_3d, isinstance(stitch, int | float | np.number) and float(stitch) > 0)
     diam = _check_diameter(diameter)
-    torch_device = _check_device(device)
+    torch_device = resolve_device(device)
     models = _import_cellpose()
     if not isinstance(models, types.ModuleType):
         raise MissingDependencyError("cellpose", CELLPOSE_EXTRA) from models

@@ -44,9 +44,10 @@ from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig
 from fmscope.tasks.config import FinetuneConfig
-from fmscope.tasks.finetune import finetune, resolve_device
+from fmscope.tasks.finetune import finetune
 from fmscope.tasks.model import load_task_model
 from fmscope.tasks.registry import get_task
+from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def _finetuned(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
         out = [model.task.predict(model, s.image, config.overlap, device) for s in test]
     if not job.keep_models:
         shutil.rmtree(result.model_dir, ignore_errors=True)
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)
     return out
 
 

@@ -21,7 +21,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.interactive.protocol import file_stamp
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.models.serialization import load_model
-from fmscope.tasks.finetune import resolve_device
+from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 

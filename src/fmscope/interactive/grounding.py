@@ -54,6 +54,7 @@ from fmscope.errors import FileFormatError, InvalidInputError, MissingDependency
 from fmscope.intensity import IntensityProfile
 from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.protocol import rgb8, window_slice
+from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +205,8 @@ class GroundingDetector:
         path = Path(folder).expanduser()
         self.model_type = _read_model_type(path)
         self.folder = path
-        import torch
 
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError) as err:
-            raise InvalidInputError(
-                f"device: expected a torch device such as 'cpu' or 'cuda:0', got {device!r}"
-            ) from err
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidInputError(f"device: {device!r} was asked for but CUDA is not available")
+        self.device = resolve_device(device)
         # Only local folders are ever read; make sure no library underneath tries the Hub either.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -31,6 +31,7 @@ from fmscope.intensity import IntensityProfile
 from fmscope.interactive.checkpoints import load_weights, locate_checkpoint, read_checkpoint
 from fmscope.interactive.prompts import ObjectPrompt, Stroke
 from fmscope.interactive.protocol import PromptMask, check_slice, file_stamp, rgb8, window_slice
+from fmscope.utils.device import resolve_device as _resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -160,16 +161,8 @@ def choose_mask(masks: np.ndarray, scores: np.ndarray, low_res: np.ndarray, info
 
 
 def resolve_device(device: str) -> str:
-    """Check a torch device string (a CUDA device must be available)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidInputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r} ({exc})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device: {device!r} requested but CUDA is not available (use device='cpu')")
-    return str(dev)
+    """Check a torch device string (a CUDA device must be available); the SAM predictors take a string."""
+    return str(_resolve_device(device))
 
 
 def _import_segment_anything() -> Any:

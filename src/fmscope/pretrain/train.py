@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmscope.config import save_config, to_dict
+from fmscope.config import save_config
 from fmscope.data import PatchDataset, load_manifest, split_by_source
 from fmscope.data.augment import build_augmentation
 from fmscope.data.masking import MaskingCollate
-from fmscope.engine import MetricLogger, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fmscope.engine import MetricLogger, latest_checkpoint
 from fmscope.engine.run_folder import run_folder
 from fmscope.engine.schedule import warmup_cosine
-from fmscope.errors import FmscopeError, InvalidInputError
-from fmscope.models import compare_state_dict
+from fmscope.engine.trainer import Hooks, LoopConfig, Trainer
+from fmscope.errors import InvalidInputError
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.ema import cosine_momentum
 from fmscope.pretrain.export import export_pretrained
 from fmscope.pretrain.method import MultimodalPretrainer
-from fmscope.utils.progress import ProgressCallback, make_progress
+from fmscope.utils.device import resolve_device
+from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(FmscopeError, RuntimeError):
-    """A loss became NaN or infinite; training stops with the step and the terms."""
 
 
 @dataclass(frozen=True)
@@ -58,16 +54,6 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def _device(name: str, rank: int) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", rank))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -81,6 +67,12 @@ class _DataOrder:
         self.dataset, self.seed, self.consumed = dataset, seed, consumed
         self._epoch = -1
         self._order: list[int] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consumed = int(state["consumed"])
 
     def take(self, n: int) -> list[int]:
         out = []
@@ -165,7 +157,9 @@ def _pretrain(
     stop_after: int | None,
     progress: ProgressCallback | bool | None,
 ) -> PretrainResult:
-    device = _device(config.train.device, rank)
+    device = resolve_device(config.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     _seed_everything(config.train.seed)
     dataset = build_dataset(config)
     method = MultimodalPretrainer(config.method).to(device)
@@ -179,87 +173,51 @@ def _pretrain(
     )
     collate = MaskingCollate(config.masking)
     order = _DataOrder(dataset, config.train.seed)
-    start = 0
-    if resume:
-        ckpt = load_checkpoint(latest_checkpoint(out / "checkpoints") or out, map_location=device)
-        saved_model = ckpt.payload.get("config", {}).get("method", {}).get("model")
-        if saved_model != config.method.model:
-            raise InvalidInputError(
-                f"--resume: checkpoint '{ckpt.path}' is for model '{saved_model}', the config asks for "
-                f"'{config.method.model}'"
-            )
-        report = compare_state_dict(method, ckpt.payload["method"])
-        if not report.ok:
-            raise InvalidInputError(f"--resume: checkpoint '{ckpt.path}' does not fit this config: {report.summary()}")
-        method.load_state_dict(ckpt.payload["method"])
-        optimizer.load_state_dict(ckpt.payload["optimizer"])
-        scheduler.load_state_dict(ckpt.payload["scheduler"])
-        set_rng_state(ckpt.payload["rng"])
-        order.consumed = int(ckpt.payload["consumed"])
-        start = ckpt.step
-        logger.info("resumed from %s at step %d", ckpt.path, start)
+    loop = LoopConfig(
+        steps=total, accumulation=opt_cfg.accumulation, grad_clip=opt_cfg.grad_clip,
+        bf16=device.type == "cuda" and config.train.precision in ("auto", "bf16"),
+        checkpoint_every=config.train.checkpoint_every, keep_last=config.train.keep_checkpoints, loss_key=None,
+        divergence_hint="lower optim.lr or check the data for NaN/Inf",
+    )  # fmt: skip
+    trainer = Trainer(
+        method, optimizer, loop, scheduler=scheduler, folder=out / "checkpoints", parameters=params,
+        state={"order": order}, signature={"model": config.method.model}, world=world, rank=rank, device=device,
+    )  # fmt: skip
+    start = trainer.resume() if resume else 0
     if rank == 0:
         save_config(config, out / "config.yaml")
     metrics = MetricLogger(out, resume_step=start) if rank == 0 else None
-    use_bf16 = device.type == "cuda" and config.train.precision in ("auto", "bf16")
     end = total if stop_after is None else min(total, start + stop_after)
     last: dict[str, float] = {}
     per_rank = config.train.batch_size
-    with make_progress(progress if rank == 0 else None, end - start, "pretrain") as advance:
-        for step in range(start, end):
-            t0 = time.perf_counter()
-            if method.text_encoder is not None:
-                method.text_encoder.set_stage("top" if step >= config.train.text_warmup_steps else "frozen")  # type: ignore[operator]
-            method.train()
-            sums: dict[str, float] = {}
-            for _ in range(opt_cfg.accumulation):
-                indices = order.take(per_rank * world)[rank * per_rank : (rank + 1) * per_rank]
-                collate.set_step(step)
-                batch = collate([dataset[i] for i in indices])
-                images = batch.images.to(device)
-                masks = (
-                    batch.masks.to(device) if batch.masks is not None else torch.zeros_like(images, dtype=torch.bool)
-                )
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    terms = method(images, masks, batch.captions)
-                if not torch.isfinite(terms.total):
-                    raise TrainingDivergedError(
-                        f"loss is {float(terms.total.detach())} at step {step} (terms {terms.as_dict()}); "
-                        "lower optim.lr or check the data for NaN/Inf"
-                    )
-                (terms.total / opt_cfg.accumulation).backward()
-                for key, value in terms.as_dict().items():
-                    sums[key] = sums.get(key, 0.0) + value / opt_cfg.accumulation
-            if world > 1:
-                for p in params:
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= world
-            grads = [p for p in params if p.grad is not None]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(grads, opt_cfg.grad_clip)) if grads else 0.0
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            momentum = cosine_momentum(step, total, config.train.ema_base)
-            method.update_teacher(momentum)
-            seconds = time.perf_counter() - t0
-            last = {**sums, "lr": lr, "grad_norm": grad_norm, "ema_momentum": momentum, "seconds": seconds}
-            last["patches_per_s"] = per_rank * world * opt_cfg.accumulation / seconds
-            if metrics is not None and (step % config.train.log_every == 0 or step + 1 == end):
-                metrics.log(step, last)
-            done = step + 1
-            if rank == 0 and (done % config.train.checkpoint_every == 0 or done == end):
-                payload: dict[str, Any] = {
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(),
-                    "consumed": order.consumed,
-                    "config": to_dict(config),
-                }
-                save_checkpoint(out / "checkpoints", done, payload, keep_last=config.train.keep_checkpoints)
-            advance(1)
+
+    def before_step(step: int) -> None:
+        if method.text_encoder is not None:
+            method.text_encoder.set_stage("top" if step >= config.train.text_warmup_steps else "frozen")  # type: ignore[operator]
+
+    def loss_step(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        indices = order.take(per_rank * world)[rank * per_rank : (rank + 1) * per_rank]
+        collate.set_step(step)
+        batch = collate([dataset[i] for i in indices])
+        images = batch.images.to(device)
+        masks = batch.masks.to(device) if batch.masks is not None else torch.zeros_like(images, dtype=torch.bool)
+        terms = method(images, masks, batch.captions)
+        return terms.total, terms.as_dict()
+
+    def after_step(step: int) -> dict[str, float]:
+        momentum = cosine_momentum(step, total, config.train.ema_base)
+        method.update_teacher(momentum)
+        return {"ema_momentum": momentum}
+
+    def on_step(step: int, logs: dict[str, float]) -> None:
+        logs["patches_per_s"] = per_rank * world * opt_cfg.accumulation / logs["seconds"]
+        last.clear()
+        last.update(logs)
+        if metrics is not None and (step % config.train.log_every == 0 or step + 1 == end):
+            metrics.log(step, logs)
+
+    hooks = Hooks(before_step=before_step, after_step=after_step, on_step=on_step)
+    trainer.fit(loss_step, hooks=hooks, stop_after=end - start, progress=progress, description="pretrain")
     if metrics is not None:
         metrics.close()
         from fmscope.engine.logs import read_metrics

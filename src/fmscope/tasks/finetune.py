@@ -1,38 +1,45 @@
-"""Few-shot fine-tuning: one loop for segmentation, classification and deblurring, pretrained or from scratch.
+"""Few-shot fine-tuning: a registered task (:mod:`fmscope.tasks.registry`) plus a backbone, stepped by the training
+engine (:class:`fmscope.engine.trainer.Trainer`), pretrained or from scratch.
 
 Pretrained and scratch runs share this code path; only the initial weights differ (and a pretrained encoder is frozen
 for ``freeze_epochs`` and then trained at ``encoder_lr_factor`` times the learning rate). Each epoch is
-``steps_per_epoch`` AdamW steps on random (augmented) patches, then a validation on the whole validation volumes
-(sliding window for dense tasks); the best model by the validation score is kept and training stops after
-``patience`` epochs without improvement. The run folder holds ``config.yaml``, ``metrics.csv`` (per epoch),
-``curves.png`` (loss and validation score per epoch), the best ``model/`` (a task model folder) and ``summary.json``.
+``steps_per_epoch`` AdamW steps on random (augmented) patches drawn as the task says, then a validation on the whole
+validation volumes (sliding window for dense tasks); the best model by the validation score is kept and training
+stops after ``patience`` epochs without improvement. The run folder holds ``config.yaml``, ``metrics.csv`` (per
+epoch), ``curves.png`` (loss and validation score per epoch), ``checkpoints/`` (to resume), the best ``model/`` (a
+task model folder) and ``summary.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from fmscope.config import save_config
+from fmscope.config import save_config, to_dict
 from fmscope.data.labelled import LabelledSet, LabelMapping, check_train_val
-from fmscope.engine import MetricLogger
+from fmscope.engine import MetricLogger, latest_checkpoint
 from fmscope.engine.logs import read_metrics
 from fmscope.engine.plots import plot_training_curves
 from fmscope.engine.run_folder import run_folder
+from fmscope.engine.trainer import Held, Hooks, LoopConfig, Trainer
 from fmscope.errors import InvalidInputError
 from fmscope.models.serialization import read_model_config
-from fmscope.pretrain.train import TrainingDivergedError
 from fmscope.tasks.base import validate
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.model import TaskModel, TaskSpec, describe_init, init_backbone, save_task_model
 from fmscope.tasks.registry import get_task
-from fmscope.utils.progress import ProgressCallback, make_progress
+from fmscope.utils.atomic import atomic_output
+from fmscope.utils.device import resolve_device
+from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +56,6 @@ class FinetuneResult:
     init_report: str
 
 
-def resolve_device(name: str) -> torch.device:
-    """``'auto'`` (CUDA when available), ``'cpu'`` or ``'cuda'`` (an error without a CUDA device)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def finetune(
     config: FinetuneConfig,
     train: LabelledSet,
@@ -67,27 +65,53 @@ def finetune(
     init: str | Path = "scratch",
     mapping: LabelMapping | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: ProgressCallback | bool | None = None,
 ) -> FinetuneResult:
-    """Fine-tune a task model on ``train`` (early stopping on ``val``) and write the run folder ``out``."""
+    """Fine-tune a task model on ``train`` (early stopping on ``val``) and write the run folder ``out``.
+
+    A checkpoint is written after every epoch (``checkpoints/``, the newest two kept); ``resume=True`` continues a run
+    that was stopped or killed from its last checkpoint, and ends with the weights and metrics of the uninterrupted
+    run. A resume with another task, model, initialisation, data or setting (``epochs``, ``patience`` and ``device``
+    aside) is refused, naming what differs.
+    """
     check_train_val(train, val)
     task = get_task(config.task)
     if train.task != task.layout:
         raise InvalidInputError(f"train: a {train.task} set cannot train the {task.name} task")
     device = resolve_device(config.device)
-    with run_folder(Path(out), overwrite=overwrite, results=RESULTS, interrupted=_kept) as out_dir:
-        return _finetune(config, train, val, out_dir, init, mapping, device, progress)
+    if resume and latest_checkpoint(Path(out) / "checkpoints") is None:
+        raise InvalidInputError(f"--resume: no checkpoint found in '{Path(out) / 'checkpoints'}'")
+    with run_folder(Path(out), overwrite=overwrite, results=RESULTS, interrupted=_kept, resume=resume,
+                    hint="--overwrite or --resume") as out_dir:  # fmt: skip
+        return _finetune(config, train, val, out_dir, init, mapping, device, resume, progress)
 
 
-RESULTS = ("model",)
+RESULTS = ("checkpoints", "model")
+#: settings that may change on --resume (the others must match the checkpoint's)
+RESUMABLE_CHANGES = ("epochs", "patience", "device")
 
 
 def _kept(out: Path) -> str:
-    """What an interrupted fine-tuning kept: the best model so far, or nothing (the folder is then removed)."""
+    """What an interrupted fine-tuning kept: the best model so far and the checkpoint to resume from, or nothing
+    (the folder is then removed)."""
     if not (out / "model" / "config.json").is_file():
         return "no model was saved yet; rerun to start over"
     epoch = read_model_config(out / "model")[1]["provenance"]["extra"]["finetune"]["epoch"]
-    return f"the best model so far (epoch {epoch}) is in '{out / 'model'}'; rerun with --overwrite to start over"
+    latest = latest_checkpoint(out / "checkpoints")
+    again = "" if latest is None else f"resume with --resume (from {latest.name}) or "
+    return f"the best model so far (epoch {epoch}) is in '{out / 'model'}'; {again}rerun with --overwrite to start over"
+
+
+def _digest(labelled: LabelledSet) -> str:
+    """A short description of a labelled set that changes when its images or labels do (for --resume)."""
+    names = json.dumps([[i.image, i.label, i.class_name, i.degraded, i.z_index] for i in labelled.items])
+    return f"{len(labelled.items)} items, sha256 {hashlib.sha256(names.encode()).hexdigest()[:12]}"
+
+
+def _signature(config: FinetuneConfig, train: LabelledSet, val: LabelledSet, init: str | Path) -> dict[str, Any]:
+    settings = {k: v for k, v in to_dict(config).items() if k not in RESUMABLE_CHANGES}
+    return {"init": str(init), **settings, "train": _digest(train), "val": _digest(val)}
 
 
 def _finetune(
@@ -98,6 +122,7 @@ def _finetune(
     init: str | Path,
     mapping: LabelMapping | None,
     device: torch.device,
+    resume: bool,
     progress: ProgressCallback | bool | None,
 ) -> FinetuneResult:
     task = get_task(config.task)
@@ -131,51 +156,62 @@ def _finetune(
         [{"params": other, "lr": config.lr}, {"params": encoder, "lr": encoder_lr}], weight_decay=config.weight_decay
     )
     loss_fn = task.make_loss(config, model, train_samples)
-    augment = task.augmentation(config, backbone.config.spatial_dims)
-    rng = np.random.default_rng(config.seed)
+    sampler = Held(np.random.default_rng(config.seed))
+    augment = Held(task.augmentation(config, backbone.config.spatial_dims))
+    spe, model_dir = config.steps_per_epoch, out_dir / "model"
+    loop = LoopConfig(steps=config.epochs * spe, eval_every=spe, patience=config.patience, keep_last=2)
+    trainer = Trainer(
+        model, optimiser, loop, folder=out_dir / "checkpoints", state={"sampler": sampler, "augment": augment},
+        signature=_signature(config, train, val, init), device=device,
+    )  # fmt: skip
+    if resume:
+        trainer.resume()
     save_config(config, out_dir / "config.yaml")
-    metrics = MetricLogger(out_dir, tensorboard=False)
-    best, best_epoch, stale, epoch = -np.inf, -1, 0, 0
-    model_dir = out_dir / "model"
-    with make_progress(progress, config.epochs, f"finetune {task.name}") as advance:
-        for epoch in range(config.epochs):
-            frozen = pretrained and epoch < config.freeze_epochs
+    metrics = MetricLogger(out_dir, resume_step=trainer.loop.step // spe if resume else None, tensorboard=False)
+    started = [time.perf_counter()]
+
+    def frozen(step: int) -> bool:
+        return pretrained and step // spe < config.freeze_epochs
+
+    def before_step(step: int) -> None:
+        if step % spe == 0:
+            started[0] = time.perf_counter()
+        if encoder and encoder[0].requires_grad == frozen(step):  # an epoch that (un)freezes the encoder
             for p in encoder:
-                p.requires_grad_(not frozen)
-            model.train()
-            t0, losses = time.perf_counter(), []
-            for _ in range(config.steps_per_epoch):
-                batch = {k: v.to(device) for k, v in task.make_batch(train_samples, config, size, rng, augment).items()}
-                loss = loss_fn(model(batch["image"]), batch)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(f"epoch {epoch}: the loss became {float(loss)} (try a lower lr)")
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                losses.append(float(loss.detach()))
-            scores = validate(task, model, val_samples, config.overlap, device)
-            row = {"epoch": epoch, "loss": float(np.mean(losses)), "encoder_frozen": float(frozen),
-                   "seconds": time.perf_counter() - t0, **{f"val_{k}": v for k, v in scores.items()}}  # fmt: skip
-            metrics.log(epoch, row)
-            if scores["score"] > best:
-                best, best_epoch, stale = scores["score"], epoch, 0
-                save_task_model(
-                    model, model_dir, extra={"finetune": {"epoch": epoch, "init": str(init)}}, overwrite=True
-                )
-            elif not frozen:  # patience counts from the unfreezing: a frozen encoder is not the model being selected
-                stale += 1
-            advance(1)
-            if stale >= config.patience:
-                logger.info("early stop at epoch %d: no better validation score for %d epochs", epoch, stale)
-                break
+                p.requires_grad_(not frozen(step))
+
+    def loss_step(step: int) -> tuple[Tensor, dict[str, float]]:
+        batch = task.make_batch(train_samples, config, size, sampler.obj, augment.obj)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        return loss_fn(model(batch["image"]), batch), {}
+
+    def on_eval(step: int, scores: dict[str, float], window: list[dict[str, float]], improved: bool) -> None:
+        epoch = step // spe
+        row = {"epoch": epoch, "loss": float(np.mean([w["loss"] for w in window])),
+               "encoder_frozen": float(frozen(step)), "seconds": time.perf_counter() - started[0],
+               **{f"val_{k}": v for k, v in scores.items()}}  # fmt: skip
+        metrics.log(epoch, row)
+        if improved:
+            save_task_model(model, model_dir, extra={"finetune": {"epoch": epoch, "init": str(init)}}, overwrite=True)
+
+    hooks = Hooks(
+        before_step=before_step, on_eval=on_eval,
+        counts_for_patience=lambda step: not frozen(step),  # patience counts from the unfreezing of the encoder
+    )  # fmt: skip
+    state = trainer.fit(
+        loss_step, evaluate=lambda step: validate(task, model, val_samples, config.overlap, device), hooks=hooks,
+        progress=progress, description=f"finetune {task.name}",
+    )  # fmt: skip
     metrics.close()
     plot_training_curves(
         read_metrics(metrics.path), out_dir / "curves.png", keys=("loss",), extra=("val_score",), smooth=1,
         xlabel="epoch", names={"val_score": f"validation {task.score_name}"},
         title=f"fine-tuning {task.name} ({out_dir.name})",
     )  # fmt: skip
-    summary = {"best_score": best, "best_epoch": best_epoch, "epochs_run": epoch + 1, "init": str(init),
+    best, best_epoch, epochs_run = state.best, state.best_step // spe, -(-state.step // spe)
+    summary = {"best_score": best, "best_epoch": best_epoch, "epochs_run": epochs_run, "init": str(init),
                "init_report": describe_init(report, init, config.init_parts),
                "init_keys": "" if report is None else report.summary()}  # fmt: skip
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epoch + 1, summary["init_report"])  # type: ignore[arg-type]
+    with atomic_output(out_dir / "summary.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epochs_run, summary["init_report"])  # type: ignore[arg-type]
