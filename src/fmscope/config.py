@@ -1,9 +1,15 @@
 """Typed configuration: frozen dataclasses with defaults, overridden by a YAML file, then by ``key=value`` pairs.
 
-Resolved once at the entry point::
+Resolved once at the entry point (a YAML path in place of ``None`` goes between the defaults and the overrides), then
+saved beside the results with ``save_config(cfg, out_dir / "config.yaml")``:
 
-    cfg = resolve_config(PretrainConfig, yaml_path, ["optim.lr=3e-4", "model.name=unet-cpu"])
-    save_config(cfg, out_dir / "config.yaml")
+>>> from fmscope.pretrain.config import PretrainConfig
+>>> cfg = resolve_config(PretrainConfig, None, ["optim.lr=3e-4", "method.model=unet-cpu"])
+>>> cfg.optim.lr, cfg.method.model
+(0.0003, 'unet-cpu')
+>>> resolve_config(PretrainConfig, None, ["model.name=unet-cpu"])
+Traceback (most recent call last):
+fmscope.errors.InvalidInputError: unknown config key(s): ['model']; known: ['augment', 'data', ..., 'train']
 
 Nested dataclasses are addressed with dots. Values are parsed with YAML rules (``1e-4``, ``true``, ``[8, 8, 8]``) and
 then checked against the field's type annotation; an unknown key or a wrong type raises an error naming the key.

@@ -1,11 +1,15 @@
 """Backbones (MONAI UNet / SwinUNETR, one module per architecture) behind one interface, registries by model name and
 by architecture name, and self-describing save/load.
 
+>>> import tempfile, torch
 >>> model = create_model("unet-tiny")
->>> out = model(torch.zeros(1, 1, 32, 32, 32))   # BackboneOutput(encoder_features, bottleneck, dense)
->>> save_model(model, "run/model", profile=profile, extra={"step": 1000})
->>> loaded = load_model("run/model")              # strict: raises on any key mismatch, with a key report
->>> get_architecture("unet").default_seg_loss       # 'dicefocal'
+>>> out = model(torch.zeros(1, 1, 32, 32, 32))  # BackboneOutput(encoder_features, bottleneck, dense)
+>>> [tuple(f.shape) for f in out.encoder_features], tuple(out.dense.shape)
+([(1, 4, 16, 16, 16), (1, 8, 8, 8, 8), (1, 16, 8, 8, 8)], (1, 8, 32, 32, 32))
+>>> folder = save_model(model, tempfile.mkdtemp() + "/model", extra={"step": 1000})
+>>> loaded = load_model(folder)  # strict: raises on any key mismatch, with a key report
+>>> loaded.model.config.architecture, get_architecture("unet").default_seg_loss
+('unet', 'dicefocal')
 """
 
 from fmscope.models.architectures import Architecture, get_architecture, list_architectures, register_architecture

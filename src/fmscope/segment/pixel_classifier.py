@@ -167,9 +167,14 @@ def _slabs(img: NDArray[np.float32], config: PixelClassifierConfig) -> Iterator[
 class PixelClassifier:
     """Random-forest pixel classifier on multi-scale features (ilastik-style).
 
-    Example:
-        >>> clf = PixelClassifier().fit([image], [scribbles])  # scribbles: class index per pixel, -1 = unlabelled
-        >>> proba = clf.predict_proba(other_image)  # (C, *spatial)
+    Example (``scribbles``: a class index per pixel, -1 where unlabelled):
+        >>> import numpy as np
+        >>> image = np.zeros((32, 32), np.float32); image[8:24, 8:24] = 1.0
+        >>> scribbles = np.full(image.shape, -1); scribbles[0, :] = 0; scribbles[16, 12:20] = 1
+        >>> clf = PixelClassifier().fit([image], [scribbles])
+        >>> proba = clf.predict_proba(image)  # (C, *spatial)
+        >>> proba.shape, int(clf.predict(image)[16, 16]), int(clf.predict(image)[2, 2])
+        ((2, 32, 32), 1, 0)
     """
 
     def __init__(self, config: PixelClassifierConfig | None = None) -> None:
