@@ -38,7 +38,7 @@ class ForegroundTask(DenseTask):
     """Foreground probability by regression (one sigmoid output, MSE to the mask): a task the package does not ship."""
 
     name = "foreground"
-    target = "mask"  # type: ignore[assignment]
+    target = "mask"
     score_name = "foreground Dice"
     metrics = ("fg_dice", "mse")
     table_metrics = ("fg_dice",)

@@ -47,15 +47,32 @@ class Task(Protocol):
             ``main_metric`` the one plotted against the training-set size.
     """
 
-    name: str
-    layout: Literal["segment", "classify"]
-    target: Literal["mask", "class", "restore"]
-    dense: bool
-    label_output: bool
-    score_name: str
-    metrics: tuple[str, ...]
-    table_metrics: tuple[str, ...]
-    main_metric: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layout(self) -> Literal["segment", "classify"]: ...
+
+    @property
+    def target(self) -> Literal["mask", "class", "restore"]: ...
+
+    @property
+    def dense(self) -> bool: ...
+
+    @property
+    def label_output(self) -> bool: ...
+
+    @property
+    def score_name(self) -> str: ...
+
+    @property
+    def metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def table_metrics(self) -> tuple[str, ...]: ...
+
+    @property
+    def main_metric(self) -> str: ...
 
     def model_classes(self, classes: tuple[str, ...]) -> tuple[str, ...]:
         """The class names a model of this task outputs, from the labelled set's classes."""

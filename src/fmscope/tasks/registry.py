@@ -7,12 +7,14 @@ line here (or :func:`register_task` at run time, e.g. in a plug-in or a test).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fmscope.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from fmscope.tasks.base import Task
+
+T = TypeVar("T", bound="Task")
 
 #: name -> (short CLI name, "module:attribute" of the task object)
 BUILTIN: dict[str, tuple[str, str]] = {
@@ -50,7 +52,7 @@ def get_task(name: str) -> Task:
     return _LOADED[name]
 
 
-def register_task(task: Task, *, short: str | None = None, replace: bool = False) -> Task:
+def register_task(task: T, *, short: str | None = None, replace: bool = False) -> T:
     """Register ``task`` under ``task.name`` (and ``short`` for the CLI, default the name); returns it."""
     name = task.name
     if not isinstance(name, str) or not name.isidentifier():
