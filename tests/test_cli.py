@@ -11,16 +11,12 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import run
 from fmscope.cli.main import main
+from fmscope.errors import InvalidInputError
 from fmscope.io import ImageMetadata, read_image, write_image
 
 COMMANDS = ["info", "convert", "normalize", "segment", "evaluate", "quickstart", "simulate", "models"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -113,10 +109,14 @@ def test_evaluate_table(blobs: tuple[Path, Path, np.ndarray], capsys: pytest.Cap
     assert "dice" in out and "1.0000" in out
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every stage of the quickstart on the tiny budget (a fraction of the full run's time; `make demo` runs that)."""
     out = tmp_path / "qs"
-    code, stdout, err = run(capsys, "quickstart", "--out", out, "--pretrain-steps", "3")
+    code, stdout, err = run(capsys, "quickstart", "--out", out, "--budget", "tiny", "--pretrain-steps", "3")
     assert code == 0, err
+    record = json.loads((out / "run.fmscope.json").read_text())["parameters"]
+    assert record["budget"] == "tiny" and record["pretrain_steps"] == 3 and record["model"] == "unet-tiny"
     report = (out / "report.md").read_text()
     assert "| lightsheet |" in report and "| em |" in report
     assert "## Pretraining (image + text)" in report and "| last step |" in report
@@ -130,9 +130,27 @@ def test_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads((out / "metrics.json").read_text())
     assert all(0 <= r["dice"] <= 1 for r in rows)
     # a second run refuses to overwrite and leaves the first report untouched
-    code, _, err = run(capsys, "quickstart", "--out", out, "--pretrain-steps", "0")
+    code, _, err = run(capsys, "quickstart", "--out", out, "--budget", "tiny", "--pretrain-steps", "0")
     assert code == 1 and "exists" in err
     assert (out / "report.md").read_text() == report
+
+
+def test_quickstart_budgets_and_bad_budgets(tmp_path: Path) -> None:
+    from fmscope.cli.main import build_parser
+    from fmscope.evaluation.quickstart import BUDGETS, QuickstartBudget, run_quickstart
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    budget = next(a for a in commands.choices["quickstart"]._actions if a.dest == "budget")  # type: ignore[index]
+    assert tuple(budget.choices) == tuple(BUDGETS) and budget.default == "full"  # the CLI lists the library's names
+    assert BUDGETS["full"] == QuickstartBudget()
+    with pytest.raises(InvalidInputError, match="budget: expected one of"):
+        run_quickstart(tmp_path / "a", budget="huge")
+    with pytest.raises(InvalidInputError, match="pretrain_steps"):
+        run_quickstart(tmp_path / "b", budget="tiny", pretrain_steps=-1)
+    for bad in ({"finetune_shape": (16, 64, 64)}, {"pretrain_shape": (32, 32)}, {"finetune_epochs": 0}):
+        with pytest.raises(InvalidInputError, match=next(iter(bad))):
+            QuickstartBudget(**bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def _write(path: Path, data: bytes) -> Path:

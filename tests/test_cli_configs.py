@@ -12,19 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import run
 from fmscope.cli.bench_commands import benchmark_config_path
-from fmscope.cli.main import main
 from fmscope.cli.pretrain_commands import shipped_config_path
 from fmscope.cli.task_commands import finetune_config_path
 from fmscope.config import resolve_config, to_dict
 from fmscope.evaluation.bench_config import BenchmarkConfig, ProtocolConfig, load_benchmark_config
 from fmscope.tasks.config import FinetuneConfig
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_local_folders_do_not_shadow_shipped_configs(

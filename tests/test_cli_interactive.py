@@ -10,15 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmscope.cli.main import main
+from conftest import run
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.metrics import dice
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -53,7 +47,7 @@ def test_segment_a_slice_with_clicks_and_a_box(tmp_path: Path, stack, capsys) ->
     assert "2 of 2 object(s)" in text
     result = read_image(out).numpy()
     assert dice(result == 3, labels[4] == 1) > 0.85 and dice(result == 5, labels[4] == 2) > 0.85
-    rows = list(csv.DictReader(table.open()))
+    rows = list(csv.DictReader(table.read_text().splitlines()))
     assert [r["id"] for r in rows] == ["3", "5"] and rows[0]["area_physical"] == ""  # no unit: pixels only
 
 
@@ -70,7 +64,7 @@ def test_segment_propagates_through_a_stack(tmp_path: Path, stack, capsys) -> No
     assert code == 0, err
     result = read_image(out).numpy()
     assert dice(result == 1, labels == 1) > 0.85 and dice(result == 2, labels == 2) > 0.85
-    rows = list(csv.DictReader(table.open()))
+    rows = list(csv.DictReader(table.read_text().splitlines()))
     assert float(rows[0]["volume_physical"]) == pytest.approx(0.25 * float(rows[0]["volume_voxels"]))
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FINETUNE_TINY as TINY_FT
+from conftest import write_pairs
 from fmscope.cli.main import main, sigterm_as_interrupt
 from fmscope.config import resolve_config
 from fmscope.data import lightsheet_phantom
@@ -25,8 +27,6 @@ from fmscope.pretrain.config import PretrainConfig
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import finetune
 from fmscope.utils.atomic import atomic_output
-from test_tasks_finetune import TINY as TINY_FT
-from test_tasks_finetune import write_pairs
 
 finetune_module = sys.modules[finetune.__module__]  # the package re-exports the function under the module's name
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run
 from fmscope.cli.main import main
 from fmscope.cli.pretrain_commands import SHIPPED, shipped_config_path
 from fmscope.config import resolve_config
@@ -15,7 +16,6 @@ from fmscope.io import ImageMetadata, write_image
 from fmscope.pretrain.config import PretrainConfig
 
 pytest.importorskip("transformers")
-from test_text_encoder import make_tiny_bert  # noqa: E402
 
 TINY = [
     "method.model=unet-tiny",
@@ -31,19 +31,13 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def data(tmp_path_factory: pytest.TempPathFactory, bert: Path) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("vols")
     for i in range(2):
         ph = lightsheet_phantom((32, 40, 40), seed=i)
         write_image(folder / f"v{i}.nii.gz", ph.image, ImageMetadata.for_array(ph.image))
     (folder / "captions.json").write_text(json.dumps({"v0.nii.gz": "nuclei", "v1.nii.gz": "vessels"}))
-    return folder, make_tiny_bert(tmp_path_factory.mktemp("bert"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return folder, bert
 
 
 @pytest.mark.parametrize("name", SHIPPED)

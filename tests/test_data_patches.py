@@ -8,25 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import RecordingArray
 from fmscope.data import PatchLocation, lightsheet_phantom, otsu_threshold, sample_patches
 from fmscope.errors import InvalidInputError
 from fmscope.io import read_image, write_image
-
-
-class RecordingArray:
-    """Array-like that records the regions read from it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-        self.shape = data.shape
-        self.dtype = data.dtype
-        self.ndim = data.ndim
-        self.reads: list[tuple[int, ...]] = []
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        out = self.data[key]
-        self.reads.append(out.shape)
-        return out
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 import tifffile
 import yaml
 from PIL import Image
-from skimage.draw import disk
 
+from conftest import disks
 from fmscope.cli.bench_commands import benchmark_config_path, shipped_benchmarks
 from fmscope.cli.main import main
 from fmscope.errors import InvalidInputError
@@ -26,14 +26,11 @@ from fmscope.evaluation.units import prepare_units
 TINY = {"model": "unet-tiny", "epochs": 1, "steps_per_epoch": 1, "freeze_epochs": 0, "patience": 1}
 
 
-def _disks(rng: np.random.Generator, shape: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, np.ndarray]:
-    image = rng.normal(10.0, 2.0, shape)
-    label = np.zeros(shape, np.uint16)
-    for k, (y, x) in enumerate(((10, 10), (10, 36), (30, 22)), start=1):  # jittered, never touching
-        rr, cc = disk((y + rng.integers(-2, 3), x + rng.integers(-2, 3)), 5, shape=shape)
-        image[rr, cc] += 20.0
-        label[rr, cc] = k
-    return image.astype(np.float32), label
+def _disks(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A (40, 48) image of three bright disks (radius 5, jittered, never touching) and their uint16 labels."""
+    image, labels, _ = disks(rng, (40, 48), ((10, 10), (10, 36), (30, 22)), 5, jitter=2, background=10.0,
+                             foreground=30.0, noise=2.0)  # fmt: skip
+    return image, labels.astype(np.uint16)
 
 
 def _data(root: Path) -> None:
@@ -92,6 +89,7 @@ def _config(path: Path, root: Path, **extra: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
+    """One whole benchmark run on the synthetic data (the tests using it are marked slow)."""
     base = tmp_path_factory.mktemp("bench")
     _data(base / "data")
     config_path = _config(base / "bench.yaml", base / "data")
@@ -100,6 +98,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
     return base, config_path, result
 
 
+@pytest.mark.slow
 def test_every_method_datatype_size_and_fold_has_a_row(report: tuple[Path, Path, Any]) -> None:
     base, _, result = report
     with (base / "report" / "results.csv").open() as f:
@@ -128,6 +127,7 @@ def test_every_method_datatype_size_and_fold_has_a_row(report: tuple[Path, Path,
     assert 0.0 < blurred < 1.0
 
 
+@pytest.mark.slow
 def test_report_files_and_records(report: tuple[Path, Path, Any]) -> None:
     base, _, result = report
     out = base / "report"
@@ -147,6 +147,7 @@ def test_report_files_and_records(report: tuple[Path, Path, Any]) -> None:
     assert result.files["summary"] == out / "summary.md"
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_without_recomputing(report: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     base, config_path, first = report
     calls: list[str] = []
@@ -169,6 +170,7 @@ def test_a_rerun_resumes_without_recomputing(report: tuple[Path, Path, Any], mon
     assert set(calls) == {"scratch"} and len(calls) == 12
 
 
+@pytest.mark.slow
 def test_cli_runs_a_budget(report: tuple[Path, Path, Any], capsys: pytest.CaptureFixture[str]) -> None:
     base, config_path, _ = report
     out = base / "cli-report"
@@ -248,6 +250,7 @@ def test_same_file_names_in_two_folders_are_distinct_units(tmp_path: Path) -> No
     assert split.test == ("test/images/slice_0001",)  # test_sources name the path of a clashing file
 
 
+@pytest.mark.slow
 def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path) -> None:
     assert set(shipped_benchmarks()) == {"dsb", "isbi", "lsm", "lsm-deblur", "tio2", "vessels"}
     for name in sorted(shipped_benchmarks()):

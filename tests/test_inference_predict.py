@@ -15,6 +15,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import RecordingArray
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import (
     WindowConfig,
@@ -23,7 +24,6 @@ from fmscope.inference.predict import (
     sliding_window_predict,
     window_starts,
 )
-from test_data_patches import RecordingArray  # noqa: E402  (tests folder is on sys.path under pytest)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:

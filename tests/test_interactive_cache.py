@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from conftest import disk_labels, disks
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.intensity import fit_profile
 from fmscope.interactive.cache import DEFAULT_MAX_BYTES, VERSION, EmbeddingCache
@@ -112,19 +113,21 @@ def test_stale_or_foreign_caches_are_refused(tmp_path: Path) -> None:
 def _disks(seed: int, shape: tuple[int, int] = (160, 160), n: int = 8) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """A uint16 image of ``n`` separated noisy bright disks (radius 8-13) and their centres."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
     objects = np.zeros(shape, bool)
-    centres = []
+    centres: list[tuple[float, float]] = []
+    radii: list[float] = []
     for _ in range(n):
         for _ in range(100):
             r = rng.uniform(8, 13)
             cy, cx = rng.uniform(r + 10, shape[0] - r - 10, 2)
-            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-            if not objects[ndi.binary_dilation(disk, iterations=4)].any():
+            one = disk_labels(shape, [(cy, cx)], [r]) > 0
+            if not objects[ndi.binary_dilation(one, iterations=4)].any():
                 break
-        objects |= disk
+        objects |= one
         centres.append((float(cy), float(cx)))
-    return (1000 + 500 * objects + rng.normal(0, 80, shape)).astype(np.uint16), centres
+        radii.append(r)
+    image, _, _ = disks(rng, shape, centres, radii, background=1000.0, foreground=1500.0, noise=80.0, dtype=np.uint16)
+    return image, centres
 
 
 def test_rf_masks_from_float16_cached_features_match_the_uncached_ones(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 Each model is built, saved, loaded and each encoder run once per module (module-scoped fixtures): SAM resizes every
 slice to 1024 pixels, so one vit_b embedding costs ~16 s on two CPU cores, one hiera_tiny embedding ~3 s. With random
 weights the masks mean nothing; the tests check shapes, dtypes, axis order, prompt handling and the errors.
+The tests that need a model are marked ``slow`` (``-m 'not slow'`` leaves them out; ``make test`` runs them).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def test_mask_prompt_becomes_padded_low_res_logits() -> None:
 # --------------------------------------------------------------------------------------------- SAM v1
 
 
+@pytest.mark.slow
 def test_sam_embedding_records_the_transform(sam: Any, sam_emb: Any) -> None:
     assert isinstance(sam, PromptableModel) and sam.name == "sam"
     assert tuple(sam_emb.features.shape) == (1, 256, 64, 64)
@@ -131,6 +133,7 @@ def test_sam_embedding_records_the_transform(sam: Any, sam_emb: Any) -> None:
     assert sam_emb.profile["source_dtype"] == "uint16" and sam_emb.profile["low"] < sam_emb.profile["high"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("prompt", "candidates"),
     [
@@ -147,6 +150,7 @@ def test_sam_predict(sam: Any, sam_emb: Any, prompt: ObjectPrompt, candidates: i
     assert result.info["candidates"] == candidates and result.info["low_res_logits"].shape == (256, 256)
 
 
+@pytest.mark.slow
 def test_sam_mask_prompt(sam: Any, sam_emb: Any) -> None:
     mask = np.zeros((48, 64), bool)
     mask[12:29, 32:49] = True
@@ -156,6 +160,7 @@ def test_sam_mask_prompt(sam: Any, sam_emb: Any) -> None:
         sam.predict(sam_emb, ObjectPrompt(1, positive=((20.0, 40.0),)), mask=mask[:10])
 
 
+@pytest.mark.slow
 def test_sam_receives_points_in_xy_order(sam: Any, sam_emb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, torch.Tensor] = {}
     predictor = sam._predictor
@@ -171,6 +176,7 @@ def test_sam_receives_points_in_xy_order(sam: Any, sam_emb: Any, monkeypatch: py
     assert seen["coords"].tolist() == [[[640.0, 160.0]]] and seen["labels"].tolist() == [[1]]
 
 
+@pytest.mark.slow
 def test_sam_automatic_gives_a_label_image(sam: Any, sam_emb: Any) -> None:
     labels = sam.automatic(sam_emb, points_per_side=2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert labels.shape == (48, 64) and labels.dtype == np.int32
@@ -180,6 +186,7 @@ def test_sam_automatic_gives_a_label_image(sam: Any, sam_emb: Any) -> None:
         sam.automatic(sam_emb, points_per_side=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("image", "prompt", "message"),
     [
@@ -215,6 +222,7 @@ def test_missing_checkpoint_names_file_folder_and_url(tmp_path: Path, monkeypatc
         SamPrompter("vit_x")
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_refused(sam_ckpt: Path, tmp_path: Path) -> None:
     from fmscope.interactive.sam_backend import SamPrompter
 
@@ -228,6 +236,7 @@ def test_truncated_checkpoint_is_refused(sam_ckpt: Path, tmp_path: Path) -> None
     assert str(half) in str(err.value)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(sam_ckpt: Path, sam2_ckpt: Path) -> None:
     from fmscope.interactive.sam2_backend import Sam2Prompter
     from fmscope.interactive.sam_backend import SamPrompter
@@ -306,6 +315,7 @@ def test_models_command_lists_the_cache(tmp_path: Path, monkeypatch: pytest.Monk
 # --------------------------------------------------------------------------------------------- SAM2
 
 
+@pytest.mark.slow
 def test_sam2_embed_and_predict(sam2: Any, sam2_emb: Any) -> None:
     assert isinstance(sam2, PromptableModel) and sam2.name == "sam2"
     assert tuple(sam2_emb.image_embed.shape) == (1, 256, 64, 64) and len(sam2_emb.high_res_feats) == 2
@@ -326,6 +336,7 @@ def test_sam2_embed_and_predict(sam2: Any, sam2_emb: Any) -> None:
         sam2.embed(np.zeros((2, 8, 8)))
 
 
+@pytest.mark.slow
 def test_sam2_propagates_forward_and_backward(sam2: Any) -> None:
     volume = np.stack([_slice((40, 48), seed=z) for z in range(3)])
     prompts = [
@@ -339,6 +350,7 @@ def test_sam2_propagates_forward_and_backward(sam2: Any) -> None:
     assert calls == [1, 2, 3, 4]  # forward 1, 2 then backward 1, 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("volume", "key", "prompts", "message"),
     [

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from skimage.draw import disk
 
+from conftest import disks
 from fmscope.errors import InvalidInputError
 from fmscope.interactive import ObjectPrompt
 from fmscope.interactive.rf_backend import RandomForestPrompter
@@ -15,14 +15,11 @@ from fmscope.interactive.simulate import ClickTrace, next_click, simulate_image,
 
 
 def _disks() -> tuple[np.ndarray, np.ndarray]:
+    """A (128, 128) uint16 image of three separated bright disks (radius 12) and their labels 1, 2, 3."""
     rng = np.random.default_rng(0)
-    image = rng.normal(1000.0, 60.0, (128, 128))
-    objects = np.zeros(image.shape, np.int32)
-    for k, centre in enumerate(((30, 30), (30, 90), (90, 60)), start=1):
-        rr, cc = disk(centre, 12, shape=image.shape)
-        image[rr, cc] += 600.0
-        objects[rr, cc] = k
-    return image.astype(np.uint16), objects
+    image, objects, _ = disks(rng, (128, 128), ((30, 30), (30, 90), (90, 60)), 12, background=1000.0,
+                              foreground=1600.0, noise=60.0, dtype=np.uint16)  # fmt: skip
+    return image, objects
 
 
 def test_next_click_goes_to_the_largest_error() -> None:

@@ -19,7 +19,6 @@ from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.train import pretrain
 
 pytest.importorskip("transformers")
-from test_text_encoder import make_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +33,6 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
         captions[name] = caption
     (folder / "captions.json").write_text(json.dumps(captions))
     return folder
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("bert"), layers=2)
 
 
 def config(volumes: Path, bert: Path, *extra: str) -> PretrainConfig:

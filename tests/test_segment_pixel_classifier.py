@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-from skimage.draw import disk
 from skimage.filters import gaussian
 from sklearn.exceptions import NotFittedError
 
+from conftest import disks
 from fmscope.errors import InvalidInputError
 from fmscope.metrics import dice
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig, _slabs, pixel_features
@@ -19,17 +19,11 @@ from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierCon
 FAST = PixelClassifierConfig(sigmas=(1.0, 2.0, 4.0), n_estimators=20)
 
 
-def _disks(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """Bright disks on a dark noisy background: (image, ground truth, disk centres)."""
+def _scene(shape: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Six bright disks (radius 5-8, may touch) on a dark noisy background: (image, ground truth, disk centres)."""
     rng = np.random.default_rng(seed)
-    gt = np.zeros(shape, bool)
-    centres: list[tuple[int, int]] = []
-    for _ in range(6):
-        centre = (int(rng.integers(12, shape[0] - 12)), int(rng.integers(12, shape[1] - 12)))
-        gt[disk(centre, int(rng.integers(5, 9)), shape=shape)] = True
-        centres.append(centre)
-    image = np.where(gt, 0.7, 0.2) + rng.normal(0.0, 0.12, shape)
-    return image.astype(np.float32), gt, centres
+    image, labels, centres = disks(rng, shape, 6, (5, 9), margin=12, background=0.2, foreground=0.7, noise=0.12)
+    return image, labels > 0, centres
 
 
 def _sphere(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,12 +48,12 @@ def _scribbles(gt: np.ndarray, centres: list[tuple[int, int]]) -> np.ndarray:
 
 
 def test_scribbles_generalise_to_another_image() -> None:
-    image, gt, centres = _disks((96, 96), seed=1)
+    image, gt, centres = _scene((96, 96), seed=1)
     labels = _scribbles(gt, centres)
     assert np.count_nonzero(labels >= 0) < 100  # a handful of labelled pixels
     assert set(np.unique(labels).tolist()) == {-1, 0, 1}
     clf = PixelClassifier(FAST).fit([image], [labels])
-    other, other_gt, _ = _disks((96, 96), seed=2)
+    other, other_gt, _ = _scene((96, 96), seed=2)
     pred = clf.predict(other)
     assert pred.shape == other.shape
     assert dice(pred == 1, other_gt) > 0.9
@@ -106,7 +100,7 @@ def test_an_image_that_fits_is_one_slab() -> None:
 
 
 def test_chunked_fit_equals_whole_image_fit() -> None:
-    image, gt, _ = _disks((64, 64), seed=6)
+    image, gt, _ = _scene((64, 64), seed=6)
     cfg = PixelClassifierConfig(sigmas=(1.0, 2.0), n_estimators=10)
     whole = PixelClassifier(cfg).fit([image], [gt.astype(int)])
     chunked = PixelClassifier(dataclasses.replace(cfg, chunk_voxels=64 * (2 * cfg.margin + 4))).fit([image], [gt])
@@ -114,7 +108,7 @@ def test_chunked_fit_equals_whole_image_fit() -> None:
 
 
 def test_unseen_classes_get_zero_probability() -> None:
-    image, gt, _ = _disks((64, 64), seed=7)
+    image, gt, _ = _scene((64, 64), seed=7)
     labels = np.where(gt, 2, 0)
     clf = PixelClassifier(FAST).fit([image], [labels])
     proba = clf.predict_proba(image)
@@ -127,7 +121,7 @@ def test_unseen_classes_get_zero_probability() -> None:
 
 
 def test_sampling_caps_pixels_per_class(caplog: pytest.LogCaptureFixture) -> None:
-    image, gt, _ = _disks((64, 64), seed=8)
+    image, gt, _ = _scene((64, 64), seed=8)
     cfg = dataclasses.replace(FAST, max_samples_per_class=50)
     with caplog.at_level(logging.INFO, logger="fmscope.segment.pixel_classifier"):
         PixelClassifier(cfg).fit([image, image], [gt.astype(int), gt.astype(int)])
@@ -153,7 +147,7 @@ def test_pixel_features_follow_config() -> None:
 
 
 def test_image_errors() -> None:
-    image, gt, _ = _disks((32, 32), seed=10)
+    image, gt, _ = _scene((32, 32), seed=10)
     with pytest.raises(InvalidInputError, match="image"):
         pixel_features(np.zeros((2, 3, 4, 5)), FAST)
     bad = image.copy()
@@ -175,7 +169,7 @@ def test_image_errors() -> None:
 
 
 def test_label_errors() -> None:
-    image, gt, _ = _disks((32, 32), seed=11)
+    image, gt, _ = _scene((32, 32), seed=11)
     clf = PixelClassifier(FAST)
     with pytest.raises(InvalidInputError, match="labels"):
         clf.fit([image], [np.zeros(image.shape, int)])  # one class only
@@ -233,7 +227,7 @@ def test_config_accepts_yaml_lists() -> None:
 
 def test_precomputed_features_give_the_same_forest() -> None:
     # Interactive use computes a slice's features once and refits on every click: same result as fit/predict.
-    image, gt, _ = _disks((64, 64), seed=7)
+    image, gt, _ = _scene((64, 64), seed=7)
     labels = np.full(gt.shape, -1, np.int64)
     labels[::7, ::7] = gt[::7, ::7]
     cfg = PixelClassifierConfig(sigmas=(1.0, 2.0), n_estimators=10)

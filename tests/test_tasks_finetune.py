@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FINETUNE_TINY, write_pairs
 from fmscope.cli.main import main
 from fmscope.data import lightsheet_phantom
-from fmscope.data.degradation import DegradationConfig, degrade
 from fmscope.data.labelled import load_labelled
 from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.io import ImageMetadata, read_image, write_image
@@ -30,22 +30,7 @@ from fmscope.tasks.model import (
 )
 from fmscope.tasks.predict import predict_array, predict_file
 
-TINY = {"model": "unet-tiny", "epochs": 2, "steps_per_epoch": 2, "batch_size": 2, "freeze_epochs": 1, "augment": False}
-
-
-def write_pairs(folder: Path, seeds: list[int], shape: tuple[int, int, int] = (32, 40, 40)) -> Path:
-    """Phantom volumes with nuclei masks (NAME.tif + NAME_label.tif) and blurred twins (NAME_blurred.tif)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        ph = lightsheet_phantom(shape, seed=seed, structures=("nuclei",))
-        image = ph.image.astype(np.float32)
-        name = f"nuclei_patch_{seed:03d}_vol{seed:03d}"
-        write_image(folder / f"{name}.tif", image, ImageMetadata.for_array(image))
-        label = (ph.semantic > 0).astype(np.uint8)
-        write_image(folder / f"{name}_label.tif", label, ImageMetadata.for_array(label))
-        blurred = degrade(image, DegradationConfig(sigma=1.5, noise_std=5.0), rng=seed)
-        write_image(folder / f"{name}_blurred.tif", blurred, ImageMetadata.for_array(blurred))
-    return folder
+TINY = FINETUNE_TINY
 
 
 @pytest.fixture(scope="module")

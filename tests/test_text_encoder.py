@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_tiny_bert
 from fmscope.errors import FileFormatError, InvalidInputError, MissingDependencyError
 from fmscope.text import LRUCache, TextEncoder, TextEncoderConfig, pad_token_ids
 from fmscope.text._backbone import mean_pool
@@ -17,33 +17,7 @@ from fmscope.text.tokens import lookup_many
 
 pytest.importorskip("transformers")
 
-WORDS = ["nuclei", "cell", "cells", "image", "of", "a", "the", "stained", "with", "dapi", "confocal", "photo"]
-WORDS += ["cat", "membrane", "mitochondria", "em", "volume"]
 CAPTIONS = ["nuclei stained with DAPI", "confocal image of cell nuclei", "a photo of a cat", "em volume"]
-
-
-def make_tiny_bert(folder: Path, layers: int = 2) -> Path:
-    """A random BERT (hidden 32, ``layers`` layers, 4 heads) and a small WordPiece tokenizer saved in ``folder``."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits]
-    vocab += [f"##{c}" for c in string.ascii_lowercase + string.digits] + WORDS
-    vocab_file = folder / "vocab_src.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(vocab=str(vocab_file))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -76,8 +76,21 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="report folder (default quickstart_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
-    p.add_argument("--pretrain-steps", type=int, default=30, help="steps of the short pretraining run (0 = skip)")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help="steps of the short pretraining run (0 = skip; default 30, with --budget tiny 2)",
+    )
     p.add_argument("--no-finetune", action="store_true", help="skip the 3-shot fine-tuning and prediction part")
+    # the names of fmscope.evaluation.quickstart.BUDGETS (not imported here: that module imports torch)
+    p.add_argument(
+        "--budget",
+        choices=("full", "tiny"),
+        default="full",
+        help="full (default): the report the README shows; tiny: every stage on the smallest phantoms "
+        "and model in a fraction of the time, a check that it works (its scores mean nothing)",
+    )
     add_overwrite(p)
     p.set_defaults(func=cmd_quickstart)
 
@@ -183,6 +196,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         overwrite=args.overwrite,
+        budget=args.budget,
         pretrain_steps=args.pretrain_steps,
         finetune=not args.no_finetune,
         progress=True,

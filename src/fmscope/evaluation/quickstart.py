@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from fmscope.data import Phantom, em_stack_phantom, lightsheet_phantom
+from fmscope.errors import InvalidInputError
+from fmscope.evaluation import quickstart_finetune, quickstart_pretrain
 from fmscope.evaluation.figures import save_label_overlay, save_overlay
 from fmscope.evaluation.masks import evaluate_segmentation
 from fmscope.evaluation.quickstart_finetune import finetune_markdown, finetune_on_phantoms
@@ -44,6 +46,58 @@ class QuickstartRow:
     recall: float
     f1_50: float | None
     seconds: float
+
+
+@dataclass(frozen=True)
+class QuickstartBudget:
+    """How much the quickstart computes: the two phantoms of the classical part, the model, the pretraining run and
+    the 3-shot fine-tuning. The pretraining and fine-tuning phantoms are at least 32^3 (their patch size)."""
+
+    lightsheet_shape: tuple[int, int, int] = (48, 96, 96)
+    em_shape: tuple[int, int, int] = (24, 128, 128)
+    model: str = "unet-cpu"
+    pretrain_shape: tuple[int, int, int] = quickstart_pretrain.SHAPE
+    pretrain_steps: int = 30
+    finetune_shape: tuple[int, int, int] = quickstart_finetune.SHAPE
+    finetune_epochs: int = quickstart_finetune.EPOCHS
+    finetune_steps_per_epoch: int = quickstart_finetune.STEPS_PER_EPOCH
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain_shape", "finetune_shape"):
+            shape = getattr(self, name)
+            if len(shape) != 3 or min(shape) < 32:
+                raise InvalidInputError(f"{name}: expected 3 sizes >= 32 (the patch size), got {shape!r}")
+        if self.pretrain_steps < 0:
+            raise InvalidInputError(f"pretrain_steps: expected an integer >= 0, got {self.pretrain_steps!r}")
+        for name in ("finetune_epochs", "finetune_steps_per_epoch"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")
+
+
+#: ``full`` (the default) makes the report the README shows; ``tiny`` runs every stage on the smallest inputs and the
+#: smallest model in a fraction of the time, to check that the quickstart works (its scores mean nothing).
+BUDGETS: dict[str, QuickstartBudget] = {
+    "full": QuickstartBudget(),
+    "tiny": QuickstartBudget(
+        lightsheet_shape=(16, 48, 48),
+        em_shape=(8, 48, 48),
+        model="unet-tiny",
+        pretrain_shape=(32, 48, 48),
+        pretrain_steps=2,
+        finetune_shape=(32, 32, 32),
+        finetune_epochs=2,
+        finetune_steps_per_epoch=1,
+    ),
+}
+
+
+def quickstart_budget(budget: str | QuickstartBudget) -> QuickstartBudget:
+    """A budget by name (:data:`BUDGETS`), or the budget given."""
+    if isinstance(budget, QuickstartBudget):
+        return budget
+    if budget not in BUDGETS:
+        raise InvalidInputError(f"budget: expected one of {list(BUDGETS)}, got {budget!r}")
+    return BUDGETS[budget]
 
 
 @dataclass(frozen=True)
@@ -107,19 +161,24 @@ def run_quickstart(
     *,
     seed: int = 0,
     overwrite: bool = False,
-    lightsheet_shape: tuple[int, int, int] = (48, 96, 96),
-    em_shape: tuple[int, int, int] = (24, 128, 128),
-    pretrain_steps: int = 30,
+    budget: str | QuickstartBudget = "full",
+    pretrain_steps: int | None = None,
     finetune: bool = True,
     progress: ProgressCallback | bool | None = None,
 ) -> QuickstartResult:
     """Make two phantoms, adapt their intensities, segment them classically, evaluate, pretrain briefly on captioned
-    phantoms (``pretrain_steps``, 0 = skip), fine-tune 3-shot segmentation from it and from scratch, predict an unseen
-    phantom (``finetune``) and write a report folder."""
+    phantoms (``pretrain_steps``, default the budget's, 0 = skip), fine-tune 3-shot segmentation from it and from
+    scratch, predict an unseen phantom (``finetune``) and write a report folder. ``budget``: how much is computed, a
+    name of :data:`BUDGETS` or a :class:`QuickstartBudget`."""
     start = time.perf_counter()
+    plan = quickstart_budget(budget)
+    if pretrain_steps is None:
+        pretrain_steps = plan.pretrain_steps
+    elif pretrain_steps < 0:
+        raise InvalidInputError(f"pretrain_steps: expected an integer >= 0 (0 = skip), got {pretrain_steps!r}")
     phantoms = {
-        "lightsheet": lightsheet_phantom(lightsheet_shape, seed=seed),
-        "em": em_stack_phantom(em_shape, seed=seed),
+        "lightsheet": lightsheet_phantom(plan.lightsheet_shape, seed=seed),
+        "em": em_stack_phantom(plan.em_shape, seed=seed),
     }
     cases = _cases()
     rows: list[QuickstartRow] = []
@@ -182,15 +241,21 @@ def run_quickstart(
         step(1)
         pretrain_section, finetune_section, pretrained = "", "", None
         if pretrain_steps > 0:
-            step(0, f"pretraining unet-cpu for {pretrain_steps} steps")
+            step(0, f"pretraining {plan.model} for {pretrain_steps} steps")
             stage = sub_progress(progress, "pretraining")
-            summary = pretrain_on_phantoms(tmp / "pretrain", seed=seed, steps=pretrain_steps, progress=stage)
+            summary = pretrain_on_phantoms(
+                tmp / "pretrain", seed=seed, steps=pretrain_steps, model=plan.model, shape=plan.pretrain_shape,
+                progress=stage,
+            )  # fmt: skip
             pretrain_section = pretrain_markdown(summary, "pretrain/run/loss_curves.png")
             pretrained = summary.model_dir
             step(1)
         if finetune:
             step(0, "3-shot fine-tuning (pretrained and scratch) and prediction")
-            tuned = finetune_on_phantoms(tmp / "finetune", pretrained, seed=seed, progress=progress)
+            tuned = finetune_on_phantoms(
+                tmp / "finetune", pretrained, seed=seed, model=plan.model, shape=plan.finetune_shape,
+                epochs=plan.finetune_epochs, steps_per_epoch=plan.finetune_steps_per_epoch, progress=progress,
+            )  # fmt: skip
             finetune_section = finetune_markdown(tuned, "finetune/finetune_overlay.png")
             step(1)
         table = _markdown_table(tuple(rows))
@@ -200,7 +265,13 @@ def run_quickstart(
         (tmp / "metrics.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         record = RunRecord(
             command="quickstart",
-            parameters={"lightsheet_shape": lightsheet_shape, "em_shape": em_shape, "cases": [str(c) for c in cases]},
+            parameters={
+                "budget": budget if isinstance(budget, str) else "custom",
+                **asdict(plan),
+                "pretrain_steps": pretrain_steps,
+                "finetune": finetune,
+                "cases": [str(c) for c in cases],
+            },
             seed=seed,
         )
         (tmp / "run.fmscope.json").write_text(record.to_json() + "\n")

@@ -23,8 +23,8 @@ from fmscope.tasks.predict import predict_file
 from fmscope.utils.progress import ProgressCallback, sub_progress
 
 SHAPE = (32, 64, 64)
-QUICK = {"epochs": 30, "steps_per_epoch": 8, "batch_size": 2, "patience": 10, "freeze_epochs": 3,
-         "patch_size": [32, 32, 32]}  # fmt: skip
+EPOCHS, STEPS_PER_EPOCH, FREEZE_EPOCHS = 30, 8, 3
+QUICK = {"batch_size": 2, "patience": 10, "patch_size": [32, 32, 32]}
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,12 @@ class FinetuneSummary:
     dice: dict[str, float]  # method -> Dice of the nuclei on the unseen test volume
     seconds: dict[str, float]
     overlay: Path
+    model: str = "unet-cpu"
+    shape: tuple[int, int, int] = SHAPE
 
 
-def _write(folder: Path, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    ph = lightsheet_phantom(SHAPE, structures=("nuclei",), seed=seed)
+def _write(folder: Path, name: str, seed: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    ph = lightsheet_phantom(shape, structures=("nuclei",), seed=seed)
     label = (ph.semantic > 0).astype(np.uint8)
     write_image(folder / f"{name}.tif", ph.image, ImageMetadata.for_array(ph.image, spacing=ph.spacing))
     write_image(folder / f"{name}_label.tif", label, ImageMetadata.for_array(label, spacing=ph.spacing), labels=True)
@@ -43,18 +45,29 @@ def _write(folder: Path, name: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def finetune_on_phantoms(
-    folder: Path, pretrained: Path | None, *, seed: int = 0, progress: ProgressCallback | bool | None = None
+    folder: Path,
+    pretrained: Path | None,
+    *,
+    seed: int = 0,
+    model: str = "unet-cpu",
+    shape: tuple[int, int, int] = SHAPE,
+    epochs: int = EPOCHS,
+    steps_per_epoch: int = STEPS_PER_EPOCH,
+    progress: ProgressCallback | bool | None = None,
 ) -> FinetuneSummary:
-    """Three labelled phantom volumes train, one validates, one unseen volume tests; pretrained vs scratch vs Otsu
-    (``progress``: one stage per fine-tuning, its epochs, then its prediction)."""
+    """Three labelled phantom volumes of ``shape`` train, one validates, one unseen volume tests; pretrained vs
+    scratch vs Otsu. Fine-tuning: ``model`` from scratch (a pretrained folder brings its own), ``epochs`` epochs of
+    ``steps_per_epoch`` steps, a pretrained encoder frozen for the first 3 (at most ``epochs - 1``). ``progress``: one
+    stage per fine-tuning, its epochs, then its prediction."""
     for split in ("train", "val", "test"):
         (folder / split).mkdir(parents=True)
     for i in range(3):
-        _write(folder / "train", f"nuclei_{i}", seed + 100 + i)
-    _write(folder / "val", "nuclei_val", seed + 200)
-    image, truth = _write(folder / "test", "nuclei_test", seed + 300)
+        _write(folder / "train", f"nuclei_{i}", seed + 100 + i, shape)
+    _write(folder / "val", "nuclei_val", seed + 200, shape)
+    image, truth = _write(folder / "test", "nuclei_test", seed + 300, shape)
     train, val = load_labelled(folder / "train", "segment"), load_labelled(folder / "val", "segment")
-    config = from_dict(FinetuneConfig, {**QUICK, "seed": seed})
+    loop = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "freeze_epochs": min(FREEZE_EPOCHS, epochs - 1)}
+    config = from_dict(FinetuneConfig, {**QUICK, **loop, "model": model, "seed": seed})
     inits = {"scratch": "scratch"} if pretrained is None else {"pretrained": str(pretrained), "scratch": "scratch"}
     scores, seconds, masks = {}, {}, {}
     for name, init in inits.items():
@@ -74,13 +87,14 @@ def finetune_on_phantoms(
         {"ground truth": truth[z] == 1, **{f"{k} (Dice {scores[k]:.3f})": m[z] for k, m in masks.items()}},
         title=f"unseen test phantom, slice z={z}",
     )
-    return FinetuneSummary(scores, seconds, overlay)
+    return FinetuneSummary(scores, seconds, overlay, model, shape)
 
 
 def finetune_markdown(summary: FinetuneSummary, relative_overlay: str) -> str:
     lines = [
-        f"3-shot segmentation of nuclei: `unet-cpu` fine-tuned on three labelled {SHAPE} phantom volumes (one more "
-        "validates for early stopping), then `fmscope predict` on an unseen volume, scored against its ground truth.",
+        f"3-shot segmentation of nuclei: `{summary.model}` fine-tuned on three labelled {summary.shape} phantom "
+        "volumes (one more validates for early stopping), then `fmscope predict` on an unseen volume, scored against "
+        "its ground truth.",
         "",
         "| method | Dice on the unseen volume | seconds (fine-tune + predict) |",
         "|---|---|---|",

@@ -14,6 +14,7 @@ from fmscope.engine.logs import read_metrics
 from fmscope.io import ImageMetadata, write_image
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.train import pretrain
+from fmscope.utils.atomic import atomic_output
 from fmscope.utils.progress import ProgressCallback
 
 # (structures, caption): one stain/structure mix per phantom volume, described the way the LSM captions are
@@ -24,8 +25,8 @@ PHANTOM_STAINS = (
     (("nuclei", "vessels"), "Nuclei and vessels co-stained in cleared tissue: round nuclei beside tubular vessels."),
 )
 
-QUICK_OVERRIDES = (
-    "method.model=unet-cpu",
+SHAPE = (40, 64, 64)  # of each captioned phantom volume
+QUICK_OVERRIDES = (  # the model is pretrain_on_phantoms(model=...)
     "data.patch_size=[32, 32, 32]",
     "data.patches_per_volume=2",
     "data.min_foreground=0.0",
@@ -46,28 +47,36 @@ class PretrainSummary:
     last: dict[str, float]
     curves: Path
     model_dir: Path | None
+    model: str = "unet-cpu"
 
 
 def pretrain_on_phantoms(
-    folder: Path, *, seed: int = 0, steps: int = 30, progress: ProgressCallback | bool | None = None
+    folder: Path,
+    *,
+    seed: int = 0,
+    steps: int = 30,
+    model: str = "unet-cpu",
+    shape: tuple[int, int, int] = SHAPE,
+    progress: ProgressCallback | bool | None = None,
 ) -> PretrainSummary:
-    """Write four captioned phantom volumes to ``folder/data`` and pretrain ``unet-cpu`` on them into
+    """Write four captioned phantom volumes of ``shape`` to ``folder/data`` and pretrain ``model`` on them into
     ``folder/run`` (image+text, all four loss terms); the run keeps its exported model folder, metrics and curves,
     not its training checkpoint."""
     data = folder / "data"
     data.mkdir(parents=True)
     captions = {}
     for i, (structures, caption) in enumerate(PHANTOM_STAINS):
-        ph = lightsheet_phantom((40, 64, 64), structures=structures, seed=seed + i)
+        ph = lightsheet_phantom(shape, structures=structures, seed=seed + i)
         name = f"stain{i}_{'_'.join(structures)}.tif"
         write_image(data / name, ph.image, ImageMetadata.for_array(ph.image, spacing=ph.spacing, unit=ph.unit))
         captions[name] = caption
-    (data / "captions.json").write_text(json.dumps(captions, indent=2) + "\n")
+    with atomic_output(data / "captions.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(captions, indent=2) + "\n")
     config = resolve_config(
         PretrainConfig,
         None,
         list(QUICK_OVERRIDES),
-        {"data.path": str(data), "train.steps": steps, "train.seed": seed},
+        {"data.path": str(data), "train.steps": steps, "train.seed": seed, "method.model": model},
     )
     t0 = time.perf_counter()
     result = pretrain(config, folder / "run", progress=progress)
@@ -81,13 +90,14 @@ def pretrain_on_phantoms(
         last=rows[-1],
         curves=folder / "run" / "loss_curves.png",
         model_dir=result.model_dir,
+        model=model,
     )
 
 
 def pretrain_markdown(summary: PretrainSummary, relative_curves: str) -> str:
     keys = ("distill", "recon", "align", "clip", "clip_chance", "clip_scale")
     lines = [
-        f"Image+text pretraining of `unet-cpu` on four captioned phantom volumes: {summary.steps} steps in "
+        f"Image+text pretraining of `{summary.model}` on four captioned phantom volumes: {summary.steps} steps in "
         f"{summary.seconds:.0f} s (32^3 patches, batch 2; the text tower's top layers unfreeze after step 10).",
         "",
         "| term | " + " | ".join(keys) + " |",
