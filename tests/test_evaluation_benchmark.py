@@ -193,6 +193,15 @@ def test_cli_runs_a_budget(report: tuple[Path, Path, Any], capsys: pytest.Captur
         ({"methods": [{"name": "o", "kind": "otsu", "init": "x"}]}, "init"),
         ({"methods": [{"name": "p", "kind": "finetune", "init": "pretrain:none"}]}, "pretrain"),
         ({"protocol": {"train_sizes": [0]}}, "protocol.train_sizes"),
+        # settings dicts are checked against the typed configs they feed, at load (not hours into a run)
+        (
+            {"finetune": {"epoch": 3}},
+            r"methods\[.*\] on datatypes\[.*unknown config key\(s\): \['epoch'\]; known: .*'epochs'",
+        ),
+        ({"methods": [{"name": "r", "kind": "rf", "options": {"n_tree": 5}}]}, r"methods\[r\].options.*\['n_tree'\]"),
+        ({"methods": [{"name": "p", "kind": "pca-lr", "options": {"components": 5}}]}, r"allowed: \['n_components'\]"),
+        ({"datatypes": [{"name": "a", "task": "segment", "folders": ["seg"], "otsu": {"min_sise": 3}}]}, "min_sise"),
+        ({"datatypes": [{"name": "a", "task": "denoise", "folders": ["seg"]}]}, "registered tasks"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, change: dict[str, Any], match: str) -> None:

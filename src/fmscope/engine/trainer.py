@@ -6,7 +6,8 @@ naming the step and the terms), gradient averaging across ``torchrun`` processes
 learning-rate schedule. Every ``eval_every`` steps the caller's ``evaluate`` gives validation scores: the best one so
 far is kept (``on_best``, e.g. to save the model), training stops after ``patience`` evaluations without improvement.
 
-Checkpoints (``folder/step_XXXXXXXX.pt``, the newest ``keep_last`` kept, written atomically) hold the model,
+Checkpoints (``folder/step_XXXXXXXX.pt``, the newest ``keep_last`` kept, the best-scoring one also as ``best.pt``,
+written atomically) hold the model,
 optimiser, scheduler, every RNG state, the loop's own state (step, best score, patience counter, the step logs since
 the last evaluation) and the caller's ``state`` objects (data order, sampler generators, augmentation states), so a
 resumed run continues exactly where the checkpoint was taken and ends with the weights and metrics of the
@@ -173,8 +174,9 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
 
-    def checkpoint(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 with a folder only)."""
+    def checkpoint(self, *, best: bool = False) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 with a folder only); ``best``: it is also ``best.pt``
+        (a hard link, kept whatever the rotation deletes)."""
         if self.folder is None or self.rank != 0:
             return None
         payload: dict[str, Any] = {
@@ -186,7 +188,7 @@ class Trainer:
             "state": {name: obj.state_dict() for name, obj in self.state.items()},
             "signature": self.signature,
         }
-        return save_checkpoint(self.folder, self.loop.step, payload, keep_last=self.config.keep_last)
+        return save_checkpoint(self.folder, self.loop.step, payload, keep_last=self.config.keep_last, best=best)
 
     def resume(self) -> int:
         """Restore the newest readable checkpoint of ``folder``; returns its step. A corrupt or partial checkpoint is
@@ -264,11 +266,10 @@ class Trainer:
                 if h.on_step is not None:
                     h.on_step(step, logs)
                 evaluated = evaluate is not None and cfg.eval_every > 0 and (done % cfg.eval_every == 0 or done == end)
-                if evaluated:
-                    self._evaluate(step, evaluate, h)  # type: ignore[arg-type]
+                improved = evaluated and self._evaluate(step, evaluate, h)  # type: ignore[arg-type]
                 periodic = cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0
                 if evaluated or periodic or done == end or self.loop.stopped:
-                    self.checkpoint()
+                    self.checkpoint(best=improved)
                 advance(1)
         return self.loop
 
@@ -314,7 +315,7 @@ class Trainer:
         sums["seconds"] = time.perf_counter() - t0
         return sums
 
-    def _evaluate(self, step: int, evaluate: Callable[[int], dict[str, float]], h: Hooks) -> None:
+    def _evaluate(self, step: int, evaluate: Callable[[int], dict[str, float]], h: Hooks) -> bool:
         scores = evaluate(step)
         improved = scores["score"] > self.loop.best
         if improved:
@@ -327,3 +328,4 @@ class Trainer:
         if self.config.patience is not None and self.loop.stale >= self.config.patience:
             logger.info("early stop at step %d: no better validation score for %d evaluations", step, self.loop.stale)
             self.loop.stopped = True
+        return improved
