@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_prompted_options(p: argparse.ArgumentParser) -> None:
-    """Options of ``segment`` for the promptable methods (rf, fm, sam, sam2)."""
-    g = p.add_argument_group("promptable methods (rf, fm, sam, sam2)")
+    """Options of ``segment`` for the promptable methods (the backends of :data:`BACKENDS`)."""
+    g = p.add_argument_group(f"promptable methods ({', '.join(BACKENDS)})")
     g.add_argument("--prompts", type=Path, default=None, help="prompts JSON: points (z, y, x), boxes, text per object")
     g.add_argument("--text", default=None, help="a phrase to find (needs --grounding)")
     g.add_argument("--auto", action="store_true", help="sam: segment everything (stacks: per slice, then linked)")

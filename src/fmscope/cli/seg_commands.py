@@ -31,7 +31,7 @@ CLASSICAL_METHODS = ("otsu", "li", "triangle", "multiotsu", "local", "watershed"
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "segment",
-        help="segment an image or volume: classical thresholds and watershed, or prompted (rf, fm, sam, sam2)",
+        help=f"segment an image or volume: classical thresholds and watershed, or prompted ({', '.join(BACKENDS)})",
     )
     add_input(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output label image (format from extension)")
