@@ -67,7 +67,7 @@ class LoopConfig:
     Attributes:
         steps: optimiser steps in all.
         accumulation: micro-batches per optimiser step (their losses are averaged).
-        grad_clip: clip the global gradient norm to this (None: no clipping; the norm is logged either way).
+        grad_clip: clip the global gradient norm to this and log the norm (None: no clipping, no norm logged).
         bf16: autocast to bfloat16 on CUDA (ignored on CPU).
         eval_every: evaluate every this many steps (0: never; the last step is always evaluated when > 0).
         patience: stop after this many evaluations without a better score (None: never).
@@ -99,6 +99,15 @@ class LoopConfig:
             raise InvalidInputError(f"patience: expected None or an integer >= 1, got {self.patience!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise InvalidInputError(f"grad_clip: expected None or a value > 0, got {self.grad_clip!r}")
+
+
+def loop_config(names: Mapping[str, str], **settings: Any) -> LoopConfig:
+    """``LoopConfig(**settings)`` whose errors name the caller's config keys (``names``: loop field -> key)."""
+    try:
+        return LoopConfig(**settings)
+    except InvalidInputError as exc:
+        field_name, sep, rest = str(exc).partition(":")
+        raise InvalidInputError(f"{names.get(field_name, field_name)}{sep}{rest}") from None
 
 
 @dataclass
@@ -165,7 +174,9 @@ class Trainer:
     ) -> None:
         self.model, self.optimizer, self.scheduler, self.config = model, optimizer, scheduler, config
         self.folder = folder
-        self.parameters = parameters or [p for g in optimizer.param_groups for p in g["params"]]
+        self.parameters = (
+            parameters if parameters is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        )
         self.state = dict(state or {})
         self.signature = dict(signature or {})
         self.world, self.rank = world, rank
@@ -202,6 +213,11 @@ class Trainer:
         for path in candidates:
             try:
                 ckpt = load_checkpoint(path, map_location=self.device)
+                if "method" in ckpt.payload and "loop" not in ckpt.payload:
+                    raise InvalidInputError(
+                        f"--resume: checkpoint '{path}' was written by an fmscope release before the training engine "
+                        "and cannot be resumed; start over with --overwrite"
+                    )
                 if not {"model", "optimizer", "loop", "rng"} <= set(ckpt.payload):
                     raise FileFormatError(f"checkpoint '{path}': incomplete (keys {sorted(ckpt.payload)})")
             except FileFormatError as exc:
@@ -261,11 +277,15 @@ class Trainer:
             while self.loop.step < end and not self.loop.stopped:
                 step = self.loop.step
                 logs = self._one_step(step, loss_step, h)
-                self.loop.window.append(logs)
+                evaluating = evaluate is not None and cfg.eval_every > 0
+                if evaluating:  # kept (and checkpointed) only until the next evaluation
+                    self.loop.window.append(logs)
                 self.loop.step = done = step + 1
                 if h.on_step is not None:
                     h.on_step(step, logs)
-                evaluated = evaluate is not None and cfg.eval_every > 0 and (done % cfg.eval_every == 0 or done == end)
+                # the last step is evaluated; a call stopped early by stop_after is not (a resumed run goes on as the
+                # uninterrupted one would)
+                evaluated = evaluating and (done % cfg.eval_every == 0 or done == cfg.steps)
                 improved = evaluated and self._evaluate(step, evaluate, h)  # type: ignore[arg-type]
                 periodic = cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0
                 if evaluated or periodic or done == end or self.loop.stopped:

@@ -25,7 +25,7 @@ from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint
 from fmscope.engine.run_folder import run_folder
 from fmscope.engine.schedule import warmup_cosine
-from fmscope.engine.trainer import Hooks, LoopConfig, Trainer
+from fmscope.engine.trainer import Hooks, Trainer, loop_config
 from fmscope.errors import InvalidInputError
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.ema import cosine_momentum
@@ -89,6 +89,9 @@ class _DataOrder:
 
 
 RESULTS = ("checkpoints", "model")
+#: the pretraining config keys behind the loop settings (errors name these)
+LOOP_NAMES = {"steps": "train.steps", "accumulation": "optim.accumulation", "grad_clip": "optim.grad_clip",
+              "checkpoint_every": "train.checkpoint_every", "keep_last": "train.keep_checkpoints"}  # fmt: skip
 
 
 def _resume_hint(out: Path, every: int) -> str:
@@ -158,7 +161,7 @@ def _pretrain(
     progress: ProgressCallback | bool | None,
 ) -> PretrainResult:
     device = resolve_device(config.train.device)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     _seed_everything(config.train.seed)
     dataset = build_dataset(config)
@@ -173,8 +176,8 @@ def _pretrain(
     )
     collate = MaskingCollate(config.masking)
     order = _DataOrder(dataset, config.train.seed)
-    loop = LoopConfig(
-        steps=total, accumulation=opt_cfg.accumulation, grad_clip=opt_cfg.grad_clip,
+    loop = loop_config(
+        LOOP_NAMES, steps=total, accumulation=opt_cfg.accumulation, grad_clip=opt_cfg.grad_clip,
         bf16=device.type == "cuda" and config.train.precision in ("auto", "bf16"),
         checkpoint_every=config.train.checkpoint_every, keep_last=config.train.keep_checkpoints, loss_key=None,
         divergence_hint="lower optim.lr or check the data for NaN/Inf",

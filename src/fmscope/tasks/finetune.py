@@ -111,7 +111,8 @@ def _digest(labelled: LabelledSet) -> str:
 
 def _signature(config: FinetuneConfig, train: LabelledSet, val: LabelledSet, init: str | Path) -> dict[str, Any]:
     settings = {k: v for k, v in to_dict(config).items() if k not in RESUMABLE_CHANGES}
-    return {"init": str(init), **settings, "train": _digest(train), "val": _digest(val)}
+    where = "scratch" if str(init) == "scratch" else str(Path(init).resolve())
+    return {"init": where, **settings, "train": _digest(train), "val": _digest(val)}
 
 
 def _finetune(

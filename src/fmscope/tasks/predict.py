@@ -9,7 +9,7 @@ and written in the output's format, as the model's task says (:meth:`fmscope.tas
 * ``classify`` (not dense): one class for the whole input (centre crop), returned and written as JSON.
 
 A 2D model applied to a ``(Z, Y, X)`` stack predicts it slice by slice, each slice windowed by its own percentiles as
-the 2D training images were.
+the 2D training images were (``instances`` are then labelled in 3D: an object's touching slices share one id).
 
 For a Zarr input the per-class scores are accumulated in a temporary Zarr array beside the output, so memory is bounded
 by one slab of windows, not by the volume.
@@ -168,7 +168,8 @@ def predict_file(
         import zarr
 
         scratch = Path(tempfile.mkdtemp(prefix=".fmscope-predict-", dir=out.parent))
-        chunks = (1, *[min(s, 64) for s in data.shape])
+        per_slice = data.ndim == model.backbone.config.spatial_dims + 1  # a 2D model writes one slice at a time
+        chunks = (1, 1, *[min(s, 256) for s in data.shape[1:]]) if per_slice else (1, *[min(s, 64) for s in data.shape])
         target = zarr.open_array(
             store=str(scratch / "scores.zarr"), mode="w", shape=(model.spec.n_outputs, *data.shape), chunks=chunks,
             dtype="float32",

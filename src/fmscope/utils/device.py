@@ -22,9 +22,14 @@ def resolve_device(name: object = "auto", *, what: str = "device") -> torch.devi
     if not isinstance(name, str | torch.device):
         raise InvalidInputError(f"{what}: expected 'auto', 'cpu', 'cuda[:N]' or 'mps', got {name!r}")
     if str(name) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        return torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        if not local.isdigit() or int(local) >= torch.cuda.device_count():
+            raise InvalidInputError(
+                f"LOCAL_RANK: expected a GPU index below {torch.cuda.device_count()} for {what}='auto', got {local!r}"
+            )
+        return torch.device("cuda", int(local))
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError, ValueError):
