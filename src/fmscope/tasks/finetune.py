@@ -104,7 +104,8 @@ def _kept(out: Path) -> str:
 
 
 def _digest(labelled: LabelledSet) -> str:
-    """A short description of a labelled set that changes when its images or labels do (for --resume)."""
+    """A short description of a labelled set that changes with its files or classes (for --resume; the paths, not
+    the contents, are hashed)."""
     names = json.dumps([[i.image, i.label, i.class_name, i.degraded, i.z_index] for i in labelled.items])
     return f"{len(labelled.items)} items, sha256 {hashlib.sha256(names.encode()).hexdigest()[:12]}"
 
