@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fmscope.errors import InvalidInputError
-from fmscope.evaluation.report import METRICS, aggregate, plot_sweeps, summary_markdown, write_report
+from fmscope.evaluation.report import aggregate, plot_sweeps, summary_markdown, write_report
+from fmscope.tasks.registry import get_task
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OFFSETS = (-0.1, 0.0, 0.1)  # per fold: mean = base, sample std = 0.1
@@ -90,7 +91,7 @@ def test_aggregate_means_and_sample_std() -> None:
         assert e["dice_mean"] == pytest.approx(base, abs=1e-12)
         assert e["dice_std"] == pytest.approx(0.1, abs=1e-12)  # ddof=1
         assert e["count_ratio_mean"] == pytest.approx(1.0, abs=1e-12)
-        assert set(e) >= {f"{m}_{s}" for m in METRICS["segment"] for s in ("mean", "std")}
+        assert set(e) >= {f"{m}_{s}" for m in get_task("segment").metrics for s in ("mean", "std")}
     otsu = _entry(entries, "otsu", "nucleus", 0)
     assert math.isnan(otsu["instance_f1_mean"]) and math.isnan(otsu["instance_f1_std"])
     resnet = _entry(entries, "resnet18", "plaque", 5)

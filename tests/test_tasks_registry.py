@@ -20,7 +20,7 @@ from fmscope.data.samples import Sample
 from fmscope.errors import InvalidInputError
 from fmscope.evaluation.bench_config import DatatypeConfig
 from fmscope.evaluation.benchmark import columns
-from fmscope.evaluation.report import METRICS, summary_markdown
+from fmscope.evaluation.report import summary_markdown
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.metrics import dice
 from fmscope.models import create_model
@@ -122,7 +122,7 @@ def test_a_fourth_task_is_one_class_and_one_registration(foreground: ForegroundT
     written = read_image(out.output).numpy()
     assert written.shape == (48, 48) and set(np.unique(written)) <= {0, 1}
     # the benchmark's columns and the report's metrics follow from the registered tasks
-    assert {"fg_dice", "mse"} <= set(columns()) and METRICS["foreground"] == ("fg_dice", "mse")
+    assert {"fg_dice", "mse"} <= set(columns()) and get_task("foreground").metrics == ("fg_dice", "mse")
     rows = [{"method": "m", "datatype": "d", "task": "foreground", "train_size": 2, "fold": 0, "fg_dice": 0.5}]
     text = summary_markdown(rows, title="t")
     assert "## foreground" in text and "### fg_dice" in text

@@ -235,10 +235,11 @@ def run_benchmark(
             timed.setdefault(method.name, []).append(row["seconds"])
             later = zip(jobs[index + 1 :], finished[index + 1 :], strict=True)
             left = [m.name for (_, m, _, _), d in later if d is None]
-            main = {k: row[k] for k in (get_task(dt.task).main_metric,) if k in row}
+            metric = get_task(dt.task).main_metric
+            shown = f"{metric}={row[metric]:.3f}" if metric in row else row["status"]
             say(
                 f"[{index + 1}/{len(jobs)}] {dt.name} {method.name} n={size} fold={fold}: "
-                f"{', '.join(f'{k}={v:.3f}' for k, v in main.items()) or row['status']} ({row['seconds']:.0f} s); "
+                f"{shown} ({row['seconds']:.0f} s); "
                 f"{time_left(timed, left)}"
             )
             advance(1)

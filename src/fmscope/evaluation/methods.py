@@ -150,21 +150,21 @@ def _rf(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
     return [classifier.predict(s.image) == 1 for s in test]
 
 
-def _crops(job: Job, train: list[Sample], test: list[Sample]) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+def _crops(train: list[Sample], test: list[Sample]) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
     size = _crop_size(train + test)
     classes = [int(s.class_index) for s in train]  # type: ignore[arg-type]
     return [centre_patch(s.image, size) for s in train], classes, [centre_patch(s.image, size) for s in test]
 
 
 def _pca_lr(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
-    images, classes, tests = _crops(job, train, test)
+    images, classes, tests = _crops(train, test)
     n_components = int(job.method.options.get("n_components", 16))
     model = fit_pca_logistic(images, classes, n_components=n_components, seed=job.seed)
     return [int(c) for c in predict_pca_logistic(model, tests)]
 
 
 def _resnet18(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
-    images, classes, tests = _crops(job, train, test)
+    images, classes, tests = _crops(train, test)
     n_train = len(job.train)
     resnet = from_dict(ResNetConfig, {"seed": job.seed, **job.method.options})
     val = slice(n_train, None) if len(images) > n_train else slice(None)  # one unit: it selects the model too

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,28 +26,6 @@ from fmscope.utils.plotting import PALETTE, pyplot, save_figure
 logger = logging.getLogger(__name__)
 
 
-class _TaskTable(Mapping[str, Any]):
-    """``{task name: an attribute of the registered task}``, read when asked (tasks registered later included)."""
-
-    def __init__(self, attribute: str) -> None:
-        self.attribute = attribute
-
-    def __getitem__(self, task: str) -> Any:
-        if task not in task_names():
-            raise KeyError(task)
-        return getattr(get_task(task), self.attribute)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(task_names())
-
-    def __len__(self) -> int:
-        return len(task_names())
-
-
-#: the metrics of each task (rows), the tabulated ones, and the one plotted against the training-set size
-METRICS: Mapping[str, tuple[str, ...]] = _TaskTable("metrics")
-TABLE_METRICS: Mapping[str, tuple[str, ...]] = _TaskTable("table_metrics")
-PLOT_METRIC: Mapping[str, str] = _TaskTable("main_metric")
 _TWO_DECIMALS = frozenset({"psnr", "count_ratio"})
 _REQUIRED = ("method", "datatype", "task", "train_size")
 _MISSING = "–"
@@ -87,13 +65,13 @@ def _parse(rows: Sequence[Mapping[str, Any]]) -> list[_Row]:
             if row.get(key) is None or str(row.get(key)).strip() == "":
                 raise InvalidInputError(f"rows[{i}]: missing required key '{key}' (rows need {', '.join(_REQUIRED)})")
         task = str(row["task"]).strip()
-        if task not in METRICS:
-            raise InvalidInputError(f"task: unknown task {task!r} in rows[{i}]; expected one of {sorted(METRICS)}")
+        if task not in task_names():
+            raise InvalidInputError(f"task: unknown task {task!r} in rows[{i}]; expected one of {sorted(task_names())}")
         size = _number(row["train_size"], f"rows[{i}]['train_size']")
         if not math.isfinite(size) or size < 0 or size != int(size):
             raise InvalidInputError(f"rows[{i}]: 'train_size' must be an integer >= 0, got {row['train_size']!r}")
         ok = str(row.get("status") or "ok").strip().lower() == "ok"
-        values = {m: _number(row.get(m), f"rows[{i}]['{m}']") for m in METRICS[task]}
+        values = {m: _number(row.get(m), f"rows[{i}]['{m}']") for m in get_task(task).metrics}
         name, datatype, note = str(row["method"]).strip(), str(row["datatype"]).strip(), str(row.get("note") or "")
         parsed.append(_Row(task, datatype, name, int(size), ok, note.strip(), values))
     return parsed
@@ -116,7 +94,7 @@ def _aggregate(parsed: Sequence[_Row]) -> list[dict[str, Any]]:
         members = groups[key]
         entry: dict[str, Any] = dict(zip(("task", "datatype", "method", "train_size"), key, strict=True))
         entry["n_folds"] = len(members)
-        for metric in METRICS[key[0]]:
+        for metric in get_task(key[0]).metrics:
             vals = np.array([r.values[metric] for r in members], dtype=np.float64)
             vals = vals[np.isfinite(vals)]
             mean = float(vals.mean()) if vals.size else math.nan
@@ -134,7 +112,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     Returns:
         One dict per group, ordered by first appearance of task, datatype and method, then by train size, with keys
-        ``task, datatype, method, train_size, n_folds`` and, for each metric of the task in :data:`METRICS`,
+        ``task, datatype, method, train_size, n_folds`` and, for each metric of the task (``Task.metrics``),
         ``f"{metric}_mean"`` and ``f"{metric}_std"``. The std is the *sample* standard deviation (``ddof=1``) over
         the folds that have the metric, 0.0 with one such fold; missing values are ignored per metric, and a metric
         missing in every fold has NaN mean and std. ``n_folds`` counts the ok rows of the group.
@@ -172,7 +150,7 @@ def _task_section(task: str, parsed: Sequence[_Row], entries: Sequence[dict[str,
     if not found:
         return [*lines, "No successful runs.", ""]
     n = str(folds[0]) if len(folds) == 1 else f"{folds[0]}–{folds[-1]}"
-    for metric in TABLE_METRICS[task]:
+    for metric in get_task(task).table_metrics:
         header = f"cells: train sizes {' / '.join(map(str, sizes))}, mean ± std over {n} folds"
         lines += [f"### {metric}", "", header, ""]
         lines += ["| method | " + " | ".join(map(_esc, datatypes)) + " |", "|---" * (len(datatypes) + 1) + "|"]
@@ -253,7 +231,7 @@ def plot_sweeps(rows: Sequence[Mapping[str, Any]], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for task, datatype in dict.fromkeys((e["task"], e["datatype"]) for e in entries):
-        metric = PLOT_METRIC[task]
+        metric = get_task(task).main_metric
         mine = [e for e in entries if (e["task"], e["datatype"]) == (task, datatype)]
         mine = [e for e in mine if math.isfinite(e[f"{metric}_mean"])]
         if not mine:

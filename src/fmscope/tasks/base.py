@@ -4,7 +4,8 @@ A task (segment, classify, deblur, ...) is an object with the members of :class:
 (``tasks/segment.py`` ...) and one line in :mod:`fmscope.tasks.registry`. Callers ask the task instead of branching
 on its name: its head and forward pass, its loss, how its training samples are read and batched (with its
 augmentation rules), how it predicts one sample (dense sliding window or a patch), how predictions are scored, the
-names of its metrics and how a whole-image prediction is written. :class:`DenseTask` holds what dense tasks share.
+names of its metrics and how a whole-image prediction is written. :class:`TaskBase` holds what most tasks share,
+:class:`DenseTask` what dense tasks add.
 """
 
 from __future__ import annotations
@@ -198,14 +199,12 @@ def make_batch(
     return batch
 
 
-class DenseTask:
-    """Shared parts of tasks whose model outputs an image: a 1x1(x1) convolution head on the dense features,
-    sliding-window prediction, paired 3D augmentation, samples read by ``target``."""
+class TaskBase:
+    """What most tasks share: the labelled set's classes (at least 2) as outputs, samples read by ``target``, paired
+    3D augmentation and :func:`make_batch`."""
 
     name: str
     target: Literal["mask", "class", "restore"]
-    layout: Literal["segment", "classify"] = "segment"
-    dense = True
     label_output = False
 
     def model_classes(self, classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -217,13 +216,6 @@ class DenseTask:
 
     def n_outputs(self, classes: tuple[str, ...]) -> int:
         return len(classes)
-
-    def build_head(self, backbone: Backbone, spec: TaskSpec) -> nn.Module:
-        conv = nn.Conv3d if backbone.config.spatial_dims == 3 else nn.Conv2d
-        return conv(backbone.dense_dim, spec.n_outputs, 1)
-
-    def forward(self, model: TaskModel, x: Tensor) -> Tensor:
-        return model.head(model.backbone(x).dense)
 
     def load_samples(self, items: tuple[LabelledItem, ...], classes: tuple[str, ...], **options: Any) -> list[Sample]:
         return load_samples(items, self.target, classes, **options)
@@ -239,6 +231,21 @@ class DenseTask:
         augment: Any,
     ) -> Batch:  # fmt: skip
         return make_batch(samples, config, size, rng, augment)
+
+
+class DenseTask(TaskBase):
+    """Shared parts of tasks whose model outputs an image: a 1x1(x1) convolution head on the dense features and
+    sliding-window prediction."""
+
+    layout: Literal["segment", "classify"] = "segment"
+    dense = True
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec) -> nn.Module:
+        conv = nn.Conv3d if backbone.config.spatial_dims == 3 else nn.Conv2d
+        return conv(backbone.dense_dim, spec.n_outputs, 1)
+
+    def forward(self, model: TaskModel, x: Tensor) -> Tensor:
+        return model.head(model.backbone(x).dense)
 
     def dense_output(self, model: TaskModel, x: Tensor) -> Tensor:
         return model(x)

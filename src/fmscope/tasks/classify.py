@@ -14,14 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fmscope.data.samples import Sample, centre_patch, load_samples
+from fmscope.data.samples import Sample, centre_patch
 from fmscope.errors import InvalidInputError
 from fmscope.metrics import classification_scores
 from fmscope.models import pool_levels
-from fmscope.tasks.base import Batch, LossFn, make_batch
+from fmscope.tasks.base import LossFn, TaskBase
 
 if TYPE_CHECKING:
-    from fmscope.data.labelled import LabelledItem
     from fmscope.models import Backbone
     from fmscope.tasks.config import FinetuneConfig
     from fmscope.tasks.model import TaskModel, TaskSpec
@@ -34,29 +33,18 @@ def class_weights(samples: list[Sample], n_classes: int) -> Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-class ClassifyTask:
+class ClassifyTask(TaskBase):
     name = "classify"
     layout: Literal["segment", "classify"] = "classify"
     target: Literal["mask", "class", "restore"] = "class"
     dense = False
-    label_output = False
     score_name = "macro accuracy"
     metrics = ("accuracy", "macro_f1")
     table_metrics = ("accuracy", "macro_f1")
     main_metric = "accuracy"
 
-    def model_classes(self, classes: tuple[str, ...]) -> tuple[str, ...]:
-        return classes
-
     def benchmark_classes(self, found: Sequence[str], structure: str) -> tuple[str, ...]:
         return tuple(sorted({str(c) for c in found}))
-
-    def check_classes(self, classes: tuple[str, ...]) -> None:
-        if len(classes) < 2:
-            raise InvalidInputError(f"classes: a classify model needs at least 2 classes, got {classes}")
-
-    def n_outputs(self, classes: tuple[str, ...]) -> int:
-        return len(classes)
 
     def build_head(self, backbone: Backbone, spec: TaskSpec) -> nn.Module:
         width = backbone.pooled_dim if spec.pooling == "all" else backbone.bottleneck_dim
@@ -69,20 +57,6 @@ class ClassifyTask:
 
     def dense_output(self, model: TaskModel, x: Tensor) -> Tensor:
         raise InvalidInputError("model: a classification model has no dense output")
-
-    def load_samples(self, items: tuple[LabelledItem, ...], classes: tuple[str, ...], **options: Any) -> list[Sample]:
-        return load_samples(items, self.target, classes, **options)
-
-    def augmentation(self, config: FinetuneConfig, spatial_dims: int) -> Any:
-        from fmscope.data.augment import build_paired_augmentation
-
-        return build_paired_augmentation(seed=config.seed) if config.augment and spatial_dims == 3 else None
-
-    def make_batch(
-        self, samples: list[Sample], config: FinetuneConfig, size: tuple[int, ...], rng: np.random.Generator,
-        augment: Any,
-    ) -> Batch:  # fmt: skip
-        return make_batch(samples, config, size, rng, augment)
 
     def make_loss(self, config: FinetuneConfig, model: TaskModel, samples: list[Sample]) -> LossFn:
         weights = class_weights(samples, model.spec.n_outputs).to(next(model.parameters()).device)
