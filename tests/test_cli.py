@@ -124,7 +124,8 @@ def test_quickstart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (out / "pretrain" / "run" / "loss_curves.png").exists()
     assert (out / "lightsheet_overlay.png").stat().st_size > 10_000
     assert "## Few-shot fine-tuning and prediction" in report
-    assert all(f"| {m} |" in report for m in ("pretrained", "scratch", "Otsu"))
+    labels = ("fine-tuned from the 3-step phantom pretraining", "fine-tuned from scratch", "Otsu")
+    assert all(f"| {m} |" in report for m in labels)
     assert (out / "finetune" / "run_pretrained" / "model" / "task.json").exists()
     assert (out / "finetune" / "finetune_overlay.png").stat().st_size > 10_000
     rows = json.loads((out / "metrics.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmscope.data import Manifest, ManifestEntry, load_manifest, save_manifest
+from fmscope.data import Manifest, ManifestEntry, load_corpus, load_manifest, save_manifest
 from fmscope.errors import FileFormatError, InvalidInputError, OutputExistsError
 from fmscope.io import read_image, write_image
 
@@ -125,3 +125,47 @@ def test_relative_folder_path_from_another_working_directory(
     manifest = load_manifest(rel)
     assert len(manifest.entries) == 10
     assert all(Path(e.path).is_file() and Path(e.path).is_absolute() for e in manifest.entries)
+
+
+def test_captions_for_files_that_do_not_exist_are_refused(folder: Path) -> None:
+    (folder / "captions.json").write_text(json.dumps({"a.tif": "x", "b.nii.gz": "y", "c.h5": "z", "gone.tif": "w"}))
+    with pytest.raises(InvalidInputError, match=r"gone\.tif"):
+        load_manifest(folder)
+
+
+def test_corpus_of_several_sources_mixes_captioned_and_uncaptioned(folder: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "em"
+    bare.mkdir()
+    write_image(bare / "stack.tif", np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6))
+    with pytest.raises(InvalidInputError, match="captions.json"):
+        load_corpus([folder, bare])
+    corpus = load_corpus([folder, str(bare)], allow_missing_captions=True)
+    assert [Path(e.path).name for e in corpus.entries] == ["a.tif", "b.nii.gz", "c.h5", "stack.tif"]
+    assert [e.caption for e in corpus.entries] == ["cap a", "cap b", "cap c", None]
+    assert load_corpus(str(folder)).entries == load_manifest(folder).entries  # one path: the same as a manifest
+    manifest = tmp_path / "again.csv"
+    manifest.write_text(f"path,caption\n{folder / 'a.tif'},cap a\n")
+    with pytest.raises(InvalidInputError, match=r"a\.tif.*listed by both"):
+        load_corpus([folder, manifest])
+    with pytest.raises(InvalidInputError, match="at least one"):
+        load_corpus([])
+
+
+def test_content_digest_follows_the_voxels_not_the_file(folder: Path, tmp_path: Path) -> None:
+    from fmscope.data.digest import array_digest, corpus_record, file_digest, overlaps
+
+    data = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    write_image(tmp_path / "x.tif", data)
+    write_image(tmp_path / "x.nii.gz", data)
+    write_image(tmp_path / "x.zarr", data)
+    digests = {file_digest(tmp_path / n) for n in ("x.tif", "x.nii.gz", "x.zarr")}
+    assert digests == {array_digest(data)} == {array_digest(data[None])}  # format and a singleton axis do not count
+    changed = data.copy()
+    changed[0, 0, 0] += 1
+    assert array_digest(changed) != array_digest(data)
+    assert array_digest(data.astype(np.float32)) != array_digest(data)
+    assert array_digest(data.reshape(5, 4, 6)) != array_digest(data)
+    record = corpus_record(load_manifest(folder))
+    assert [r["captioned"] for r in record] == [True, True, True] and record[0]["shape"] == (4, 5, 6)
+    found = overlaps(record, {record[1]["digest"]: "test unit b"})
+    assert found == [(str((folder / "b.nii.gz").resolve()), "test unit b")]

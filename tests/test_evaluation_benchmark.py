@@ -275,3 +275,40 @@ def test_shipped_configs_plan_on_the_real_data(shared_data: Path, tmp_path: Path
                 for fold in range(config.protocol.folds):
                     train, val = fold_sets(splits[dt.name], fold, size, config.protocol, class_of, dt.name)
                     assert len(set(train) | set(val)) == size
+
+
+def test_a_pretraining_corpus_holding_a_test_unit_is_refused(tmp_path: Path) -> None:
+    from fmscope.data import load_manifest
+    from fmscope.io import write_image
+    from fmscope.models import create_model, save_model
+    from fmscope.pretrain.export import write_corpus
+
+    _data(tmp_path / "data")
+    corpus = tmp_path / "data" / "corpus"
+    corpus.mkdir()
+    for f in sorted((tmp_path / "data" / "cls").iterdir()):  # the same voxels under another name and format
+        write_image(corpus / f"copy_{f.stem}.nii.gz", tifffile.imread(f))
+    leaky = {"config": "image-only", "data": "corpus", "overrides": ["data.allow_missing_captions=true"]}
+    methods = [{"name": "leaky", "kind": "finetune", "init": "pretrain:leaky"}]
+    config, root = load_benchmark_config(
+        _config(tmp_path / "c.yaml", tmp_path / "data", methods=methods, pretrain={"leaky": leaky})
+    )
+    with pytest.raises(InvalidInputError, match=r"pretrain\.leaky: the pretraining corpus contains \d+ of this"):
+        bench.run_benchmark(config, root, tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "pretrained").exists()  # refused before anything trained
+    # a model folder whose corpus.json lists a test unit: refused too; its own clean corpus passes
+    model = save_model(create_model("unet-tiny"), tmp_path / "model")
+    write_corpus(model, load_manifest(corpus, allow_missing_captions=True))
+    methods = [{"name": "pre", "kind": "finetune", "init": str(model)}]
+    config, root = load_benchmark_config(_config(tmp_path / "c.yaml", tmp_path / "data", methods=methods))
+    with pytest.raises(InvalidInputError, match=r"methods\[pre\]\.init .*copy_"):
+        bench.run_benchmark(config, root, tmp_path / "r2", progress=False)
+    (corpus / "clean").mkdir()
+    write_image(corpus / "clean" / "other.tif", np.zeros((16, 16, 16), np.float32))
+    write_corpus(model, load_manifest(corpus / "clean", allow_missing_captions=True))
+    config, root = load_benchmark_config(
+        _config(tmp_path / "c.yaml", tmp_path / "data", methods=methods, protocol={"folds": 2, "train_sizes": [2],
+                "test_size": 2, "seed": 0}, datatypes=[{"name": "disks", "task": "segment", "folders": ["seg"]}])
+    )  # fmt: skip
+    result = bench.run_benchmark(config, root, tmp_path / "r3", progress=False)
+    assert {r["status"] for r in result.rows} == {"ok"}

@@ -22,7 +22,10 @@ from fmscope.pretrain import (
     cosine_momentum,
     distillation_loss,
     make_teacher,
-    masked_l1_loss,
+    masked_tokens,
+    sample_masked,
+    token_distillation_loss,
+    tokens_at,
     update_teacher,
 )
 
@@ -123,13 +126,9 @@ def test_queue_is_a_bounded_ring_buffer() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000))
-def test_masked_losses_ignore_unmasked_voxels(seed: int) -> None:
+def test_distillation_ignores_unmasked_voxels(seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(2, 1, 4, 4, 4, generator=g) < 0.4
-    pred = torch.rand(2, 1, 4, 4, 4, generator=g)
-    target = torch.rand(2, 1, 4, 4, 4, generator=g)
-    noise = torch.randn(2, 1, 4, 4, 4, generator=g) * (~mask)
-    assert torch.allclose(masked_l1_loss(pred + noise, target, mask), masked_l1_loss(pred, target, mask))
     student = torch.randn(2, 6, 4, 4, 4, generator=g)
     teacher = torch.randn(2, 6, 4, 4, 4, generator=g)
     changed = student + torch.randn(2, 6, 4, 4, 4, generator=g) * (~mask)
@@ -138,13 +137,33 @@ def test_masked_losses_ignore_unmasked_voxels(seed: int) -> None:
     )
 
 
-def test_masked_l1_value_and_empty_mask() -> None:
-    pred = torch.zeros(1, 1, 2, 2, 2)
-    target = torch.ones(1, 1, 2, 2, 2)
-    mask = torch.zeros(1, 1, 2, 2, 2, dtype=torch.bool)
-    assert masked_l1_loss(pred, target, mask).item() == 0.0
-    mask[0, 0, 0, 0, 0] = True
-    assert masked_l1_loss(pred, target, mask).item() == 1.0
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 80), st.floats(0.0, 1.0))
+def test_sample_masked_draws_distinct_masked_voxels(seed: int, max_tokens: int, ratio: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(2, 1, 3, 4, 5, generator=g) < ratio
+    features = torch.randn(2, 3, 3, 4, 5, generator=g)
+    index = sample_masked(mask, max_tokens, generator=g)
+    n_masked = int(mask.sum())
+    assert index.numel() == (n_masked if max_tokens == 0 else min(max_tokens, n_masked))
+    assert bool(mask.reshape(-1)[index].all())
+    assert index.unique().numel() == index.numel() and bool((index.diff() > 0).all())
+    if index.numel() == n_masked:  # every masked voxel: the same tokens as the dense gather, in the same order
+        assert torch.equal(tokens_at(features, index), masked_tokens(features, mask))
+
+
+def test_sampled_distillation_is_an_unbiased_estimate_of_the_full_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(2, 1, 8, 8, 8, generator=g) < 0.3
+    student, teacher = torch.randn(2, 6, 8, 8, 8, generator=g), torch.randn(2, 6, 8, 8, 8, generator=g)
+    full = float(distillation_loss(student, teacher, mask))
+    draws = []
+    for _ in range(400):
+        index = sample_masked(mask, 16, generator=g)
+        draws.append(float(token_distillation_loss(tokens_at(student, index), tokens_at(teacher, index))))
+    mean, sem = float(torch.tensor(draws).mean()), float(torch.tensor(draws).std()) / 20
+    assert abs(mean - full) < 4 * sem
+    assert float(torch.tensor(draws).std()) > 0  # the draws differ: it is a sample, not the full set each time
 
 
 def test_distillation_is_zero_when_student_equals_teacher_and_positive_otherwise() -> None:
@@ -233,10 +252,8 @@ def test_cosine_momentum_schedule() -> None:
         (lambda: update_teacher(tiny_bn_net(), tiny_bn_net(), 1.5), "momentum"),
         (lambda: clip_loss(unit(2, 4), unit(3, 4), torch.tensor(1.0), torch.tensor([0, 1])), "embeddings"),
         (lambda: clip_loss(unit(2, 4), unit(2, 4), torch.tensor(1.0), torch.tensor([0])), "caption_ids"),
-        (
-            lambda: masked_l1_loss(torch.zeros(1, 1, 2, 2, 2), torch.zeros(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2)),
-            "bool",
-        ),
+        (lambda: sample_masked(torch.ones(1, 1, 2, 2, 2), 4), "bool"),
+        (lambda: sample_masked(torch.ones(1, 1, 2, 2, 2, dtype=torch.bool), -1), "max_tokens"),
         (lambda: LogitScale(1000.0), "init_scale"),
         (
             lambda: distillation_loss(

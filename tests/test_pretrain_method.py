@@ -24,8 +24,9 @@ def batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images, masks
 
 
-def method(bert: Path | None, **weights: float) -> MultimodalPretrainer:
+def method(bert: Path | None, max_tokens: int = 8192, **weights: float) -> MultimodalPretrainer:
     config = MethodConfig(
+        max_tokens=max_tokens,
         model="unet-tiny",
         weights=LossWeights(**weights),
         n_prototypes=16,
@@ -110,6 +111,7 @@ def test_caption_ids_are_stable_and_missing_captions_error(bert: Path) -> None:
         (lambda: LossWeights(0, 0, 0, 0), "at least one"),
         (lambda: LossWeights(distill=-1), "weights.distill"),
         (lambda: MethodConfig(queue_size=-1), "queue_size"),
+        (lambda: MethodConfig(max_tokens=-1), "max_tokens"),
     ],
 )
 def test_bad_config(call, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -180,3 +182,37 @@ def test_image_text_terms_see_the_whole_patch(bert: Path) -> None:
     expected = m.image_embedding(images)
     text = m.text_encoder(captions)  # type: ignore[misc]
     assert first.align == pytest.approx(float(alignment_loss(expected, text).detach()), abs=1e-6)
+
+
+def test_heads_see_at_most_max_tokens_and_zero_means_every_masked_voxel() -> None:
+    images, masks = batch(2)
+    seen = []
+    for max_tokens in (64, 0):
+        m = method(None, max_tokens=max_tokens, align=0.0, clip=0.0)
+        hook = m.student_head.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+        terms = m(images, masks)
+        hook.remove()
+        assert terms.distill > 0 and terms.recon > 0
+    assert seen == [64, int(masks.sum())]
+
+
+def test_uncaptioned_volumes_train_the_image_terms_only(bert: Path) -> None:
+    images, masks = batch(3)
+    m = method(bert)
+    m.text_encoder.set_stage("top")  # type: ignore[union-attr]
+    mixed = m(images, masks, [CAPTIONS[0], None, CAPTIONS[1]])
+    assert min(mixed.distill, mixed.recon, mixed.align, mixed.clip) > 0
+    assert len(m.text_queue.contents()[1]) == 2  # only the two captioned pairs entered the queue
+    # the text terms equal those of the captioned images alone (eval mode: no batch statistics in the encoder)
+    pair = []
+    for imgs, msks, caps in ((images, masks, [CAPTIONS[0], None, CAPTIONS[1]]), (images[[0, 2]], masks[[0, 2]], None)):
+        fresh = method(bert).eval()
+        pair.append(fresh(imgs, msks, caps or [CAPTIONS[0], CAPTIONS[1]]))
+    assert pair[0].align == pytest.approx(pair[1].align, rel=1e-5) and pair[0].clip == pytest.approx(pair[1].clip)
+    none = method(bert)
+    terms = none(images, masks, [None, None, None])
+    assert terms.align == 0 and terms.clip == 0 and terms.distill > 0
+    terms.total.backward()
+    assert none.image_projection.weight.grad is None  # nothing to align: the text side is untouched
+    with pytest.raises(InvalidInputError, match="one per image"):
+        none(images, masks, [CAPTIONS[0]])

@@ -112,3 +112,31 @@ def test_bad_inputs(volumes: Path, bert: Path, tmp_path: Path) -> None:
         pretrain(config(volumes, bert, "data.patch_size=[64, 64, 64]"), tmp_path / "big", progress=False)
     with pytest.raises(InvalidInputError, match="keep_checkpoints"):
         config(volumes, bert, "train.keep_checkpoints=-1")
+
+
+def test_a_corpus_of_captioned_and_uncaptioned_sources_trains_and_is_recorded(
+    volumes: Path, bert: Path, tmp_path: Path
+) -> None:
+    from fmscope.pretrain.export import package_backbone, read_corpus
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    ph = lightsheet_phantom((32, 48, 48), seed=7)
+    write_image(bare / "em.tif", ph.image, ImageMetadata.for_array(ph.image))
+    paths = f"data.path=[{volumes}, {bare}]"
+    with pytest.raises(InvalidInputError, match="captions.json"):
+        pretrain(config(volumes, bert, paths, "train.steps=2"), tmp_path / "refused", progress=False)
+    cfg = config(volumes, bert, paths, "train.steps=4", "data.allow_missing_captions=true")
+    result = pretrain(cfg, tmp_path / "mix", progress=False)
+    rows = read_metrics(tmp_path / "mix" / "metrics.csv")
+    # one uncaptioned volume of four: every batch of two holds a captioned one, so the text terms train every step
+    assert all(r["clip"] > 0 or r["align"] > 0 for r in rows)
+    corpus = read_corpus(result.model_dir)  # type: ignore[arg-type]
+    assert corpus is not None and [c["captioned"] for c in corpus] == [True, True, True, False]
+    shipped = package_backbone(result.model_dir, tmp_path / "ship", data_root=tmp_path)  # type: ignore[arg-type]
+    assert sorted(p.name for p in shipped.iterdir()) == ["config.json", "corpus.json", "model.safetensors"]
+    assert read_corpus(shipped)[-1]["path"] == "bare/em.tif"  # type: ignore[index]
+    assert load_model(shipped).config == get_config("unet-tiny")
+    only_bare = config(bare, bert, "train.steps=1", "data.allow_missing_captions=true")
+    with pytest.raises(InvalidInputError, match="none of the 1 volume"):
+        pretrain(only_bare, tmp_path / "nocaps", progress=False)

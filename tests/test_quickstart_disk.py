@@ -25,3 +25,17 @@ def test_quickstart_keeps_the_exported_model_and_everything_the_report_links_but
     model = out / "pretrain" / "run" / "model"
     assert (model / "model.safetensors").is_file() and (model / "pretrainer.safetensors").is_file()
     assert not list(out.rglob("checkpoints")) and not list(out.rglob("*.pt"))
+
+
+def test_the_default_budget_fine_tunes_from_the_shipped_backbone(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fmscope.evaluation.quickstart import BUDGETS
+
+    assert BUDGETS["full"].init == "lsm-unet-cpu" and BUDGETS["full"].pretrain_steps == 0
+    small = replace(BUDGETS["tiny"], model="unet-cpu", init="lsm-unet-cpu", pretrain_steps=0)
+    result = run_quickstart(tmp_path / "qs", budget=small)
+    report = result.report_path.read_text()
+    assert "| fine-tuned from the shipped lsm-unet-cpu |" in report and "## Pretraining" not in report
+    summary = (tmp_path / "qs" / "finetune" / "run_pretrained" / "summary.json").read_text()
+    assert "lsm-unet-cpu" in summary

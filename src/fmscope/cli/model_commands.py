@@ -1,16 +1,38 @@
-"""Model listing command: ``fmscope models [--json]``: the known SAM/SAM2 checkpoints and whether they are in the cache.
+"""Model listing command: ``fmscope models [--json]``: the pretrained backbones shipped inside the package (usable by
+name, offline), then the known SAM/SAM2 checkpoints and whether they are in the cache.
 
-fmscope never downloads weights; this command says which file to fetch from where and where to put it.
+fmscope never downloads weights; for SAM/SAM2 this command says which file to fetch from where and where to put it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmscope.interactive.checkpoints import cache_dir, checkpoint_rows
+
+if TYPE_CHECKING:
+    from fmscope.models.shipped import ShippedModel
+
+
+def _columns(header: tuple[str, ...], cells: list[tuple[Any, ...]]) -> list[str]:
+    widths = [max(len(str(c[i])) for c in (header, *cells)) for i in range(len(header))]
+    lines = ["  ".join(str(c[i]).ljust(widths[i]) for i in range(len(header))).rstrip() for c in (header, *cells)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_shipped(models: list[ShippedModel]) -> str:
+    """The shipped backbones as a text table (name, architecture, size, the card's summary line)."""
+    if not models:
+        return "shipped pretrained backbones: none in this installation"
+    cells = [(m.name, m.architecture, f"{m.size_mb:.1f}", m.summary) for m in models]
+    lines = ["shipped pretrained backbones (use the name as --init or --model-dir; card: MODEL_CARD.md in the folder):"]
+    lines += _columns(("name", "architecture", "size MB", "summary"), cells)
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict[str, Any]], folder: Path) -> str:
@@ -27,9 +49,7 @@ def format_table(rows: list[dict[str, Any]], folder: Path) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(c[i])) for c in (header, *cells)) for i in range(len(header))]
-    lines = ["  ".join(str(c[i]).ljust(widths[i]) for i in range(len(header))).rstrip() for c in (header, *cells)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _columns(header, cells)
     lines += [
         "",
         f"cache folder: {folder} (set FMSCOPE_CACHE to change it; put the files there under the names above)",
@@ -42,8 +62,9 @@ def format_table(rows: list[dict[str, Any]], folder: Path) -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "models",
-        help="list the known SAM/SAM2 checkpoints, where to download them and whether they are in the cache",
-        description="List the SAM (vit_b/l/h) and SAM 2.1 (hiera tiny/small/base_plus/large) checkpoints fmscope "
+        help="list the shipped pretrained backbones and the known SAM/SAM2 checkpoints (cached or where to get them)",
+        description="List the pretrained backbones shipped inside fmscope (usable by name: --init NAME, --model-dir "
+        "NAME), then the SAM (vit_b/l/h) and SAM 2.1 (hiera tiny/small/base_plus/large) checkpoints fmscope "
         "knows: file name, size, SHA-256, whether the file is in the cache folder ($FMSCOPE_CACHE, default "
         "~/.cache/fmscope) and the official URL to fetch it from by hand. Nothing is downloaded.",
     )
@@ -52,10 +73,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from fmscope.models.shipped import shipped_models
+
     folder = cache_dir()
     rows = checkpoint_rows(folder)
+    shipped = shipped_models()
     if args.json:
-        print(json.dumps({"cache_dir": str(folder), "models": rows}, indent=1))
+        listed = [{**asdict(m), "folder": str(m.folder)} for m in shipped]
+        print(json.dumps({"shipped": listed, "cache_dir": str(folder), "models": rows}, indent=1))
     else:
-        print(format_table(rows, folder))
+        print(format_shipped(shipped) + "\n\n" + format_table(rows, folder))
     return 0

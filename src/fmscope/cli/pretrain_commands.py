@@ -26,11 +26,21 @@ def register(sub: Any) -> None:
         + ". Any config key can be overridden as key=value, e.g. train.steps=500 optim.lr=1e-4.",
     )
     p.add_argument("--config", default="unet-cpu", help="shipped config name or YAML file (default unet-cpu)")
-    p.add_argument("--data", default=None, help="folder of volumes (+ captions.json), or a CSV/JSON manifest")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="one or more folders of volumes (+ captions.json) or CSV/JSON manifests, trained on together",
+    )
     p.add_argument("--out", type=Path, default=Path("pretrain_out"), help="run folder (default pretrain_out)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out")
-    p.add_argument("--allow-missing-captions", action="store_true", help="volumes without a caption are allowed")
+    p.add_argument(
+        "--allow-missing-captions",
+        action="store_true",
+        help="volumes without a caption (e.g. a folder with no captions.json) train the image terms only",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_pretrain)
 
@@ -58,7 +68,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     values: dict[str, Any] = {}
     if args.data is not None:
-        values["data.path"] = args.data
+        values["data.path"] = args.data[0] if len(args.data) == 1 else tuple(args.data)
     if args.allow_missing_captions:
         values["data.allow_missing_captions"] = True
     config = resolve_config(PretrainConfig, shipped_config_path(args.config), args.overrides, values)

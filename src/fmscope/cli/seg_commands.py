@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "quickstart",
-        help="phantoms -> classical baselines -> short pretraining -> 3-shot fine-tuning -> prediction -> report",
+        help="phantoms -> classical baselines -> 3-shot fine-tuning from the shipped backbone -> prediction -> report",
     )
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="report folder (default quickstart_out)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the phantoms")
@@ -80,7 +80,8 @@ def register(sub: Any) -> None:
         "--pretrain-steps",
         type=int,
         default=None,
-        help="steps of the short pretraining run (0 = skip; default 30, with --budget tiny 2)",
+        help="pretrain on captioned phantoms for N steps and fine-tune from that model (default 0: fine-tune from "
+        "the shipped lsm-unet-cpu backbone; with --budget tiny 2 steps of unet-tiny)",
     )
     p.add_argument("--no-finetune", action="store_true", help="skip the 3-shot fine-tuning and prediction part")
     # the names of fmscope.evaluation.quickstart.BUDGETS (not imported here: that module imports torch)

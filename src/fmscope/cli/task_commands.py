@@ -58,7 +58,10 @@ def register(sub: Any) -> None:
         "--config", default="finetune-unet-cpu", help="shipped config name or YAML (default finetune-unet-cpu)"
     )
     p.add_argument(
-        "--init", default="scratch", help="model folder (e.g. from fmscope pretrain: OUT/model) or 'scratch'"
+        "--init",
+        default=None,
+        help="a shipped pretrained model (e.g. lsm-unet-cpu; `fmscope models` lists them), a model folder (e.g. "
+        "from fmscope pretrain: OUT/model) or 'scratch' (default; with --from-session the shipped lsm-unet-cpu)",
     )
     p.add_argument("--train", default=None, help="labelled training data (folder or CSV)")
     p.add_argument("--val", default=None, help="labelled validation data (folder or CSV)")
@@ -69,6 +72,11 @@ def register(sub: Any) -> None:
     p.add_argument("--train-slices", default=None, help="with --slices: training slices, e.g. 0-19 or 0,4,8")
     p.add_argument("--val-slices", default=None, help="with --slices: validation slices, e.g. 20-24")
     p.add_argument("--include", default=None, help="keep the images whose path matches this regex, e.g. 'mito'")
+    p.add_argument(
+        "--from-session", type=Path, default=None, metavar="SESSION_DIR",
+        help="seg: train on the slices accepted in an interactive session (web app or API) of --image",
+    )  # fmt: skip
+    p.add_argument("--image", type=Path, default=None, help="with --from-session: the stack the session was made on")
     p.add_argument("--out", type=Path, default=None, help="new run folder (missing parent folders are created)")
     p.add_argument(
         "--show-config", action="store_true", help="print the resolved config (defaults <- --config <- key=value), exit"
@@ -118,14 +126,26 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise InvalidInputError("--out: required (unless --show-config)")
-    train, val = load_train_val(
-        task.layout, args.train, args.val, slices=args.slices, train_slices=args.train_slices,
-        val_slices=args.val_slices, include=args.include, class_pattern=args.class_pattern,
-    )  # fmt: skip
-    result = finetune(
-        config, train, val, args.out, init=args.init, mapping=parse_mapping(args.map_labels),
-        overwrite=args.overwrite, resume=args.resume, progress=True,
-    )  # fmt: skip
+    if args.from_session is not None:
+        from fmscope.interactive.session_training import finetune_from_session
+
+        if args.image is None or args.train or args.val or args.slices:
+            raise InvalidInputError(
+                "--from-session: needs --image (the session's stack) and no --train, --val, --slices"
+            )
+        result = finetune_from_session(
+            config, args.from_session, args.image, args.out, **({"init": args.init} if args.init else {}),
+            overwrite=args.overwrite, resume=args.resume, progress=True,
+        )  # fmt: skip
+    else:
+        train, val = load_train_val(
+            task.layout, args.train, args.val, slices=args.slices, train_slices=args.train_slices,
+            val_slices=args.val_slices, include=args.include, class_pattern=args.class_pattern,
+        )  # fmt: skip
+        result = finetune(
+            config, train, val, args.out, init=args.init or "scratch", mapping=parse_mapping(args.map_labels),
+            overwrite=args.overwrite, resume=args.resume, progress=True,
+        )  # fmt: skip
     print(
         f"fine-tuned {task.name} for {result.epochs_run} epochs: best validation {task.score_name} "
         f"{result.best_score:.4f} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from fmscope.data.manifest import Manifest, ManifestEntry, load_manifest, save_manifest
+from fmscope.data.manifest import Manifest, ManifestEntry, load_corpus, load_manifest, save_manifest
 from fmscope.data.patches import PatchLocation, otsu_threshold, sample_patches
 from fmscope.data.phantoms import EM_CLASSES, LIGHTSHEET_STRUCTURES, Phantom, em_stack_phantom, lightsheet_phantom
 from fmscope.data.split import split_by_source
@@ -57,6 +57,7 @@ __all__ = [
     "build_paired_augmentation",
     "em_stack_phantom",
     "lightsheet_phantom",
+    "load_corpus",
     "load_manifest",
     "make_block_mask",
     "otsu_threshold",

@@ -148,8 +148,10 @@ def _from_folder(
     else:
         cap_map = _load_captions(captions)
     unknown = sorted(set(cap_map) - {p.name for p in volumes})
-    if unknown:
-        logger.warning("captions name %d file(s) not in '%s': %s", len(unknown), folder, unknown[:5])
+    if unknown:  # a typo or a moved file: its caption would silently train nothing
+        raise InvalidInputError(
+            f"captions: {len(unknown)} caption(s) name files that are not volumes in '{folder}': {unknown[:5]}"
+        )
     return [{"path": str(p), "caption": cap_map.get(p.name)} for p in volumes]
 
 
@@ -252,6 +254,37 @@ def load_manifest(
     else:
         raise FileFormatError(f"manifest '{p}': expected a folder, a .csv or a .json file, got '{p.suffix or p.name}'")
     return _build(rows, p.parent, str(p), captions, allow_missing_captions, sources)
+
+
+def load_corpus(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, allow_missing_captions: bool = False
+) -> Manifest:
+    """Several manifests (folders, CSV or JSON files; see :func:`load_manifest`) as one, in the order given.
+
+    With ``allow_missing_captions`` a source may be a folder without ``captions.json``: its volumes (caption ``None``)
+    feed the image terms of pretraining only, in the same batches as the captioned ones. A volume listed twice (the
+    same resolved path and dataset) is refused, naming both manifests.
+
+    Raises:
+        InvalidInputError: no path given, a volume listed twice; and what :func:`load_manifest` raises.
+    """
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not items:
+        raise InvalidInputError("data.path: expected at least one folder or manifest, got none")
+    entries: list[ManifestEntry] = []
+    seen: dict[tuple[str, str | None], str] = {}
+    for item in items:
+        manifest = load_manifest(item, allow_missing_captions=allow_missing_captions)
+        for entry in manifest.entries:
+            key = (entry.path, entry.dataset)
+            if key in seen:
+                raise InvalidInputError(
+                    f"data.path: volume '{entry.path}' is listed by both '{seen[key]}' and '{item}'; "
+                    "list each volume once"
+                )
+            seen[key] = str(item)
+            entries.append(entry)
+    return Manifest(tuple(entries), str(Path(items[0]).expanduser().resolve()))
 
 
 def _relative(path: str, folder: Path) -> str:

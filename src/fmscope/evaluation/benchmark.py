@@ -16,6 +16,7 @@ Report folder layout::
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ import numpy as np
 from fmscope.config import config_path, resolve_config, save_config, to_dict
 from fmscope.errors import FmscopeError, InvalidInputError
 from fmscope.evaluation.bench_config import BenchmarkConfig, DatatypeConfig, MethodSpec
+from fmscope.evaluation.leakage import check_corpus, held_out_digests
 from fmscope.evaluation.methods import METHODS, Job, load_units, run_method, score, unavailable
 from fmscope.evaluation.protocol import Split, fold_sets, load_or_plan
 from fmscope.evaluation.report import write_report
@@ -71,10 +73,17 @@ class BenchmarkResult:
     files: dict[str, Path]
 
 
-def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str]:
-    """Model folders of ``init`` values: existing folders as given, ``pretrain:NAME`` trained (or resumed) here;
-    a missing folder maps to ``''`` (its method becomes a skipped row)."""
+def _pretrained(
+    config: BenchmarkConfig, root: Path, out: Path, held_out: Callable[[], dict[str, str]]
+) -> dict[str, str]:
+    """Model folders of ``init`` values: existing folders (or shipped names) as given, ``pretrain:NAME`` trained (or
+    resumed) here; a missing folder maps to ``''`` (its method becomes a skipped row). A pretraining corpus that holds
+    a test unit (``held_out()``: digests of the test sets) is refused before anything trains."""
+    from fmscope.data import load_corpus
+    from fmscope.data.digest import corpus_record
+    from fmscope.models.shipped import resolve_model_dir
     from fmscope.pretrain.config import PretrainConfig
+    from fmscope.pretrain.export import read_corpus
     from fmscope.pretrain.train import pretrain
 
     inits: dict[str, str] = {}
@@ -83,16 +92,21 @@ def _pretrained(config: BenchmarkConfig, root: Path, out: Path) -> dict[str, str
         if not METHODS[method.kind].fine_tunes or init in inits or init == "scratch":
             continue
         if not init.startswith("pretrain:"):
-            inits[init] = init if Path(init).is_dir() else ""
+            folder = resolve_model_dir(init, must_exist=False)
+            if folder is not None:
+                check_corpus(read_corpus(folder), held_out(), f"methods[{method.name}].init '{init}'")
+            inits[init] = str(folder) if folder is not None else ""
             continue
         name = init.split(":", 1)[1]
         spec = config.pretrain[name]
         folder = out / "pretrained" / name
         signature = _signature(to_dict(spec), str(root))
+        path = config_path(spec.config, option=f"pretrain.{name}.config")
+        pre = resolve_config(PretrainConfig, path, list(spec.overrides), {"data.path": str(root / spec.data)})
+        corpus = load_corpus(pre.data.path, allow_missing_captions=pre.data.allow_missing_captions)
+        check_corpus(corpus_record(corpus), held_out(), f"pretrain.{name}")
         same = (folder / "spec.json").is_file() and json.loads((folder / "spec.json").read_text()) == signature
         if not (same and (folder / "model").is_dir()):
-            path = config_path(spec.config, option=f"pretrain.{name}.config")
-            pre = resolve_config(PretrainConfig, path, list(spec.overrides), {"data.path": str(root / spec.data)})
             resume = same and (folder / "checkpoints").is_dir()  # interrupted with the same settings: go on
             logger.info("pretraining %s (%s) into '%s'%s", name, spec.config, folder, " (resumed)" if resume else "")
             pretrain(pre, folder, resume=resume, overwrite=not resume, progress=True)
@@ -194,7 +208,8 @@ def run_benchmark(
         for size in dt.train_sizes or config.protocol.train_sizes:
             for fold in range(len(splits[dt.name].folds)):
                 fold_sets(splits[dt.name], fold, size, config.protocol, class_of, dt.name)
-    inits = _pretrained(config, root, out)
+    held_out = functools.cache(lambda: held_out_digests(config.datatypes, root, units, splits))
+    inits = _pretrained(config, root, out, held_out)
     jobs = _plan(config, splits, inits)
     by_id = {name: {u.id: u for u in us} for name, us in units.items()}
     cache: dict[str, Any] = {}

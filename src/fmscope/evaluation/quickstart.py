@@ -25,6 +25,7 @@ from fmscope.evaluation.quickstart_pretrain import pretrain_markdown, pretrain_o
 from fmscope.intensity import apply_profile, fit_profile
 from fmscope.io import ImageMetadata, write_image
 from fmscope.metrics import instance_scores
+from fmscope.models.shipped import resolve_model_dir
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.utils.atomic import atomic_output
 from fmscope.utils.progress import ProgressCallback, make_progress, sub_progress
@@ -50,14 +51,17 @@ class QuickstartRow:
 
 @dataclass(frozen=True)
 class QuickstartBudget:
-    """How much the quickstart computes: the two phantoms of the classical part, the model, the pretraining run and
-    the 3-shot fine-tuning. The pretraining and fine-tuning phantoms are at least 32^3 (their patch size)."""
+    """How much the quickstart computes: the two phantoms of the classical part, the model, the pretraining run (none
+    by default: the 3-shot fine-tuning starts from the shipped backbone ``init``; with ``pretrain_steps`` > 0 from a
+    run on captioned phantoms) and the fine-tuning. The pretraining and fine-tuning phantoms are at least 32^3 (their
+    patch size)."""
 
     lightsheet_shape: tuple[int, int, int] = (48, 96, 96)
     em_shape: tuple[int, int, int] = (24, 128, 128)
     model: str = "unet-cpu"
+    init: str | None = "lsm-unet-cpu"  # the shipped backbone fine-tuned from when no pretraining is run here
     pretrain_shape: tuple[int, int, int] = quickstart_pretrain.SHAPE
-    pretrain_steps: int = 30
+    pretrain_steps: int = 0
     finetune_shape: tuple[int, int, int] = quickstart_finetune.SHAPE
     finetune_epochs: int = quickstart_finetune.EPOCHS
     finetune_steps_per_epoch: int = quickstart_finetune.STEPS_PER_EPOCH
@@ -82,6 +86,7 @@ BUDGETS: dict[str, QuickstartBudget] = {
         lightsheet_shape=(16, 48, 48),
         em_shape=(8, 48, 48),
         model="unet-tiny",
+        init=None,
         pretrain_shape=(32, 48, 48),
         pretrain_steps=2,
         finetune_shape=(32, 32, 32),
@@ -166,10 +171,10 @@ def run_quickstart(
     finetune: bool = True,
     progress: ProgressCallback | bool | None = None,
 ) -> QuickstartResult:
-    """Make two phantoms, adapt their intensities, segment them classically, evaluate, pretrain briefly on captioned
-    phantoms (``pretrain_steps``, default the budget's, 0 = skip), fine-tune 3-shot segmentation from it and from
-    scratch, predict an unseen phantom (``finetune``) and write a report folder. ``budget``: how much is computed, a
-    name of :data:`BUDGETS` or a :class:`QuickstartBudget`."""
+    """Make two phantoms, adapt their intensities, segment them classically, evaluate, optionally pretrain briefly on
+    captioned phantoms (``pretrain_steps``, default the budget's, 0 = skip), fine-tune 3-shot segmentation from that
+    model (else from the budget's shipped backbone) and from scratch, predict an unseen phantom (``finetune``) and
+    write a report folder. ``budget``: how much is computed, a name of :data:`BUDGETS` or a QuickstartBudget."""
     start = time.perf_counter()
     plan = quickstart_budget(budget)
     if pretrain_steps is None:
@@ -239,7 +244,10 @@ def run_quickstart(
                 labels=True,
             )
         step(1)
-        pretrain_section, finetune_section, pretrained = "", "", None
+        pretrain_section, finetune_section = "", ""
+        pretrained, label = (
+            (resolve_model_dir(plan.init), f"fine-tuned from the shipped {plan.init}") if plan.init else (None, "")
+        )
         if pretrain_steps > 0:
             step(0, f"pretraining {plan.model} for {pretrain_steps} steps")
             stage = sub_progress(progress, "pretraining")
@@ -248,13 +256,14 @@ def run_quickstart(
                 progress=stage,
             )  # fmt: skip
             pretrain_section = pretrain_markdown(summary, "pretrain/run/loss_curves.png")
-            pretrained = summary.model_dir
+            pretrained, label = summary.model_dir, f"fine-tuned from the {pretrain_steps}-step phantom pretraining"
             step(1)
         if finetune:
             step(0, "3-shot fine-tuning (pretrained and scratch) and prediction")
             tuned = finetune_on_phantoms(
-                tmp / "finetune", pretrained, seed=seed, model=plan.model, shape=plan.finetune_shape,
-                epochs=plan.finetune_epochs, steps_per_epoch=plan.finetune_steps_per_epoch, progress=progress,
+                tmp / "finetune", pretrained, pretrained_label=label, seed=seed, model=plan.model,
+                shape=plan.finetune_shape, epochs=plan.finetune_epochs,
+                steps_per_epoch=plan.finetune_steps_per_epoch, progress=progress,
             )  # fmt: skip
             finetune_section = finetune_markdown(tuned, "finetune/finetune_overlay.png")
             step(1)

@@ -48,6 +48,7 @@ def finetune_on_phantoms(
     folder: Path,
     pretrained: Path | None,
     *,
+    pretrained_label: str = "fine-tuned from the pretrained model",
     seed: int = 0,
     model: str = "unet-cpu",
     shape: tuple[int, int, int] = SHAPE,
@@ -68,13 +69,15 @@ def finetune_on_phantoms(
     train, val = load_labelled(folder / "train", "segment"), load_labelled(folder / "val", "segment")
     loop = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "freeze_epochs": min(FREEZE_EPOCHS, epochs - 1)}
     config = from_dict(FinetuneConfig, {**QUICK, **loop, "model": model, "seed": seed})
-    inits = {"scratch": "scratch"} if pretrained is None else {"pretrained": str(pretrained), "scratch": "scratch"}
+    inits = {pretrained_label: str(pretrained)} if pretrained is not None else {}
+    inits["fine-tuned from scratch"] = "scratch"
     scores, seconds, masks = {}, {}, {}
     for name, init in inits.items():
         t0 = time.perf_counter()
-        stage = sub_progress(progress, f"fine-tuning from {name}")
-        result = finetune(config, train, val, folder / f"run_{name}", init=init, progress=stage)
-        test, output = folder / "test" / "nuclei_test.tif", folder / f"predicted_{name}.tif"
+        stage = sub_progress(progress, name)
+        run = "scratch" if init == "scratch" else "pretrained"
+        result = finetune(config, train, val, folder / f"run_{run}", init=init, progress=stage)
+        test, output = folder / "test" / "nuclei_test.tif", folder / f"predicted_{run}.tif"
         out = predict_file(result.model_dir, test, output, progress=sub_progress(progress, f"predicting ({name})"))
         masks[name] = read_image(out.output).numpy() == 1
         scores[name], seconds[name] = dice(masks[name], truth == 1), time.perf_counter() - t0

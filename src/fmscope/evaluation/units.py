@@ -221,6 +221,19 @@ def _unit_arrays(item: LabelledItem, datatype: DatatypeConfig) -> dict[str, list
     return arrays
 
 
+def held_out_arrays(
+    datatype: DatatypeConfig, root: str | Path, sources: set[str]
+) -> list[tuple[str, list[np.ndarray]]]:
+    """For each image of the given sources: its path, the array it is read as, and the unit images cut from it."""
+    labelled = _items(datatype, Path(root))
+    out = []
+    for item, (_, source) in zip(labelled.items, _names_and_sources(labelled.items, datatype, Path(root)), strict=True):
+        if source in sources:
+            image = _read(item.image, item.z_index, datatype.channel)
+            out.append((item.image, [image, *_pieces(image, datatype)]))
+    return out
+
+
 def prepare_units(datatype: DatatypeConfig, root: str | Path, folder: str | Path) -> list[Unit]:
     """Write (or reuse) the units of ``datatype`` under ``folder`` and return them in a stable order."""
     root, folder = Path(root), Path(folder)

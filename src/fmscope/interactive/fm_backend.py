@@ -21,6 +21,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.interactive.protocol import file_stamp
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.models.serialization import load_model
+from fmscope.models.shipped import resolve_model_dir
 from fmscope.utils.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ class FoundationPrompter(RandomForestPrompter):
 
     def __init__(self, model_dir: str | os.PathLike[str], *, device: str = "cpu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model_dir = model_dir
+        self.model_dir = resolve_model_dir(model_dir)  # a folder or a shipped name (``fmscope models``)
         self.device = resolve_device(device)
-        self.backbone = load_model(model_dir, map_location="cpu").model.to(self.device).eval()
+        self.backbone = load_model(self.model_dir, map_location="cpu").model.to(self.device).eval()
         config = self.backbone.config
         if config.in_channels != 1:
             raise InvalidInputError(

@@ -29,6 +29,7 @@ from fmscope.errors import FileFormatError, InvalidInputError
 from fmscope.intensity import IntensityProfile
 from fmscope.models.backbone import Backbone
 from fmscope.models.config import BackboneConfig
+from fmscope.models.shipped import resolve_model_dir
 from fmscope.models.state import KeyReport, compare_state_dict, load_state_dict_report
 from fmscope.utils import atomic_output
 
@@ -172,10 +173,9 @@ def save_model(
 
 
 def read_model_config(folder: str | os.PathLike[str]) -> tuple[BackboneConfig, dict[str, Any]]:
-    """(architecture config, whole ``config.json`` document) of a saved model folder, without loading weights."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileFormatError(f"model folder '{root}': no such folder")
+    """(architecture config, whole ``config.json`` document) of a saved model folder (or a shipped model's name,
+    :mod:`fmscope.models.shipped`), without loading weights."""
+    root = resolve_model_dir(folder)
     path = root / CONFIG_FILE
     if not path.is_file():
         raise FileFormatError(f"model folder '{root}': expected a {CONFIG_FILE}, found none")
@@ -238,7 +238,7 @@ def load_model(
     ``strict=True`` raises :class:`FileFormatError` with a key report on any missing, unexpected or
     shape-mismatched tensor; ``strict=False`` loads what matches and logs the same report as a warning.
     """
-    root = Path(folder)
+    root = resolve_model_dir(folder)
     config, doc = read_model_config(root)
     weights = root / str((doc.get("weights") or {}).get("file", WEIGHTS_FILE))
     if not weights.is_file():

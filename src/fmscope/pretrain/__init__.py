@@ -9,9 +9,10 @@ from fmscope.pretrain.losses import (
     clip_chance_level,
     clip_loss,
     distillation_loss,
-    masked_l1_loss,
     masked_tokens,
+    sample_masked,
     token_distillation_loss,
+    tokens_at,
 )
 
 __all__ = [
@@ -24,8 +25,9 @@ __all__ = [
     "cosine_momentum",
     "make_teacher",
     "distillation_loss",
-    "masked_l1_loss",
     "masked_tokens",
+    "sample_masked",
     "token_distillation_loss",
+    "tokens_at",
     "update_teacher",
 ]

@@ -15,8 +15,8 @@ from fmscope.pretrain.method import MethodConfig
 class DataConfig:
     """Where the volumes are and how patches are drawn from them."""
 
-    path: str = ""
-    allow_missing_captions: bool = False
+    path: str | tuple[str, ...] = ""  # one or several folders / CSV / JSON manifests (a corpus of many sources)
+    allow_missing_captions: bool = False  # volumes without a caption train the image terms only
     patch_size: tuple[int, int, int] = (64, 64, 64)
     patches_per_volume: int = 4
     min_foreground: float = 0.01

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fmscope.config import save_config
-from fmscope.data import PatchDataset, load_manifest, split_by_source
+from fmscope.data import PatchDataset, load_corpus, split_by_source
 from fmscope.data.augment import build_augmentation
 from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint
@@ -106,14 +106,12 @@ def build_dataset(config: PretrainConfig) -> PatchDataset:
     """The training patch dataset of ``config`` (captions required when a text term is on)."""
     if not config.data.path:
         raise InvalidInputError("data.path: no training data given (set data.path or pass --data)")
-    manifest = load_manifest(config.data.path, allow_missing_captions=config.data.allow_missing_captions)
-    if config.method.weights.uses_text:
-        missing = [Path(e.path).name for e in manifest.entries if e.caption is None]
-        if missing:
-            raise InvalidInputError(
-                f"{len(missing)} volume(s) have no caption but a text loss term is on: {missing[:5]}; "
-                "set method.weights.align=0 and method.weights.clip=0 for image-only pretraining"
-            )
+    manifest = load_corpus(config.data.path, allow_missing_captions=config.data.allow_missing_captions)
+    if config.method.weights.uses_text and all(e.caption is None for e in manifest.entries):
+        raise InvalidInputError(
+            f"data.path: none of the {len(manifest)} volume(s) has a caption but a text loss term is on; add a "
+            "captions.json, or set method.weights.align=0 and method.weights.clip=0 for image-only pretraining"
+        )
     if config.data.val_fraction > 0:
         manifest, _ = split_by_source(manifest, config.data.val_fraction, seed=config.train.seed)
     transform = build_augmentation(config.augment, seed=config.train.seed) if config.data.augment else None
@@ -229,5 +227,5 @@ def _pretrain(
         plot_training_curves(read_metrics(metrics.path), out / "loss_curves.png", title=f"pretraining {out.name}")
     model_dir = None
     if rank == 0 and end == total:
-        model_dir = export_pretrained(method, out / "model", config, steps=total)
+        model_dir = export_pretrained(method, out / "model", config, steps=total, corpus=dataset.manifest)
     return PretrainResult(out, model_dir, end, last)

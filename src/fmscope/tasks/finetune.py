@@ -33,6 +33,7 @@ from fmscope.engine.run_folder import run_folder
 from fmscope.engine.trainer import Held, Hooks, LoopConfig, Trainer
 from fmscope.errors import InvalidInputError
 from fmscope.models.serialization import read_model_config
+from fmscope.models.shipped import resolve_model_dir
 from fmscope.tasks.base import validate
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.model import TaskModel, TaskSpec, describe_init, init_backbone, save_task_model
@@ -112,7 +113,7 @@ def _digest(labelled: LabelledSet) -> str:
 
 def _signature(config: FinetuneConfig, train: LabelledSet, val: LabelledSet, init: str | Path) -> dict[str, Any]:
     settings = {k: v for k, v in to_dict(config).items() if k not in RESUMABLE_CHANGES}
-    where = "scratch" if str(init) == "scratch" else str(Path(init).resolve())
+    where = "scratch" if str(init) == "scratch" else str(resolve_model_dir(init).resolve())
     return {"init": where, **settings, "train": _digest(train), "val": _digest(val)}
 
 
