@@ -13,7 +13,9 @@ ground truth and accepts them in a real :class:`~fmscope.interactive.session.Ses
 * nearest accepted slice: each other slice gets the mask of the nearest accepted one (what carrying the accepted
   masks through the stack gives without any model: the floor of propagation).
 
-Dice pooled over the slices not accepted in that round. Prints a table; ``--plot`` writes Dice vs accepted slices.
+Dice pooled over the slices not accepted in that round. The forest fits every accepted slice; the fine-tuning keeps
+every fifth for validation (early stopping), as ``--from-session`` does (with one or two accepted slices it trains on
+one). Prints a table; ``--plot`` writes Dice vs accepted slices.
 """
 
 from __future__ import annotations

@@ -149,6 +149,11 @@ def test_corpus_of_several_sources_mixes_captioned_and_uncaptioned(folder: Path,
         load_corpus([folder, manifest])
     with pytest.raises(InvalidInputError, match="at least one"):
         load_corpus([])
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    write_image(twin / "stack.tif", np.zeros((4, 5, 6), np.uint8))
+    with pytest.raises(InvalidInputError, match="source id 'stack' occurs in both"):
+        load_corpus([bare, twin], allow_missing_captions=True)
 
 
 def test_content_digest_follows_the_voxels_not_the_file(folder: Path, tmp_path: Path) -> None:
@@ -164,6 +169,7 @@ def test_content_digest_follows_the_voxels_not_the_file(folder: Path, tmp_path: 
     changed[0, 0, 0] += 1
     assert array_digest(changed) != array_digest(data)
     assert array_digest(data.astype(np.float32)) != array_digest(data)
+    assert array_digest(data.astype(">u2")) == array_digest(data)  # byte order is not content
     assert array_digest(data.reshape(5, 4, 6)) != array_digest(data)
     record = corpus_record(load_manifest(folder))
     assert [r["captioned"] for r in record] == [True, True, True] and record[0]["shape"] == (4, 5, 6)

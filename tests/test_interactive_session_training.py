@@ -53,10 +53,11 @@ def test_finetune_from_session_trains_on_the_accepted_slices(
     labels = read_image(tmp_path / "run.accepted.tif").numpy()
     assert labels.shape == truth.shape and sorted(np.flatnonzero(labels.reshape(len(labels), -1).any(1))) == [0, 2]
     before = sorted(p.name for p in folder.rglob("*"))
-    code, out, err = run(capsys, "finetune", "seg", "--from-session", folder, "--image", stack, "--init", "scratch",
-                         "--out", tmp_path / "cli", "model=unet-tiny", "epochs=1", "steps_per_epoch=1",
-                         "patch_size=[32, 32]", "freeze_epochs=0")  # fmt: skip
+    code, out, err = run(capsys, "finetune", "seg", "--from-session", folder, "--image", stack,
+                         "--out", tmp_path / "cli", "epochs=1", "steps_per_epoch=1", "patch_size=[32, 32]",
+                         "freeze_epochs=0")  # fmt: skip
     assert code == 0, err
+    assert "init: the encoder from 'lsm-unet-cpu'" in out  # by default from the shipped backbone (its 2D twin)
     assert "model:" in out and sorted(p.name for p in folder.rglob("*")) == before  # the session is left as it was
 
 
@@ -73,3 +74,23 @@ def test_bad_sessions_are_refused_with_the_reason(session_dir: tuple[Path, Path,
     with pytest.raises(InvalidInputError, match="no accepted mask"):
         finetune_from_session(config, tmp_path / "empty", stack, tmp_path / "r2", init="scratch")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_an_occupied_out_is_refused_before_anything_is_written(
+    session_dir: tuple[Path, Path, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fmscope.errors import OutputExistsError
+
+    folder, stack, _ = session_dir
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep")
+    config = from_dict(FinetuneConfig, {**FINETUNE_TINY, "patch_size": [32, 32]})
+    with pytest.raises(OutputExistsError, match="not empty"):
+        finetune_from_session(config, folder, stack, tmp_path / "taken", init="scratch")
+    assert not (tmp_path / "taken.accepted.tif").exists()
+    code, _, err = run(capsys, "finetune", "seg", "--from-session", folder, "--image", stack, "--include", "x",
+                       "--out", tmp_path / "o")  # fmt: skip
+    assert code == 1 and "drop --include" in err
+    code, _, err = run(capsys, "finetune", "seg", "--image", stack, "--train", folder, "--val", folder,
+                       "--out", tmp_path / "o")  # fmt: skip
+    assert code == 1 and "--image: only with --from-session" in err

@@ -33,7 +33,9 @@ def test_a_shipped_name_resolves_and_loads_anywhere(fake_root: Path, tmp_path: P
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny-test").mkdir()  # a local folder of the same name: the shipped name wins, ./ means the folder
     assert resolve_model_dir("tiny-test") == fake_root / "tiny-test"
-    assert resolve_model_dir("./tiny-test") == Path("./tiny-test")
+    assert resolve_model_dir("./tiny-test") == Path("tiny-test") == resolve_model_dir(Path("tiny-test"))
+    with pytest.raises(FileFormatError, match="config.json"):  # the local (empty) folder, not the shipped one
+        load_model("./tiny-test")
     loaded = load_model("tiny-test")
     assert loaded.model.config == get_config("unet-tiny")
     [model] = shipped_models()

@@ -183,6 +183,8 @@ def test_teacher_center_tracks_the_mean() -> None:
     feats = torch.arange(4.0).view(1, 4, 1, 1, 1).expand(2, 4, 3, 3, 3)
     center.update(feats)
     assert torch.allclose(center.center, torch.arange(4.0))
+    center.update(torch.zeros(0, 4))  # no masked voxel in the batch: the centre stays, no NaN
+    assert torch.allclose(center.center, torch.arange(4.0))
 
 
 # --- defect 2 (loss side): alignment trains both sides ---------------------------------------------------------

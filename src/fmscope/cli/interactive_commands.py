@@ -43,7 +43,9 @@ def add_prompted_options(p: argparse.ArgumentParser) -> None:
 def add_backend_options(g: Any) -> None:
     g.add_argument("--checkpoint", type=Path, default=None, help="sam/sam2: checkpoint file (default: cache folder)")
     g.add_argument("--model", default=None, help="sam: vit_b|vit_l|vit_h; sam2: sam2.1_hiera_tiny|... (fmscope models)")
-    g.add_argument("--model-dir", type=Path, default=None, help="fm: an fmscope model folder")
+    g.add_argument(
+        "--model-dir", default=None, help="fm: an fmscope model folder or a shipped model (e.g. lsm-unet-cpu)"
+    )
     g.add_argument("--device", default="cpu", help="torch device for sam, sam2, fm (default cpu)")
 
 

@@ -129,15 +129,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.from_session is not None:
         from fmscope.interactive.session_training import finetune_from_session
 
-        if args.image is None or args.train or args.val or args.slices:
+        others = ("train", "val", "slices", "train_slices", "val_slices", "include", "map_labels", "class_pattern")
+        given = [f"--{o.replace('_', '-')}" for o in others if getattr(args, o)]
+        if args.image is None or given:
             raise InvalidInputError(
-                "--from-session: needs --image (the session's stack) and no --train, --val, --slices"
+                "--from-session: needs --image (the session's stack) and takes its data from the session alone; "
+                f"drop {', '.join(given) or 'nothing'}"
             )
         result = finetune_from_session(
             config, args.from_session, args.image, args.out, **({"init": args.init} if args.init else {}),
             overwrite=args.overwrite, resume=args.resume, progress=True,
         )  # fmt: skip
     else:
+        if args.image is not None:
+            raise InvalidInputError("--image: only with --from-session (the stack the session was made on)")
         train, val = load_train_val(
             task.layout, args.train, args.val, slices=args.slices, train_slices=args.train_slices,
             val_slices=args.val_slices, include=args.include, class_pattern=args.class_pattern,

@@ -26,17 +26,19 @@ SLAB_BYTES = 64 * 2**20  # bytes read per slab while hashing a lazy array
 
 def array_digest(data: Any) -> str:
     """SHA-256 hex digest of an array-like's dtype, squeezed shape and voxels (see the module doc)."""
+    while len(data.shape) > 1 and int(data.shape[0]) == 1:  # leading singleton axes (OME-Zarr T, C): slab the rest
+        data = data[0]
     shape = tuple(int(s) for s in data.shape)
     squeezed = tuple(s for s in shape if s != 1)
-    dtype = np.dtype(data.dtype)
+    dtype = np.dtype(data.dtype).newbyteorder("<")  # a big-endian copy of the same voxels has the same digest
     h = hashlib.sha256(f"{dtype.str}|{squeezed}|".encode())
     if isinstance(data, np.ndarray) or not shape:
-        h.update(np.ascontiguousarray(np.asarray(data)).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(data), dtype=dtype).tobytes())
         return h.hexdigest()
     per_row = max(1, math.prod(shape[1:]) * dtype.itemsize)
     step = max(1, SLAB_BYTES // per_row)
     for start in range(0, shape[0], step):
-        h.update(np.ascontiguousarray(to_numpy(data[start : start + step])).tobytes())
+        h.update(np.ascontiguousarray(to_numpy(data[start : start + step]), dtype=dtype).tobytes())
     return h.hexdigest()
 
 

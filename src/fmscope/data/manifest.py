@@ -263,7 +263,8 @@ def load_corpus(
 
     With ``allow_missing_captions`` a source may be a folder without ``captions.json``: its volumes (caption ``None``)
     feed the image terms of pretraining only, in the same batches as the captioned ones. A volume listed twice (the
-    same resolved path and dataset) is refused, naming both manifests.
+    same resolved path and dataset) is refused, naming both manifests, and so is a source id that two manifests use
+    (two folders holding ``vol1.tif`` would otherwise count as one source volume when splitting).
 
     Raises:
         InvalidInputError: no path given, a volume listed twice; and what :func:`load_manifest` raises.
@@ -273,6 +274,7 @@ def load_corpus(
         raise InvalidInputError("data.path: expected at least one folder or manifest, got none")
     entries: list[ManifestEntry] = []
     seen: dict[tuple[str, str | None], str] = {}
+    source_of: dict[str, str] = {}  # source id -> the manifest that named it
     for item in items:
         manifest = load_manifest(item, allow_missing_captions=allow_missing_captions)
         for entry in manifest.entries:
@@ -281,6 +283,12 @@ def load_corpus(
                 raise InvalidInputError(
                     f"data.path: volume '{entry.path}' is listed by both '{seen[key]}' and '{item}'; "
                     "list each volume once"
+                )
+            if source_of.setdefault(entry.source, str(item)) != str(item):
+                raise InvalidInputError(
+                    f"data.path: source id '{entry.source}' occurs in both '{source_of[entry.source]}' and '{item}' "
+                    "(files of the same name?); give the volumes distinct sources with a CSV/JSON manifest's "
+                    "'source' column"
                 )
             seen[key] = str(item)
             entries.append(entry)

@@ -32,6 +32,20 @@ def has_results(out: Path, results: tuple[str, ...]) -> bool:
     return False
 
 
+def check_run_folder(out: Path, *, overwrite: bool, results: tuple[str, ...], hint: str = "--overwrite") -> bool:
+    """Whether a new run may use ``out`` (see :func:`prepare_run_folder`), without touching it: raises when it may
+    not; returns True when an existing folder would be cleared first."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output folder '{out}' is a file")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    names = {p.name for p in out.iterdir()}
+    leftover = "config.yaml" in names and names <= _LOGS | set(results) and not has_results(out, results)
+    if not (leftover or overwrite):
+        raise OutputExistsError(f"output folder '{out}' is not empty; pass {hint}")
+    return True
+
+
 def prepare_run_folder(out: Path, *, overwrite: bool, results: tuple[str, ...], hint: str = "--overwrite") -> Path:
     """Create the run folder ``out`` (and missing parents) for a new run.
 
@@ -39,17 +53,11 @@ def prepare_run_folder(out: Path, *, overwrite: bool, results: tuple[str, ...], 
     ``overwrite``; cleared when it is a run folder left without results (only ``config.yaml`` and logs); refused
     otherwise, naming ``hint`` (the option that would allow it).
     """
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output folder '{out}' is a file")
-    if out.is_dir() and any(out.iterdir()):
-        names = {p.name for p in out.iterdir()}
-        leftover = "config.yaml" in names and names <= _LOGS | set(results) and not has_results(out, results)
-        if leftover:
+    if check_run_folder(out, overwrite=overwrite, results=results, hint=hint):
+        if not overwrite:
             logger.warning(
                 "'%s' holds only the config and logs of a run that stopped before saving; starting over", out
             )
-        elif not overwrite:
-            raise OutputExistsError(f"output folder '{out}' is not empty; pass {hint}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):

@@ -319,10 +319,6 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + float(value) / cfg.accumulation
         if self.world > 1:
             for p in self.parameters:
-                if p.grad is None and p.requires_grad:
-                    # every rank must reduce the same tensors: a rank whose batch left a trained part unused (e.g.
-                    # no captioned volume in its slice) contributes zeros instead of skipping the collective
-                    p.grad = torch.zeros_like(p)
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= self.world

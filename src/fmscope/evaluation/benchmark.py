@@ -103,10 +103,14 @@ def _pretrained(
         signature = _signature(to_dict(spec), str(root))
         path = config_path(spec.config, option=f"pretrain.{name}.config")
         pre = resolve_config(PretrainConfig, path, list(spec.overrides), {"data.path": str(root / spec.data)})
-        corpus = load_corpus(pre.data.path, allow_missing_captions=pre.data.allow_missing_captions)
-        check_corpus(corpus_record(corpus), held_out(), f"pretrain.{name}")
         same = (folder / "spec.json").is_file() and json.loads((folder / "spec.json").read_text()) == signature
-        if not (same and (folder / "model").is_dir()):
+        done = same and (folder / "model").is_dir()
+        record = read_corpus(folder / "model") if done else None
+        if record is None:  # not trained yet (or before corpora were recorded): hash the corpus before training
+            corpus = load_corpus(pre.data.path, allow_missing_captions=pre.data.allow_missing_captions)
+            record = corpus_record(corpus)
+        check_corpus(record, held_out(), f"pretrain.{name}")
+        if not done:
             resume = same and (folder / "checkpoints").is_dir()  # interrupted with the same settings: go on
             logger.info("pretraining %s (%s) into '%s'%s", name, spec.config, folder, " (resumed)" if resume else "")
             pretrain(pre, folder, resume=resume, overwrite=not resume, progress=True)

@@ -27,11 +27,14 @@ def held_out_digests(
 ) -> dict[str, str]:
     """digest -> ``'datatype: what'`` for everything of the test sets (see the module doc)."""
     out: dict[str, str] = {}
+    files: set[str] = set()  # a stack's slices are items of one file: hash the file once
     for dt in datatypes:
         test = set(splits[dt.name].test)
         sources = {u.source for u in units[dt.name] if u.id in test}
         for image_path, arrays in held_out_arrays(dt, root, sources):
-            out.setdefault(file_digest(image_path), f"{dt.name}: test volume '{image_path}'")
+            if image_path not in files:
+                files.add(image_path)
+                out.setdefault(file_digest(image_path), f"{dt.name}: test volume '{image_path}'")
             for i, array in enumerate(arrays):
                 out.setdefault(array_digest(array), f"{dt.name}: test unit {i} of '{image_path}'")
     return out

@@ -7,7 +7,8 @@ objects on that slice (foreground 1, the rest 0: on an accepted slice, what is n
 The session is reopened on the image it was made on (a different image is refused, by shape, dtype and content),
 read-only: nothing in the session folder changes. The accepted slices are split by Z into training and validation
 slices (every k-th to validation; one accepted slice trains and validates), and the label stack is written as
-``OUT.accepted.tif`` beside the run folder, so that the run can be resumed and its data inspected.
+``OUT.accepted.tif`` beside the run folder, so that the run can be resumed and its data inspected (a resume checks
+the slices, not their content: after editing the masks, start a new run).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from fmscope.data.labelled import LabelledSet, stack_slices
+from fmscope.engine.run_folder import check_run_folder
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.tasks.config import FinetuneConfig
-from fmscope.tasks.finetune import FinetuneResult, finetune
+from fmscope.tasks.finetune import RESULTS, FinetuneResult, finetune
 from fmscope.utils.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,9 @@ def finetune_from_session(
     ``out``; ``options`` go to :func:`session_training_data`."""
     if config.task != "segment":
         raise InvalidInputError(f"--from-session: accepted masks make segmentation data, not {config.task}")
-    labels_out = Path(out).with_name(Path(out).name + ".accepted.tif")
+    out = Path(out)
+    if not resume:  # refuse an occupied --out before writing the label stack beside it
+        check_run_folder(out, overwrite=overwrite, results=RESULTS, hint="--overwrite or --resume")
+    labels_out = out.with_name(out.name + ".accepted.tif")
     train, val = session_training_data(session_dir, image, labels_out, overwrite=overwrite or resume, **options)
-    return finetune(config, train, val, Path(out), init=init, overwrite=overwrite, resume=resume, progress=progress)
+    return finetune(config, train, val, out, init=init, overwrite=overwrite, resume=resume, progress=progress)

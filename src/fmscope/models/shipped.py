@@ -3,8 +3,9 @@
 Each is an ordinary model folder (``config.json`` + ``model.safetensors``) with ``MODEL_CARD.md`` (data and their
 licences, the command, steps, wall time, measured probes and benchmark gains) and ``corpus.json`` (every pretraining
 volume with its content digest). Wherever a model folder is taken (``fmscope finetune --init``, the ``fm`` backend's
-``--model-dir``, ``fmscope predict``, the benchmark's ``init``), a shipped name works too. A shipped name wins over a
-local folder of the same name; an argument that looks like a path (a ``/``, a leading ``.`` or ``~``) is a path.
+``--model-dir``, the benchmark's ``init``), a shipped name works too. A shipped name (a string) wins over a local
+folder of the same name; a string that looks like a path (a ``/``, a leading ``.`` or ``~``) and a ``Path`` object are
+paths.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str], *, must_exist: bool 
     returns ``None`` instead when ``must_exist`` is False.
     """
     text = os.fspath(name_or_path)
-    if not _looks_like_path(text) and text in shipped_names():
+    # only a string is a name: a Path (e.g. Path('./name'), which prints as 'name') is always a path
+    if isinstance(name_or_path, str) and not _looks_like_path(text) and text in shipped_names():
         return SHIPPED_ROOT / text
     path = Path(text).expanduser()
     if path.is_dir():

@@ -2,7 +2,7 @@
 
 * ``distillation_loss`` / ``token_distillation_loss``: per-voxel KL divergence between teacher and student
   distributions over feature channels, computed at masked voxels only (gathered as tokens first, so the cost follows
-  the mask ratio); the teacher side is detached and centred (``TeacherCenter``) against collapse.
+  the number of tokens); the teacher side is detached and centred (``TeacherCenter``) against collapse.
 * ``sample_masked`` / ``tokens_at``: a bounded uniform sample of the masked voxels, where the per-voxel heads
   (distillation, and the reconstruction whose L1 the method takes on the same tokens) are evaluated.
 * ``alignment_loss``: cosine distance between pooled image embeddings and caption embeddings, with gradient on *both*
@@ -142,11 +142,13 @@ class TeacherCenter(nn.Module):
     @torch.no_grad()
     def update(self, teacher: Tensor) -> None:
         feats = F.normalize(teacher, dim=1) if self.normalize else teacher
-        batch_center = feats.transpose(0, 1).reshape(feats.shape[1], -1).mean(dim=1)
+        flat = feats.transpose(0, 1).reshape(feats.shape[1], -1)
+        # sum and count (not the mean): a batch or a rank with no masked voxel adds nothing instead of a NaN
+        total = torch.cat([flat.sum(dim=1), flat.new_tensor([flat.shape[1]])])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(batch_center)
-            batch_center /= torch.distributed.get_world_size()
-        self.center.mul_(self.momentum).add_(batch_center, alpha=1.0 - self.momentum)
+            torch.distributed.all_reduce(total)
+        if total[-1] > 0:
+            self.center.mul_(self.momentum).add_(total[:-1] / total[-1], alpha=1.0 - self.momentum)
 
 
 def alignment_loss(image_embedding: Tensor, text_embedding: Tensor) -> Tensor:

@@ -8,15 +8,16 @@ unmasked volume, as retrieval does later). Heads:
   for the teacher;
 * a light reconstruction decoder (per-voxel MLP to one channel, i.e. two 1x1x1 convolutions) on the student's dense
   features at masked voxels;
+* an image projection of the pooled encoder levels (all scales, standardised) into the shared image-text space;
+* the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
+
+A weight of 0 switches a term off (and image-only pretraining builds no text tower at all). Volumes without a caption
+train the image terms only (the text terms average over the captioned samples of the batch).
 
 Both per-voxel heads see a uniform sample of at most ``max_tokens`` masked voxels per batch (the same voxels for
 student, teacher and decoder). Before, they ran on every masked voxel (157 k per batch of two 64^3 patches at ratio
 0.3) and with a 3^3 conv decoder on the whole volume: 12x the time of a plain forward/backward on CPU, 85 % of it in
 these heads; the UNet's own features already carry the spatial context the 3^3 conv added.
-* an image projection of the pooled encoder levels (all scales, standardised) into the shared image-text space;
-* the text encoder (``fmscope.text``) with its own projection, built only when a text term has a non-zero weight.
-
-A weight of 0 switches a term off (and image-only pretraining builds no text tower at all).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ from fmscope.pretrain.losses import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: the method's module layout, in the checkpoint signature: 2 = per-voxel MLP decoder and sampled-token heads (a
+#: checkpoint of version 1, the 3^3 conv decoder, is refused on --resume instead of failing on a state-dict key)
+METHOD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -381,4 +386,3 @@ class MultimodalPretrainer(nn.Module):
             self.text_queue.push(text_emb.detach(), ids)
             self.image_queue.push(image_emb.detach(), ids)
         return total, scale_value
-        return LossTerms(total=total, clip_scale=scale_value, mask_fraction=float(masks.float().mean()), **terms)

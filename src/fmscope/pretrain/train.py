@@ -30,7 +30,7 @@ from fmscope.errors import InvalidInputError
 from fmscope.pretrain.config import PretrainConfig
 from fmscope.pretrain.ema import cosine_momentum
 from fmscope.pretrain.export import export_pretrained
-from fmscope.pretrain.method import MultimodalPretrainer
+from fmscope.pretrain.method import METHOD_VERSION, MultimodalPretrainer
 from fmscope.utils.device import resolve_device
 from fmscope.utils.progress import ProgressCallback
 
@@ -163,6 +163,12 @@ def _pretrain(
         torch.cuda.set_device(device)
     _seed_everything(config.train.seed)
     dataset = build_dataset(config)
+    if world > 1 and config.method.weights.uses_text and any(e.caption is None for e in dataset.manifest.entries):
+        # CLIP gathers every rank's image-text pairs: ranks with different numbers of captioned samples cannot
+        raise InvalidInputError(
+            "data.allow_missing_captions: a corpus with uncaptioned volumes trains the text terms in one process "
+            "only; under torchrun caption every volume, or pretrain image-only (method.weights.align=0, clip=0)"
+        )
     method = MultimodalPretrainer(config.method).to(device)
     opt_cfg = config.optim
     groups = method.optimiser_groups(opt_cfg.lr, opt_cfg.weight_decay)
@@ -180,9 +186,10 @@ def _pretrain(
         checkpoint_every=config.train.checkpoint_every, keep_last=config.train.keep_checkpoints, loss_key=None,
         divergence_hint="lower optim.lr or check the data for NaN/Inf",
     )  # fmt: skip
+    signature = {"model": config.method.model, "method": METHOD_VERSION}
     trainer = Trainer(
         method, optimizer, loop, scheduler=scheduler, folder=out / "checkpoints", parameters=params,
-        state={"order": order}, signature={"model": config.method.model}, world=world, rank=rank, device=device,
+        state={"order": order}, signature=signature, world=world, rank=rank, device=device,
     )  # fmt: skip
     start = trainer.resume() if resume else 0
     if rank == 0:
