@@ -73,6 +73,15 @@ def test_image_only_without_captions(
     assert code == 1 and "captions" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "pretrain", "--config", "image-only", "--data", bare, "--out", tmp_path / "b", *TINY)
     assert code == 0, err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "w.nii.gz").write_bytes((vols / "v0.nii.gz").read_bytes())  # same voxels, another source id
+    code, out, err = run(capsys, "pretrain", "--data", vols, "--data", other, "--allow-missing-captions",
+                         "--out", tmp_path / "c", *TINY, f"method.text_source={data[1]}")  # fmt: skip
+    assert code == 0, err
+    corpus = json.loads((tmp_path / "c" / "model" / "corpus.json").read_text())["volumes"]
+    assert [Path(v["path"]).name for v in corpus] == ["v0.nii.gz", "v1.nii.gz", "w.nii.gz"]
+    assert [v["captioned"] for v in corpus] == [True, True, False] and corpus[0]["digest"] == corpus[2]["digest"]
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,10 @@ def register(sub: Any) -> None:
     p.add_argument("--config", default="unet-cpu", help="shipped config name or YAML file (default unet-cpu)")
     p.add_argument(
         "--data",
-        nargs="+",
+        action="append",
         default=None,
         metavar="PATH",
-        help="one or more folders of volumes (+ captions.json) or CSV/JSON manifests, trained on together",
+        help="folder of volumes (+ captions.json) or CSV/JSON manifest; repeat --data to train on several together",
     )
     p.add_argument("--out", type=Path, default=Path("pretrain_out"), help="run folder (default pretrain_out)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
