@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmscope.config import from_dict
 from fmscope.intensity import fit_profile, normalize
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
-from fmscope.interactive.session_training import finetune_from_session
+from fmscope.interactive.session_training import finetune_from_session, round_config
 from fmscope.io import read_image
 from fmscope.metrics import dice
 from fmscope.segment.pixel_classifier import PixelClassifier, PixelClassifierConfig
@@ -92,9 +91,7 @@ def main() -> None:
     profile = fit_profile(volume, low_percentile=1.0, high_percentile=99.8)
     norm = np.asarray(normalize(volume, profile.low, profile.high), np.float32)
     order = spread_order(len(volume))
-    config = from_dict(FinetuneConfig, {"model": "unet-cpu", "patch_size": [128, 128], "epochs": args.epochs,
-                                        "steps_per_epoch": args.steps_per_epoch, "freeze_epochs": 3,
-                                        "patience": 8})  # fmt: skip
+    config = round_config(volume.shape[1:], {"epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch})
     rows = []
     for target, (label_file, foreground) in TARGETS.items():
         truth = np.isin(read_image(root / label_file).numpy(), foreground)

@@ -381,3 +381,68 @@ def test_segment_everything_with_a_backend_that_has_an_automatic_mode(
     assert stack["state"] == "done" and len(stack["result"]["objects"]) == 2  # linked through the slices
     edit(c, sid, op="undo")
     assert len(c.get(f"/api/sessions/{sid}").json()["objects"]) == 2
+
+
+# ---- train on accepted (issue 15) ------------------------------------------------------------------------------
+
+TINY_ROUND = {"model": "unet-tiny", "epochs": 1, "steps_per_epoch": 2, "freeze_epochs": 0, "augment": False,
+              "patch_size": [32, 32], "batch_size": 2}  # fmt: skip
+
+
+def test_train_on_accepted_proposes_the_other_slices_as_one_undoable_step(env: SimpleNamespace) -> None:
+    c = env.client
+    sid = new_session(c)
+    oid = edit(c, sid, op="new_object")["result"]
+    r = c.post(f"/api/sessions/{sid}/train", json={"finetune": TINY_ROUND, "init": "scratch"})
+    failed = wait_job(c, r.json())  # nothing accepted yet: the job says what to do
+    assert failed["state"] == "failed" and "no accepted mask" in failed["error"]
+    for z in (3, 5):
+        edit(c, sid, op="add_point", id=oid, z=z, y=CENTRES[0][0], x=CENTRES[0][1])
+        edit(c, sid, op="accept_slice", id=oid, z=z)
+    before = c.get(f"/api/sessions/{sid}").json()
+    accepted = {z: labels_of(c, sid, z) for z in (3, 5)}
+    done = wait_job(c, c.post(f"/api/sessions/{sid}/train", json={"finetune": TINY_ROUND, "init": "scratch"}).json())
+    assert done["state"] == "done", done
+    result = done["result"]
+    assert result["round"] == 1 and result["object"] == oid
+    assert (result["trained_on"], result["validated_on"]) == ([3], [5])
+    assert result["proposed"] == [z for z in range(SHAPE[0]) if z not in (3, 5)]
+    assert "round-001" in Path(result["model_dir"]).parts and (Path(result["model_dir"]) / "task.json").is_file()
+    after = c.get(f"/api/sessions/{sid}").json()
+    assert after["revision"] == result["revision"] > before["revision"] and after["undo"][-1]["action"] == (
+        "train_proposals"
+    )
+    assert all(np.array_equal(labels_of(c, sid, z), accepted[z]) for z in (3, 5))  # accepted slices stay as accepted
+    edit(c, sid, op="undo")  # the proposals are one step
+    assert [labels_of(c, sid, z).any() for z in range(SHAPE[0])] == [z in (3, 5) for z in range(SHAPE[0])]
+    again = wait_job(c, c.post(f"/api/sessions/{sid}/train", json={"finetune": TINY_ROUND, "init": "scratch",
+                                                                    "propose": False}).json())  # fmt: skip
+    assert again["result"]["round"] == 2 and again["result"]["proposed"] == []
+
+
+def test_train_on_accepted_refuses_bad_requests_and_a_cancel_keeps_nothing(
+    env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = env.client
+    sid = new_session(c)
+    oid = edit(c, sid, op="new_object")["result"]
+    edit(c, sid, op="add_point", id=oid, z=4, y=CENTRES[0][0], x=CENTRES[0][1])
+    edit(c, sid, op="accept_slice", id=oid, z=4)
+    for body, status, message in (
+        ({"finetune": {"epoch": 2}}, 400, "unknown config key"),
+        ({"finetune": [1]}, 400, "finetune: expected a mapping"),
+        ({"init": "../secret"}, 403, "leaves the data folder"),
+        ({"init": "no-such-model"}, 400, "neither a shipped model (lsm-unet-cpu)"),
+        ({"lr": 1}, 400, "unknown key"),
+    ):
+        r = c.post(f"/api/sessions/{sid}/train", json=body)
+        assert r.status_code == status and message in r.json()["error"], (body, r.text)
+    before = c.get(f"/api/sessions/{sid}").json()
+    from fmscope.app import jobs as jobs_module
+
+    real = jobs_module.Job.progress
+    monkeypatch.setattr(jobs_module.Job, "progress", lambda self, *a, **k: (self.cancel(), real(self, *a, **k)))
+    done = wait_job(c, c.post(f"/api/sessions/{sid}/train", json={"finetune": TINY_ROUND, "init": "scratch"}).json())
+    assert done["state"] == "cancelled"
+    assert c.get(f"/api/sessions/{sid}").json() == before
+    assert not list(env.config.sessions.glob(f"*/{sid}/rounds/round-*"))

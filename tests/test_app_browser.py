@@ -438,3 +438,52 @@ def test_bad_input_is_shown_and_a_killed_server_keeps_the_session(
         context.close()
     finally:
         s.stop()
+
+
+def test_train_on_accepted_cancel_then_a_round_of_proposals(
+    browser: Any, server: Server, mitochondria: dict[str, Any]
+) -> None:
+    """Issue 15: accept one slice, start "Train on accepted" and cancel it (nothing kept), start it again and let it
+    propose the other slices (one undoable step, shown on the page as the server has it)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    page = _page(context, server)
+    _open_isbi(page)
+    _new_session(page)
+    _go_to(page, 15)
+    assert page.locator("#train").is_disabled()  # nothing accepted yet
+    y0, x0, y1, x1 = mitochondria["boxes"][0]
+    page.click("#tools [data-tool='box']")
+    _drag(page, (y0 - 0.5, x0 - 0.5), (y1 - 0.5, x1 - 0.5))
+    revision = int(_data(page, "revision"))
+    page.click("#accept-slice")
+    page.wait_for_function(f"() => Number(document.body.dataset.revision) > {revision}")
+    _settled(page)
+    assert page.locator("#train-init").input_value() == "lsm-unet-cpu"  # the shipped backbone by default
+    page.fill("#train-epochs", "1")
+    revision = _data(page, "revision")
+    page.click("#train")
+    page.wait_for_function("() => /training/.test(document.querySelector('#job-label').textContent)", timeout=60_000)
+    page.click("#job-cancel")
+    page.wait_for_function("() => document.body.dataset.job === 'cancelled'", timeout=120_000)
+    assert "cancelled" in _data(page, "error") and _data(page, "revision") == revision
+    page.click("#train")
+    page.wait_for_function("() => document.body.dataset.job === 'done'", timeout=600_000)
+    _settled(page)
+    assert page.errors == []  # type: ignore[attr-defined]
+    assert "round 1: trained on slice(s) 15" in page.locator("#train-result").text_content()
+    assert int(_data(page, "revision")) > int(revision)
+    assert page.evaluate("() => window.fmscope.app.session.undo.at(-1).action") == "train_proposals"
+    _go_to(page, 14)  # a proposed slice: the page shows what the server holds
+    served = page.evaluate(
+        "async () => { const r = await fetch(`/api/sessions/${window.fmscope.app.sid}/labels/14`);"
+        " const kind = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array }[r.headers.get('x-dtype')];"
+        " return Array.from(new kind(await r.arrayBuffer())); }"
+    )
+    shown = _shown(page)
+    np.testing.assert_array_equal(shown, np.array(served).reshape(shown.shape))
+    proposed = shown == 1
+    print(
+        f"\ntrain on accepted (1 epoch from lsm-unet-cpu): slice 14 proposal Dice vs the Cardona object "
+        f"{dice(proposed, mitochondria['truth'][0][14]):.3f}, {int(proposed.sum())} px"
+    )
+    context.close()

@@ -11,9 +11,18 @@ from conftest import FINETUNE_TINY, run
 from fmscope.config import from_dict
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.session import Session
-from fmscope.interactive.session_training import accepted_masks, finetune_from_session, split_slices
+from fmscope.interactive.session_training import (
+    ROUND_ACTION,
+    accepted_masks,
+    finetune_from_session,
+    proposal_target,
+    round_config,
+    split_slices,
+    train_round,
+)
 from fmscope.io import read_image, write_image
 from fmscope.tasks.config import FinetuneConfig
+from fmscope.tasks.predict import predict_file
 from session_fakes import ThresholdBackend, make_stack
 
 
@@ -94,3 +103,68 @@ def test_an_occupied_out_is_refused_before_anything_is_written(
     code, _, err = run(capsys, "finetune", "seg", "--image", stack, "--train", folder, "--val", folder,
                        "--out", tmp_path / "o")  # fmt: skip
     assert code == 1 and "--image: only with --from-session" in err
+
+
+# ---- a round of the loop (the app's "train on accepted") -------------------------------------------------------
+
+
+def _round_config() -> FinetuneConfig:
+    return round_config((96, 96), {**FINETUNE_TINY, "patch_size": [32, 32]})
+
+
+def test_a_round_trains_on_the_accepted_slices_and_proposes_the_others(tmp_path: Path) -> None:
+    image, truth = make_stack()
+    s = Session(image, ThresholdBackend(), folder=tmp_path / "session")
+    a, b = s.new_object(), s.new_object()
+    for z in (0, 2):
+        s.set_mask(a, z, truth[z] == 1)
+        s.accept_slice(a, z)
+    s.set_mask(b, 3, truth[3] == 2)  # another object's pixels on a proposed slice are kept
+    before = s.labels.copy()
+    seen: list[str] = []
+    done = train_round(s, tmp_path / "round", _round_config(), init="scratch",
+                       progress=lambda d, t, m="": seen.append(m))  # fmt: skip
+    assert (done.trained_on, done.validated_on) == ((0,), (2,))
+    assert done.object_id == a
+    assert done.proposed == (1, 3) and (done.model_dir / "task.json").is_file()
+    data = read_image(tmp_path / "round" / "data" / "image.tif").numpy()
+    assert np.array_equal(data, image[[0, 2]])  # only the accepted slices are copied, raw
+    assert np.array_equal(read_image(tmp_path / "round" / "data" / "labels.tif").numpy(), truth[[0, 2]] == 1)
+    write_image(tmp_path / "stack.tif", image)
+    predicted = read_image(predict_file(done.model_dir, tmp_path / "stack.tif", tmp_path / "p.tif").output).numpy() == 1
+    labels = s.labels
+    for z in (1, 3):  # the object's pixels there are the prediction, on pixels no other object holds
+        assert np.array_equal(labels[z] == a, predicted[z] & (before[z] != b))
+    assert np.array_equal(labels[[0, 2]], before[[0, 2]]) and np.array_equal(labels[3] == b, before[3] == b)
+    assert any(m.startswith("training") for m in seen) and "proposals done" in seen
+    assert s.history()[0][-1]["action"] == ROUND_ACTION
+    s.undo()  # one step: undo brings back what was there
+    assert np.array_equal(s.labels, before)
+
+
+def test_a_cancelled_or_refused_round_leaves_nothing(tmp_path: Path) -> None:
+    image, truth = make_stack()
+    s = Session(image, ThresholdBackend())
+    oid = s.new_object()
+    with pytest.raises(InvalidInputError, match="no accepted mask"):
+        train_round(s, tmp_path / "r0", _round_config(), init="scratch")
+    s.set_mask(oid, 1, truth[1] == 3)
+    s.accept_slice(oid, 1)
+    revision = s.revision
+
+    def cancel(done: int, total: int | None, message: str = "") -> None:
+        if message.startswith("proposing"):
+            raise KeyboardInterrupt  # the app's cancel raises from the progress callback, as here
+
+    with pytest.raises(KeyboardInterrupt):
+        train_round(s, tmp_path / "r1", _round_config(), init="scratch", progress=cancel)
+    assert not (tmp_path / "r1").exists() and s.revision == revision
+    with pytest.raises(InvalidInputError, match="object: 9"):
+        train_round(s, tmp_path / "r2", _round_config(), init="scratch", object_id=9)
+    two = s.new_object()
+    s.set_mask(two, 2, truth[2] == 1)
+    s.accept_slice(two, 2)
+    assert proposal_target(s) is None  # two accepted objects: proposals become a new object
+    assert round_config((40, 300)).patch_size == (32, 32) and round_config((600, 900)).patch_size == (128, 128)
+    with pytest.raises(InvalidInputError, match="unknown config key"):
+        round_config((96, 96), {"epoch": 3})

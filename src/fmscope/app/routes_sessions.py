@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,14 @@ from fmscope.app.edits import apply_edit
 from fmscope.app.errors import Conflict, NotFound
 from fmscope.app.images import display_bytes, label_bytes, sampling
 from fmscope.app.jobs import Job
+from fmscope.app.paths import inside
 from fmscope.app.routes_data import raw, region_arg
 from fmscope.app.workspace import AppSession, image_spec
 from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.enhance import EnhanceConfig
 from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.protocol import SupportsAutomatic
+from fmscope.models.shipped import shipped_names
 from fmscope.utils.atomic import atomic_output
 
 router = APIRouter(prefix="/api")
@@ -212,6 +215,49 @@ async def propagate(request: Request, session_id: str) -> dict[str, Any]:
                 "skipped": [list(p) for p in done["skipped"]]}  # fmt: skip
 
     return _job(request, "propagate", session_id, work)
+
+
+@router.post("/sessions/{session_id}/train")
+async def train(request: Request, session_id: str) -> dict[str, Any]:
+    """Train on the accepted slices and propose the others, as a job (``init``: a shipped backbone, default
+    lsm-unet-cpu, 'scratch' or a model folder of the data root; ``object``: the object proposed; ``propose``;
+    ``finetune``: fine-tuning keys over the round's defaults). Each round is a new folder ``rounds/round-NNN`` of
+    the session, its model usable by ``fmscope predict``; a cancelled or failed round leaves none."""
+    from fmscope.interactive.session_training import DEFAULT_INIT, round_config, train_round
+
+    data = await body(request, {"init", "object", "propose", "finetune", "revision"})
+    opened = await _opened(request, session_id)
+    _check_revision(opened, data)
+    s = opened.session
+    overrides = data.get("finetune") or {}
+    if not isinstance(overrides, dict):
+        raise InvalidInputError(f"finetune: expected a mapping of fine-tuning keys, got {overrides!r}")
+    config = round_config(s.shape[1:], overrides)
+    init = _init(request, data.get("init"), DEFAULT_INIT)
+    rounds = opened.folder / "rounds"
+
+    def work(job: Job) -> dict[str, Any]:
+        job.message = "training on the accepted slices"
+        n = 1 + max((int(f.name[6:]) for f in rounds.glob("round-[0-9][0-9][0-9]")), default=0)
+        done = train_round(s, rounds / f"round-{n:03d}", config, init=init, object_id=data.get("object"),
+                           propose=bool(data.get("propose", True)), progress=job.progress)  # fmt: skip
+        return {**done.to_dict(), "round": n, "revision": s.revision}
+
+    return _job(request, "train", session_id, work)
+
+
+def _init(request: Request, spec: Any, default: str) -> str | Path:
+    """A round's starting point: a shipped backbone name (None: ``default``), 'scratch', or a model folder inside
+    the data root (never a path elsewhere)."""
+    if spec is None or spec == "scratch" or spec in shipped_names():
+        return spec or default
+    if not isinstance(spec, str):
+        raise InvalidInputError(f"init: expected a shipped model name, 'scratch' or a folder, got {spec!r}")
+    folder = inside(workspace(request).config.data_root, spec, must_exist=False)
+    if not folder.is_dir():
+        raise InvalidInputError(f"init: {spec!r} is neither a shipped model ({', '.join(shipped_names())}), 'scratch', "
+                                "nor a model folder of the data folder")  # fmt: skip
+    return folder
 
 
 @router.post("/sessions/{session_id}/embed")

@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fmscope.config import from_dict
 from fmscope.data.labelled import LabelledSet, stack_slices
 from fmscope.engine.run_folder import check_run_folder
-from fmscope.errors import InvalidInputError
+from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import RESULTS, FinetuneResult, finetune
-from fmscope.utils.progress import ProgressCallback
+from fmscope.tasks.model import load_task_model
+from fmscope.utils.progress import ProgressCallback, sub_progress
 
 logger = logging.getLogger(__name__)
+DEFAULT_INIT = "lsm-unet-cpu"  # the shipped backbone a session's model starts from
 
 
 def accepted_masks(session: Session) -> dict[int, np.ndarray]:
@@ -46,6 +52,19 @@ def accepted_masks(session: Session) -> dict[int, np.ndarray]:
             if present:
                 by_slice.setdefault(z, set()).update(present)
     return {z: np.isin(session.plane(z), sorted(ids)).astype(np.uint8) for z, ids in sorted(by_slice.items())}
+
+
+def training_masks(session: Session, name: str = "the session") -> dict[int, np.ndarray]:
+    """:func:`accepted_masks`, refused for a 2D session or a session with none accepted (``name`` says which)."""
+    if len(session.image_shape) != 3:
+        raise InvalidInputError(f"{name} is a session of a 2D image; export its labels (Export) and train on them")
+    masks = accepted_masks(session)
+    if not masks:
+        raise InvalidInputError(
+            f"{name} has no accepted mask; accept the slices that are right (the app's Accept slice, or "
+            "Session.accept_slice) and train again"
+        )
+    return masks
 
 
 def split_slices(zs: list[int], val_fraction: float) -> tuple[list[int], list[int]]:
@@ -78,16 +97,7 @@ def session_training_data(
     """
     data = read_image(image).data
     session = Session.open(session_dir, data, RandomForestPrompter(), autosave=False)
-    if len(session.image_shape) != 3:
-        raise InvalidInputError(
-            f"--from-session: '{session_dir}' is a session of a 2D image; export its labels (Export) and use --train"
-        )
-    masks = accepted_masks(session)
-    if not masks:
-        raise InvalidInputError(
-            f"--from-session: session '{session_dir}' has no accepted mask; accept the slices that are right (the "
-            "app's Accept slice, or Session.accept_slice) and run again"
-        )
+    masks = training_masks(session, f"session '{session_dir}'")
     stack = np.zeros(session.image_shape, np.uint8)
     for z, mask in masks.items():
         stack[z] = mask
@@ -104,7 +114,7 @@ def finetune_from_session(
     image: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    init: str | Path = "lsm-unet-cpu",
+    init: str | Path = DEFAULT_INIT,
     overwrite: bool = False,
     resume: bool = False,
     progress: ProgressCallback | bool | None = None,
@@ -120,3 +130,134 @@ def finetune_from_session(
     labels_out = out.with_name(out.name + ".accepted.tif")
     train, val = session_training_data(session_dir, image, labels_out, overwrite=overwrite or resume, **options)
     return finetune(config, train, val, out, init=init, overwrite=overwrite, resume=resume, progress=progress)
+
+
+# ---- a round of the loop: train on what is accepted, propose the rest ----------------------------------------------
+
+ROUND_ACTION = "train_proposals"
+ROUND_SETTINGS: dict[str, Any] = {  # a round's fine-tuning on a CPU: about a minute (README, human-in-the-loop table)
+    "model": "unet-cpu", "epochs": 20, "steps_per_epoch": 10, "freeze_epochs": 3, "patience": 8,
+}  # fmt: skip
+LARGEST_PATCH = 128
+
+
+def round_config(plane_shape: tuple[int, ...], overrides: dict[str, Any] | None = None) -> FinetuneConfig:
+    """The fine-tuning of a round: :data:`ROUND_SETTINGS` with ``overrides`` (FinetuneConfig keys, refused when
+    unknown), on square patches of at most :data:`LARGEST_PATCH` that fit the slices (``plane_shape``)."""
+    side = max(16, min(LARGEST_PATCH, min(plane_shape) // 16 * 16))
+    return from_dict(FinetuneConfig, {**ROUND_SETTINGS, "patch_size": [side, side], **(overrides or {})})
+
+
+@dataclass(frozen=True)
+class TrainingRound:
+    """One round of the loop: the model it trained (``folder/model``), on which slices, its best validation Dice, the
+    object that received the proposals and the slices proposed (empty without proposals)."""
+
+    folder: Path
+    model_dir: Path
+    trained_on: tuple[int, ...]
+    validated_on: tuple[int, ...]
+    best_score: float
+    object_id: int | None
+    proposed: tuple[int, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder), "model_dir": str(self.model_dir), "trained_on": list(self.trained_on),
+            "validated_on": list(self.validated_on), "best_score": self.best_score, "object": self.object_id,
+            "proposed": list(self.proposed), "seconds": round(self.seconds, 2),
+        }  # fmt: skip
+
+
+def proposal_target(session: Session, object_id: int | None = None) -> int | None:
+    """The object that receives proposals: ``object_id`` when given, else the one object accepted (on slices or
+    whole), else None (the proposals become a new object)."""
+    if object_id is not None:
+        if object_id not in session.prompts:
+            raise InvalidInputError(f"object: {object_id!r} is not an object of this session")
+        return int(object_id)
+    accepted = {oid for oid, _ in session.accepted_slices} | set(session.accepted)
+    return next(iter(accepted)) if len(accepted) == 1 else None
+
+
+def train_round(
+    session: Session,
+    folder: str | os.PathLike[str],
+    config: FinetuneConfig,
+    *,
+    init: str | Path = DEFAULT_INIT,
+    object_id: int | None = None,
+    propose: bool = True,
+    val_fraction: float = 0.2,
+    progress: ProgressCallback | None = None,
+) -> TrainingRound:
+    """Fine-tune a 2D segmenter on the accepted slices of an open session, then predict every slice with nothing
+    accepted and put the predictions into the session as proposals (one undoable step, :data:`ROUND_ACTION`).
+
+    ``folder`` (new) receives ``data/`` (the accepted slices of the image and their masks, (k, Y, X) TIFFs: the
+    training data, inspectable) and ``model/`` (the run folder). The proposals go to :func:`proposal_target`: its
+    pixels on each proposed slice are replaced by the prediction (pixels of other objects are kept, as for every
+    edit); slices accepted while training ran are left alone. A failure or a cancel (``progress`` raising) removes
+    ``folder`` and changes nothing in the session.
+    """
+    if config.task != "segment":
+        raise InvalidInputError(f"task: accepted masks make segmentation data, not {config.task}")
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    if folder.exists():
+        raise OutputExistsError(f"folder: '{folder}' exists; a round writes a new folder")
+    target = proposal_target(session, object_id)
+    with session.lock:
+        masks = training_masks(session)
+        images = np.stack([session.image_slice(z) for z in masks])
+    zs = sorted(masks)
+    train_z, val_z = split_slices(zs, val_fraction)
+    try:
+        data = folder / "data"
+        data.mkdir(parents=True)
+        labels = np.stack([masks[z] for z in zs])
+        write_image(data / "image.tif", images, ImageMetadata.for_array(images, axes="ZYX"))
+        write_image(data / "labels.tif", labels, ImageMetadata.for_array(labels, axes="ZYX"), labels=True)
+        train, val = (stack_slices(data / "image.tif", data / "labels.tif", [zs.index(z) for z in part])
+                      for part in (train_z, val_z))  # fmt: skip
+        logger.info("training round in '%s': training on %s, validating on %s", folder, train_z, val_z)
+        result = finetune(config, train, val, folder / "model", init=init,
+                          progress=sub_progress(progress, "training"))  # fmt: skip
+        proposed: tuple[int, ...] = ()
+        if propose:
+            proposed = _propose(session, result.model_dir, config.device, target, progress)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return TrainingRound(folder, result.model_dir, tuple(train_z), tuple(val_z), result.best_score, target, proposed,
+                         time.perf_counter() - t0)  # fmt: skip
+
+
+def _propose(
+    session: Session, model_dir: Path, device: str, target: int | None, progress: ProgressCallback | None
+) -> tuple[int, ...]:
+    """Predict the slices with nothing accepted and commit them as one step; returns the slices changed."""
+    from fmscope.tasks.predict import predict_array
+    from fmscope.utils.device import resolve_device
+
+    dev = resolve_device(device)
+    model = load_task_model(model_dir, task="segment", map_location=dev)
+    todo = [z for z in range(session.shape[0]) if z not in accepted_masks(session)]
+    predicted: dict[int, np.ndarray] = {}
+    for k, z in enumerate(todo):
+        if progress is not None:
+            progress(k, len(todo), f"proposing slice {z}")
+        scores = predict_array(model, session.image_slice(z).astype(np.float32), device=dev)
+        predicted[z] = np.asarray(scores).argmax(0) == 1
+    with session.lock:  # a slice accepted meanwhile keeps what the person accepted
+        now = accepted_masks(session)
+        predicted = {z: m for z, m in predicted.items() if z not in now}
+        if target is None:
+            if any(m.any() for m in predicted.values()):
+                session.add_objects(ROUND_ACTION, {z: m.astype(np.uint32) for z, m in predicted.items()})
+        else:
+            session.set_masks(ROUND_ACTION, {target: predicted})
+    if progress is not None:
+        progress(len(todo), len(todo), "proposals done")
+    return tuple(sorted(predicted))

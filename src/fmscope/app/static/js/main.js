@@ -282,6 +282,9 @@ function renderSession() {
   for (const id of ["new-object", "semantic", "propagate-all", "embed-all", "ex-labels", "ex-morpho", "ex-prompts", "ex-record", "gt-run"]) $(id).disabled = !on || app.busy;
   const sel = s && app.selected != null ? s.objects.find((o) => o.id === app.selected) : null;
   for (const id of ["inside", "propagate", "accept-slice", "accept-object", "interpolate", "clear-slice"]) $(id).disabled = !sel || app.busy;
+  const accepted = !!s && s.objects.some((o) => o.accepted || o.accepted_slices.length);
+  $("train").disabled = !accepted || app.busy;
+  $("train").title = accepted ? "Fine-tune a segmenter on the accepted slices, then propose every slice with nothing accepted (one undoable step)" : "accept the slices that are right first (Accept slice)";
   $("undo").disabled = !s || !s.can_undo || app.busy;
   $("redo").disabled = !s || !s.can_redo || app.busy;
   $("undo").title = s && s.can_undo ? `Undo ${s.undo[s.undo.length - 1].action} (Ctrl+Z)` : "Undo (Ctrl+Z)";
@@ -429,6 +432,18 @@ async function propagate(all) {
   });
 }
 
+async function trainOnAccepted() {
+  const epochs = Number($("train-epochs").value) || 20;
+  await runJob("train on accepted", () => postJSON(`/api/sessions/${app.sid}/train`, {
+    revision: app.session.revision, init: $("train-init").value, finetune: { epochs },
+  }), async (r) => {
+    await refreshSession();
+    $("train-result").textContent = `round ${r.round}: trained on slice(s) ${r.trained_on.join(", ")}, validation Dice `
+      + `${r.best_score.toFixed(3)}; proposed ${r.proposed.length} slice(s) in ${r.seconds.toFixed(0)} s (Undo takes them back)\n`
+      + `model: ${r.model_dir}`;
+  });
+}
+
 // ---- plots, exports, ground truth ------------------------------------------------------------------------------------
 async function drawPlot() {
   const svg = $("plot");
@@ -464,6 +479,7 @@ function wire() {
   $("redo").onclick = () => edit({ op: "redo" });
   $("propagate").onclick = () => propagate(false);
   $("propagate-all").onclick = () => propagate(true);
+  $("train").onclick = trainOnAccepted;
   $("accept-object").onclick = () => edit({ op: "accept", id: app.selected });
   $("accept-slice").onclick = () => {
     const o = app.session.objects.find((x) => x.id === app.selected);

@@ -65,6 +65,8 @@ export function fillBackends() {
   const g = app.info.grounding;
   $("text-reason").textContent = g.available ? "" : g.reason;
   $("phrase").disabled = !g.available;
+  const init = $("train-init"); // the shipped backbones first (the first is the default), then scratch
+  init.replaceChildren(...[...app.info.shipped, "scratch"].map((name) => Object.assign(document.createElement("option"), { value: name, textContent: name })));
 }
 
 export function backendChanged(apply) {
