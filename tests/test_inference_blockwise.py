@@ -1,0 +1,236 @@
+"""Blockwise work (issue 16): the block plan, done flags and the runner, and ``predict_blockwise`` in process, on a
+LocalCluster of threads and of processes, interrupted and resumed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fmscope.errors import InvalidInputError, OutputExistsError
+from fmscope.inference.blockwise import Block, BlockPlan, DoneFlags, done_path, plan_blocks, run_blocks
+from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.models import create_model
+from fmscope.tasks.model import TaskModel, TaskSpec, save_task_model
+from fmscope.tasks.predict import predict_file
+from fmscope.tasks.predict_blockwise import BlockwiseConfig, PredictBlock, predict_blockwise
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(1, 40)] * 3),
+    chunks=st.tuples(*[st.integers(1, 9)] * 3),
+    factor=st.tuples(*[st.integers(1, 3)] * 3),
+    halo=st.tuples(*[st.integers(0, 4)] * 3),
+)
+def test_cores_tile_the_volume_once_and_reads_hold_the_core(shape, chunks, factor, halo) -> None:  # type: ignore[no-untyped-def]
+    block = tuple(c * f for c, f in zip(chunks, factor, strict=True))
+    halo = tuple(min(h, b) for h, b in zip(halo, block, strict=True))
+    plan = BlockPlan(shape, block, halo, chunks)
+    count = np.zeros(shape, np.uint8)
+    for b in plan.blocks():
+        count[b.core] += 1
+        probe = np.zeros(shape, bool)
+        probe[b.core] = True
+        assert probe[b.read][b.inner].all() and probe[b.read][b.inner].size == probe[b.core].size
+        assert all(r.start >= 0 and r.stop <= s for r, s in zip(b.read, shape, strict=True))
+        assert all(c.start % k == 0 for c, k in zip(b.core, chunks, strict=True))  # a core starts on a chunk
+    assert (count == 1).all()
+    assert BlockPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_bad_geometry_names_the_flag_and_a_mask_skips_empty_blocks() -> None:
+    with pytest.raises(InvalidInputError, match="--block-shape: .* not a multiple of the output's chunks"):
+        BlockPlan((64, 64, 64), (48, 64, 64), (8, 8, 8), (32, 32, 32))
+    with pytest.raises(InvalidInputError, match="--block-shape: .* smaller than the halo"):
+        BlockPlan((64, 64, 64), (8, 8, 8), (16, 0, 0), (8, 8, 8))
+    with pytest.raises(InvalidInputError, match="--halo: expected 3 sizes"):
+        BlockPlan((64, 64, 64), (8, 8, 8), (1, 1), (8, 8, 8))
+    mask = np.zeros((4, 4, 4), bool)  # a quarter-resolution mask: foreground in the first eighth only
+    mask[:2, :2, :2] = True
+    plan = plan_blocks((64, 64, 64), (32, 32, 32), (4, 4, 4), (16, 16, 16), mask=mask)
+    assert len(plan) == 8 and plan.skipped == tuple(range(1, 8)) and [b.index for b in plan.blocks()] == [0]
+    with pytest.raises(InvalidInputError, match="mask: expected 3 axes"):
+        plan_blocks((64, 64, 64), (32, 32, 32), (4, 4, 4), (16, 16, 16), mask=np.ones((4, 4)))
+
+
+class Double:
+    """A block function writing 2 x input into an output array (failing ``fail`` times on block ``bad``)."""
+
+    def __init__(self, source: np.ndarray, target: np.ndarray, bad: int = -1, fail: int = 0) -> None:
+        self.source, self.target, self.bad, self.fail = source, target, bad, fail
+
+    def __call__(self, block: Block) -> None:
+        if block.index == self.bad and self.fail:
+            self.fail -= 1
+            raise OSError("disk full")
+        self.target[block.core] = 2 * self.source[block.read][block.inner]
+
+
+def test_the_runner_retries_reports_by_index_and_resumes(tmp_path: Path) -> None:
+    source = np.arange(24 * 16 * 16, dtype=np.float32).reshape(24, 16, 16)
+    plan = BlockPlan(source.shape, (8, 8, 8), (2, 2, 2), (8, 8, 8))
+    target = np.zeros_like(source)
+    flags = DoneFlags(tmp_path / "f.done.zarr", len(plan), create=True)
+    once = run_blocks(plan, Double(source, target, bad=3, fail=1), flags, retries=1)  # fails once, then succeeds
+    assert once.complete and once.computed == tuple(range(len(plan))) and np.array_equal(target, 2 * source)
+    flags = DoneFlags(tmp_path / "g.done.zarr", len(plan), create=True)
+    target[:] = 0
+    first = run_blocks(plan, Double(source, target, bad=5, fail=9), flags, retries=2)
+    assert list(first.failed) == [5] and "OSError: disk full" in first.failed[5] and not flags.is_done(5)
+    again = run_blocks(plan, Double(source, target), DoneFlags(tmp_path / "g.done.zarr", len(plan)))
+    assert again.computed == (5,) and len(again.already_done) == len(plan) - 1 and np.array_equal(target, 2 * source)
+    with pytest.raises(InvalidInputError, match="--retries"):
+        run_blocks(plan, Double(source, target), flags, retries=-1)
+
+
+# ---- prediction --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_and_volume(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("blockwise")
+    torch.manual_seed(0)
+    model = TaskModel(create_model("unet-tiny"), TaskSpec("segment", ("background", "ball"))).eval()
+    folder = save_task_model(model, root / "model")
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.ogrid[:40, :48, :56]
+    volume = 500 + 400 * (((zz - 20) ** 2 + (yy - 24) ** 2 + (xx - 28) ** 2) < 12**2) + rng.normal(0, 30, (40, 48, 56))
+    volume = volume.astype(np.uint16)
+    write_image(root / "in.zarr", volume, ImageMetadata.for_array(volume))
+    write_image(root / "in.tif", volume, ImageMetadata.for_array(volume))
+    other = TaskModel(create_model("unet-tiny"), TaskSpec("segment", ("background", "ball"))).eval()
+    return folder, root / "in.zarr", save_task_model(other, root / "other")
+
+
+SMALL = BlockwiseConfig(block_shape=(16, 16, 16), chunks=(8, 16, 16), halo=(8, 8, 8))
+
+
+def test_blockwise_prediction_resumes_bit_identically_and_matches_the_whole_volume(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, volume, other = model_and_volume
+    whole = predict_blockwise(model, volume, tmp_path / "whole.zarr", SMALL)
+    assert whole.result.complete and len(whole.result.computed) == len(whole.plan) == 3 * 3 * 4
+    reference = read_image(tmp_path / "whole.zarr").numpy()
+    in_memory = read_image(predict_file(model, volume.with_suffix(".tif"), tmp_path / "p.tif").output).numpy()
+    one_block = BlockwiseConfig(block_shape=(40, 48, 56), chunks=(8, 16, 8), halo=(0, 0, 0))
+    predict_blockwise(model, volume, tmp_path / "one.zarr", one_block)  # one block: the in-memory path exactly
+    np.testing.assert_array_equal(read_image(tmp_path / "one.zarr").numpy(), in_memory)
+    print(f"\nblocks of 16^3 + halo 8 vs one window pass over the volume: {float((reference == in_memory).mean()):.4f}")
+
+    real = PredictBlock.__call__
+
+    def crash_on_7(self: PredictBlock, block: Block) -> None:
+        if block.index == 7:
+            raise MemoryError("killed")
+        real(self, block)
+
+    monkeypatch.setattr(PredictBlock, "__call__", crash_on_7)
+    broken = predict_blockwise(model, volume, tmp_path / "broken.zarr", SMALL)
+    assert list(broken.result.failed) == [7]
+    monkeypatch.setattr(PredictBlock, "__call__", real)
+    resumed = predict_blockwise(model, volume, tmp_path / "broken.zarr", SMALL)
+    assert resumed.result.computed == (7,) and resumed.result.complete
+    np.testing.assert_array_equal(read_image(tmp_path / "broken.zarr").numpy(), reference)
+
+    with pytest.raises(InvalidInputError, match="another plan or model .*model:"):
+        predict_blockwise(other, volume, tmp_path / "broken.zarr", SMALL)
+    with pytest.raises(InvalidInputError, match="another plan or model .*plan:"):
+        predict_blockwise(model, volume, tmp_path / "broken.zarr", BlockwiseConfig(block_shape=(32, 16, 16),
+                                                                                   chunks=(8, 16, 16)))  # fmt: skip
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_blockwise(model, volume, tmp_path / "broken.zarr", BlockwiseConfig(chunks=(8, 16, 16), resume=False))
+    assert done_path(tmp_path / "broken.zarr").is_dir()
+
+
+def test_blockwise_prediction_on_a_local_cluster_equals_in_process(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from distributed import Client, LocalCluster
+
+    model, volume, _ = model_and_volume
+    alone = predict_blockwise(model, volume, tmp_path / "alone.zarr", SMALL)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        config = BlockwiseConfig(block_shape=(16, 16, 16), chunks=(8, 16, 16), halo=(8, 8, 8),
+                                 scheduler=cluster.scheduler_address)  # fmt: skip
+        on_cluster = predict_blockwise(model, volume, tmp_path / "cluster.zarr", config)
+        with Client(cluster) as client:
+            assert client.scheduler_info()["workers"]
+    assert on_cluster.result.complete and len(on_cluster.result.computed) == len(alone.plan)
+    np.testing.assert_array_equal(read_image(tmp_path / "cluster.zarr").numpy(),
+                                  read_image(tmp_path / "alone.zarr").numpy())  # fmt: skip
+
+
+@pytest.mark.slow
+def test_blockwise_prediction_on_worker_processes(model_and_volume: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    model, volume, _ = model_and_volume
+    alone = predict_blockwise(model, volume, tmp_path / "alone.zarr", SMALL)
+    config = BlockwiseConfig(block_shape=(16, 16, 16), chunks=(8, 16, 16), halo=(8, 8, 8), workers=2,
+                             worker_memory="1GiB")  # fmt: skip
+    spawned = predict_blockwise(model, volume, tmp_path / "spawned.zarr", config)
+    assert spawned.result.complete and len(spawned.result.computed) == len(alone.plan)
+    np.testing.assert_array_equal(read_image(tmp_path / "spawned.zarr").numpy(),
+                                  read_image(tmp_path / "alone.zarr").numpy())  # fmt: skip
+
+
+def test_a_scheduler_that_does_not_answer_is_refused_in_time(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    model, volume, _ = model_and_volume
+    t0 = time.perf_counter()
+    config = BlockwiseConfig(chunks=(8, 16, 16), scheduler="tcp://127.0.0.1:9", timeout=2)
+    with pytest.raises(InvalidInputError, match="--scheduler: no Dask scheduler answered"):
+        predict_blockwise(model, volume, tmp_path / "x.zarr", config)
+    assert time.perf_counter() - t0 < 30 and not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(InvalidInputError, match="--workers and --scheduler"):
+        BlockwiseConfig(workers=2, scheduler="tcp://x:1")
+
+
+def test_cli_blockwise_predict_survives_kill_9_and_resumes_bit_identically(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import zarr
+
+    from conftest import run
+
+    model, volume, _ = model_and_volume
+    flags = ["--block-shape", "8", "--chunks", "8", "--halo", "8"]
+    code, out, err = run(capsys, "predict", model, volume, "-o", tmp_path / "ref.zarr", *flags)
+    assert code == 0, err
+    assert "210 blocks of (8, 8, 8) (halo (8, 8, 8)): 210 computed, 0 done before" in out
+    code, out, _ = run(capsys, "predict", model, volume, "-o", tmp_path / "ref.zarr", *flags)
+    assert code == 0 and "0 computed, 210 done before" in out  # resumed by default: nothing left to do
+    code, _, err = run(capsys, "predict", model, volume, "-o", tmp_path / "x.zarr", "--workers", "2", "--flips")
+    assert code == 1 and "drop --flips" in err
+
+    cmd = [sys.executable, "-m", "fmscope.cli.main", "predict", str(model), str(volume), "-o", str(tmp_path / "k.zarr"),
+           *flags]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < 120:
+        try:
+            done = int(np.count_nonzero(zarr.open_array(str(done_path(tmp_path / "k.zarr")), mode="r")[:]))
+        except (FileNotFoundError, ValueError, KeyError):
+            done = 0
+        if done >= 20:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL and 20 <= done < 210, (proc.returncode, done)
+    code, out, err = run(capsys, "predict", model, volume, "-o", tmp_path / "k.zarr", *flags)
+    assert code == 0, err
+    left = int(out.split(" computed")[0].rsplit(" ", 1)[1])
+    assert 0 < left <= 210 - done
+    np.testing.assert_array_equal(read_image(tmp_path / "k.zarr").numpy(), read_image(tmp_path / "ref.zarr").numpy())
