@@ -23,6 +23,7 @@ from fmscope.data import PatchDataset, load_corpus, split_by_source
 from fmscope.data.augment import build_augmentation
 from fmscope.data.masking import MaskingCollate
 from fmscope.engine import MetricLogger, latest_checkpoint
+from fmscope.engine.distributed import rank_and_world
 from fmscope.engine.run_folder import run_folder
 from fmscope.engine.schedule import warmup_cosine
 from fmscope.engine.trainer import Hooks, Trainer, loop_config
@@ -43,15 +44,6 @@ class PretrainResult:
     model_dir: Path | None
     steps_done: int
     last: dict[str, float]
-
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
 
 
 def _seed_everything(seed: int) -> None:
@@ -138,7 +130,7 @@ def pretrain(
 ) -> PretrainResult:
     """Run (or resume) pretraining into ``out_dir``; ``stop_after`` ends after that many steps of this call."""
     out = Path(out_dir)
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if rank != 0:
         return _pretrain(config, out, rank, world, resume, stop_after, progress)
     if resume and latest_checkpoint(out / "checkpoints") is None:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import Tensor
 from fmscope.config import save_config, to_dict
 from fmscope.data.labelled import LabelledSet, LabelMapping, check_train_val
 from fmscope.engine import MetricLogger, latest_checkpoint
+from fmscope.engine.distributed import rank_and_world
 from fmscope.engine.logs import read_metrics
 from fmscope.engine.plots import plot_training_curves
 from fmscope.engine.run_folder import run_folder
@@ -83,9 +84,12 @@ def finetune(
     device = resolve_device(config.device)
     if resume and latest_checkpoint(Path(out) / "checkpoints") is None:
         raise InvalidInputError(f"--resume: no checkpoint found in '{Path(out) / 'checkpoints'}'")
+    rank, world = rank_and_world()
+    if rank != 0:  # under torchrun rank 0 alone owns the run folder and writes
+        return _finetune(config, train, val, Path(out), init, mapping, device, resume, progress, rank, world)
     with run_folder(Path(out), overwrite=overwrite, results=RESULTS, interrupted=_kept, resume=resume,
                     hint="--overwrite or --resume") as out_dir:  # fmt: skip
-        return _finetune(config, train, val, out_dir, init, mapping, device, resume, progress)
+        return _finetune(config, train, val, out_dir, init, mapping, device, resume, progress, rank, world)
 
 
 RESULTS = ("checkpoints", "model")
@@ -127,7 +131,11 @@ def _finetune(
     device: torch.device,
     resume: bool,
     progress: ProgressCallback | bool | None,
+    rank: int = 0,
+    world: int = 1,
 ) -> FinetuneResult:
+    """The run in ``out_dir``; under torchrun every rank draws the whole batch of ``world * batch_size`` patches from
+    the same seeded sampler and trains on its slice (gradients averaged by the trainer), and only rank 0 writes."""
     task = get_task(config.task)
     torch.manual_seed(config.seed)
     classes = task.model_classes(train.classes)
@@ -165,12 +173,16 @@ def _finetune(
     loop = LoopConfig(steps=config.epochs * spe, eval_every=spe, patience=config.patience, keep_last=2)
     trainer = Trainer(
         model, optimiser, loop, folder=out_dir / "checkpoints", state={"sampler": sampler, "augment": augment},
-        signature=_signature(config, train, val, init), device=device,
+        signature=_signature(config, train, val, init), device=device, world=world, rank=rank,
     )  # fmt: skip
     if resume:
         trainer.resume()
-    save_config(config, out_dir / "config.yaml")
-    metrics = MetricLogger(out_dir, resume_step=trainer.loop.step // spe if resume else None, tensorboard=False)
+    metrics = None
+    if rank == 0:
+        save_config(config, out_dir / "config.yaml")
+        metrics = MetricLogger(out_dir, resume_step=trainer.loop.step // spe if resume else None, tensorboard=False)
+    whole = replace(config, batch_size=config.batch_size * world)
+    mine = slice(rank * config.batch_size, (rank + 1) * config.batch_size)
     started = [time.perf_counter()]
 
     def frozen(step: int) -> bool:
@@ -184,8 +196,8 @@ def _finetune(
                 p.requires_grad_(not frozen(step))
 
     def loss_step(step: int) -> tuple[Tensor, dict[str, float]]:
-        batch = task.make_batch(train_samples, config, size, sampler.obj, augment.obj)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = task.make_batch(train_samples, whole, size, sampler.obj, augment.obj)
+        batch = {k: v[mine].to(device) for k, v in batch.items()}
         return loss_fn(model(batch["image"]), batch), {}
 
     def on_eval(step: int, scores: dict[str, float], window: list[dict[str, float]], improved: bool) -> None:
@@ -193,6 +205,8 @@ def _finetune(
         row = {"epoch": epoch, "loss": float(np.mean([w["loss"] for w in window])),
                "encoder_frozen": float(frozen(step)), "seconds": time.perf_counter() - started[0],
                **{f"val_{k}": v for k, v in scores.items()}}  # fmt: skip
+        if metrics is None:
+            return
         metrics.log(epoch, row)
         if improved:
             save_task_model(model, model_dir, extra={"finetune": {"epoch": epoch, "init": str(init)}}, overwrite=True)
@@ -205,16 +219,19 @@ def _finetune(
         loss_step, evaluate=lambda step: validate(task, model, val_samples, config.overlap, device), hooks=hooks,
         progress=progress, description=f"finetune {task.name}",
     )  # fmt: skip
+    best, best_epoch, epochs_run = state.best, state.best_step // spe, -(-state.step // spe)
+    init_report = describe_init(report, init, config.init_parts)
+    if metrics is None:
+        return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epochs_run, init_report)
     metrics.close()
     plot_training_curves(
         read_metrics(metrics.path), out_dir / "curves.png", keys=("loss",), extra=("val_score",), smooth=1,
         xlabel="epoch", names={"val_score": f"validation {task.score_name}"},
         title=f"fine-tuning {task.name} ({out_dir.name})",
     )  # fmt: skip
-    best, best_epoch, epochs_run = state.best, state.best_step // spe, -(-state.step // spe)
     summary = {"best_score": best, "best_epoch": best_epoch, "epochs_run": epochs_run, "init": str(init),
-               "init_report": describe_init(report, init, config.init_parts),
+               "init_report": init_report,
                "init_keys": "" if report is None else report.summary()}  # fmt: skip
     with atomic_output(out_dir / "summary.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epochs_run, summary["init_report"])  # type: ignore[arg-type]
+    return FinetuneResult(out_dir, model_dir, float(best), best_epoch, epochs_run, init_report)
