@@ -121,16 +121,16 @@ def main() -> None:
         rows = {}
         for kind in args.kinds:
             if kind == "kill":
-                rows[kind] = kill_and_resume(root, model, volume, flags, voxels)
+                if "w2" not in rows:
+                    print("kill: skipped, it is compared with the uninterrupted 2-worker run (add w2 before kill)")
+                elif (row := kill_and_resume(root, model, volume, flags)) is not None:
+                    rows[kind] = row
                 continue
-            cmd = [sys.executable, __file__, "--one", kind, str(model), str(volume), str(root / f"{kind}.zarr"),
-                   "--flags", json.dumps(flags)]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                print(f"{kind}: failed\n{done.stderr[-3000:]}")
+            r = run_one([sys.executable, __file__, "--one", kind, str(model), str(volume), str(root / f"{kind}.zarr"),
+                         "--flags", json.dumps(flags)], kind)  # fmt: skip
+            if r is None:
                 continue
-            rows[kind] = json.loads(done.stdout.split("RESULT ", 1)[1])
-            r = rows[kind]
+            rows[kind] = r
             print(f"{kind}: {r['seconds']:.1f} s, {voxels / r['seconds'] / 1e6:.2f} Mvox/s, peak {r['peak_mib']:.0f} "
                   f"MiB, workers {[round(w) for w in r['worker_peak_mib']]}", flush=True)  # fmt: skip
         table(rows, voxels)
@@ -138,7 +138,16 @@ def main() -> None:
             args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=1))
 
 
-def kill_and_resume(root: Path, model: Path, volume: Path, flags: list[str], voxels: int) -> dict:
+def run_one(cmd: list[str], kind: str) -> dict | None:
+    """The result row of one configuration run as a subprocess (None, with its stderr printed, when it failed)."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        print(f"{kind}: failed\n{done.stderr[-3000:]}")
+        return None
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
+def kill_and_resume(root: Path, model: Path, volume: Path, flags: list[str]) -> dict | None:
     import zarr
 
     from fmscope.inference.blockwise import done_path
@@ -159,8 +168,9 @@ def kill_and_resume(root: Path, model: Path, volume: Path, flags: list[str], vox
         time.sleep(0.2)
     proc.wait()
     killed_after = time.perf_counter() - t0
-    resumed = subprocess.run(cmd, capture_output=True, text=True)
-    row = json.loads(resumed.stdout.split("RESULT ", 1)[1])
+    row = run_one(cmd, "kill (the resumed run)")
+    if row is None:
+        return None
     import dask.array as da
 
     same = bool(da.all(da.from_zarr(str(out)) == da.from_zarr(str(root / "w2.zarr"))).compute())

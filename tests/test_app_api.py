@@ -67,6 +67,7 @@ def test_info_lists_backends_with_their_reasons(env: SimpleNamespace) -> None:
     assert status["rf"]["available"] and status["rf"]["abilities"] == ["transfer", "phases"]
     assert not status["sam"]["available"] and "checkpoint" in status["sam"]["reason"] + status["sam"]["reason"]
     assert not info["grounding"]["available"] and "--grounding" in info["grounding"]["reason"]
+    assert info["default_init"] in info["shipped"]  # what the training panel preselects
     (env.tmp / "ckpt" / "sam_vit_b_01ec64.pth").write_bytes(b"\0" * 1000)  # an interrupted download
     sam = {b["name"]: b for b in env.client.get("/api/info").json()["backends"]}["sam"]
     if "package is not installed" not in sam["reason"]:
@@ -434,6 +435,10 @@ def test_train_on_accepted_refuses_bad_requests_and_a_cancel_keeps_nothing(
         ({"init": "../secret"}, 403, "leaves the data folder"),
         ({"init": "no-such-model"}, 400, "neither a shipped model (lsm-unet-cpu)"),
         ({"lr": 1}, 400, "unknown key"),
+        ({"init": ""}, 400, "init: expected a shipped model name"),
+        ({"propose": "yes"}, 400, "propose: expected true or false"),
+        ({"object": "1"}, 400, "object: expected an object id"),
+        ({"finetune": {"task": "classify"}}, 400, "task: a round trains a segmenter"),
     ):
         r = c.post(f"/api/sessions/{sid}/train", json=body)
         assert r.status_code == status and message in r.json()["error"], (body, r.text)

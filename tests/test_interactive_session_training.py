@@ -159,6 +159,22 @@ def test_a_cancelled_or_refused_round_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train_round(s, tmp_path / "r1", _round_config(), init="scratch", progress=cancel)
     assert not (tmp_path / "r1").exists() and s.revision == revision
+
+    def cancel_last(done: int, total: int | None, message: str = "") -> None:
+        if message == "proposals done":  # the last moment a cancel can come: still nothing committed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_round(s, tmp_path / "r1", _round_config(), init="scratch", progress=cancel_last)
+    assert not (tmp_path / "r1").exists() and s.revision == revision
+
+    def edit_meanwhile(done: int, total: int | None, message: str = "") -> None:
+        if message == "proposing slice 0":  # the person edits slice 3 while the round runs
+            s.set_mask(oid, 3, truth[3] == 2)
+
+    done = train_round(s, tmp_path / "r3", _round_config(), init="scratch", progress=edit_meanwhile)
+    assert done.proposed == (0, 2) and np.array_equal(s.plane(3) == oid, truth[3] == 2)  # the edit is kept
+    s.undo()
     with pytest.raises(InvalidInputError, match="object: 9"):
         train_round(s, tmp_path / "r2", _round_config(), init="scratch", object_id=9)
     two = s.new_object()

@@ -18,7 +18,7 @@ from fmscope.app.images import display_bytes, is_image_name, list_folder
 from fmscope.app.paths import inside
 from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.backends import backend_status
-from fmscope.models.shipped import shipped_names
+from fmscope.models.shipped import DEFAULT_INIT, shipped_names
 
 router = APIRouter(prefix="/api")
 UPLOAD_NAME = re.compile(r"^[\w][\w .+-]{0,200}$")
@@ -62,6 +62,7 @@ def info(request: Request) -> dict[str, Any]:
         "backends": [vars(s) for s in backend_status(config.cache_dir)],
         "grounding": grounding,
         "shipped": list(shipped_names()),  # backbones a round of "train on accepted" can start from
+        "default_init": DEFAULT_INIT,
         "client": client(request)[:8],
     }
 

@@ -25,7 +25,7 @@ from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.enhance import EnhanceConfig
 from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.protocol import SupportsAutomatic
-from fmscope.models.shipped import shipped_names
+from fmscope.models.shipped import DEFAULT_INIT, shipped_names
 from fmscope.utils.atomic import atomic_output
 
 router = APIRouter(prefix="/api")
@@ -223,7 +223,7 @@ async def train(request: Request, session_id: str) -> dict[str, Any]:
     lsm-unet-cpu, 'scratch' or a model folder of the data root; ``object``: the object proposed; ``propose``;
     ``finetune``: fine-tuning keys over the round's defaults). Each round is a new folder ``rounds/round-NNN`` of
     the session, its model usable by ``fmscope predict``; a cancelled or failed round leaves none."""
-    from fmscope.interactive.session_training import DEFAULT_INIT, round_config, train_round
+    from fmscope.interactive.session_training import round_config, train_round
 
     data = await body(request, {"init", "object", "propose", "finetune", "revision"})
     opened = await _opened(request, session_id)
@@ -232,6 +232,11 @@ async def train(request: Request, session_id: str) -> dict[str, Any]:
     overrides = data.get("finetune") or {}
     if not isinstance(overrides, dict):
         raise InvalidInputError(f"finetune: expected a mapping of fine-tuning keys, got {overrides!r}")
+    propose, object_id = data.get("propose", True), data.get("object")
+    if not isinstance(propose, bool):
+        raise InvalidInputError(f"propose: expected true or false, got {propose!r}")
+    if object_id is not None and (isinstance(object_id, bool) or not isinstance(object_id, int)):
+        raise InvalidInputError(f"object: expected an object id, got {object_id!r}")
     config = round_config(s.shape[1:], overrides)
     init = _init(request, data.get("init"), DEFAULT_INIT)
     rounds = opened.folder / "rounds"
@@ -239,8 +244,8 @@ async def train(request: Request, session_id: str) -> dict[str, Any]:
     def work(job: Job) -> dict[str, Any]:
         job.message = "training on the accepted slices"
         n = 1 + max((int(f.name[6:]) for f in rounds.glob("round-[0-9][0-9][0-9]")), default=0)
-        done = train_round(s, rounds / f"round-{n:03d}", config, init=init, object_id=data.get("object"),
-                           propose=bool(data.get("propose", True)), progress=job.progress)  # fmt: skip
+        done = train_round(s, rounds / f"round-{n:03d}", config, init=init, object_id=object_id, propose=propose,
+                           progress=job.progress)  # fmt: skip
         return {**done.to_dict(), "round": n, "revision": s.revision}
 
     return _job(request, "train", session_id, work)
@@ -249,10 +254,12 @@ async def train(request: Request, session_id: str) -> dict[str, Any]:
 def _init(request: Request, spec: Any, default: str) -> str | Path:
     """A round's starting point: a shipped backbone name (None: ``default``), 'scratch', or a model folder inside
     the data root (never a path elsewhere)."""
-    if spec is None or spec == "scratch" or spec in shipped_names():
-        return spec or default
-    if not isinstance(spec, str):
+    if spec is None:
+        return default
+    if not isinstance(spec, str) or not spec:
         raise InvalidInputError(f"init: expected a shipped model name, 'scratch' or a folder, got {spec!r}")
+    if spec == "scratch" or spec in shipped_names():
+        return spec
     folder = inside(workspace(request).config.data_root, spec, must_exist=False)
     if not folder.is_dir():
         raise InvalidInputError(f"init: {spec!r} is neither a shipped model ({', '.join(shipped_names())}), 'scratch', "

@@ -84,8 +84,9 @@ class BlockPlan:
             read.append(slice(max(0, start - h), min(s, stop + h)))
         return Block(index, tuple(core), tuple(read))
 
-    def blocks(self, *, include_skipped: bool = False) -> Iterator[Block]:
-        skipped = set(() if include_skipped else self.skipped)
+    def blocks(self) -> Iterator[Block]:
+        """The blocks to compute (those the mask did not skip)."""
+        skipped = set(self.skipped)
         return (self.block_at(i) for i in range(len(self)) if i not in skipped)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,11 +99,6 @@ class BlockPlan:
             raise InvalidInputError(f"plan: version {data.get('version')!r} is not {PLAN_VERSION}")
         shape, block, halo, chunks = (tuple(data[k]) for k in ("shape", "block", "halo", "chunks"))
         return cls(shape, block, halo, chunks, tuple(data.get("skipped", ())))
-
-    def differences(self, other: BlockPlan) -> list[str]:
-        """What differs from ``other`` (empty: the same plan), each as 'name: this vs other'."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [f"{k}: {mine[k]} vs {theirs[k]}" for k in mine if mine[k] != theirs[k]]
 
 
 def check_geometry(shape: Sequence[int], block: Sequence[int], halo: Sequence[int], chunks: Sequence[int]) -> None:

@@ -30,13 +30,13 @@ from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
 from fmscope.io import ImageMetadata, read_image, write_image
+from fmscope.models.shipped import DEFAULT_INIT
 from fmscope.tasks.config import FinetuneConfig
 from fmscope.tasks.finetune import RESULTS, FinetuneResult, finetune
 from fmscope.tasks.model import load_task_model
 from fmscope.utils.progress import ProgressCallback, sub_progress
 
 logger = logging.getLogger(__name__)
-DEFAULT_INIT = "lsm-unet-cpu"  # the shipped backbone a session's model starts from
 
 
 def accepted_masks(session: Session) -> dict[int, np.ndarray]:
@@ -145,7 +145,10 @@ def round_config(plane_shape: tuple[int, ...], overrides: dict[str, Any] | None 
     """The fine-tuning of a round: :data:`ROUND_SETTINGS` with ``overrides`` (FinetuneConfig keys, refused when
     unknown), on square patches of at most :data:`LARGEST_PATCH` that fit the slices (``plane_shape``)."""
     side = max(16, min(LARGEST_PATCH, min(plane_shape) // 16 * 16))
-    return from_dict(FinetuneConfig, {**ROUND_SETTINGS, "patch_size": [side, side], **(overrides or {})})
+    config = from_dict(FinetuneConfig, {**ROUND_SETTINGS, "patch_size": [side, side], **(overrides or {})})
+    if config.task != "segment":
+        raise InvalidInputError(f"task: a round trains a segmenter of the accepted labels, got {config.task!r}")
+    return config
 
 
 @dataclass(frozen=True)
@@ -171,14 +174,17 @@ class TrainingRound:
 
 
 def proposal_target(session: Session, object_id: int | None = None) -> int | None:
-    """The object that receives proposals: ``object_id`` when given, else the one object accepted (on slices or
-    whole), else None (the proposals become a new object)."""
+    """The object that receives proposals: ``object_id`` when given, else the one object accepted on slices, else
+    None (the proposals become a new object). An object accepted whole never receives them: every slice it has pixels
+    on counts as accepted, so its proposals would become training data nobody reviewed."""
     if object_id is not None:
         if object_id not in session.prompts:
             raise InvalidInputError(f"object: {object_id!r} is not an object of this session")
+        if object_id in session.accepted:
+            raise InvalidInputError(f"object: {object_id} is accepted whole; its proposals would count as accepted")
         return int(object_id)
-    accepted = {oid for oid, _ in session.accepted_slices} | set(session.accepted)
-    return next(iter(accepted)) if len(accepted) == 1 else None
+    accepted = {oid for oid, _ in session.accepted_slices}
+    return next(iter(accepted)) if len(accepted) == 1 and not accepted & set(session.accepted) else None
 
 
 def train_round(
@@ -198,24 +204,26 @@ def train_round(
     ``folder`` (new) receives ``data/`` (the accepted slices of the image and their masks, (k, Y, X) TIFFs: the
     training data, inspectable) and ``model/`` (the run folder). The proposals go to :func:`proposal_target`: its
     pixels on each proposed slice are replaced by the prediction (pixels of other objects are kept, as for every
-    edit); slices accepted while training ran are left alone. A failure or a cancel (``progress`` raising) removes
-    ``folder`` and changes nothing in the session.
+    edit); slices accepted or edited while the round ran are left alone. A failure or a cancel (``progress``
+    raising) removes ``folder`` and changes nothing in the session.
     """
     if config.task != "segment":
         raise InvalidInputError(f"task: accepted masks make segmentation data, not {config.task}")
     t0 = time.perf_counter()
     folder = Path(folder)
-    if folder.exists():
-        raise OutputExistsError(f"folder: '{folder}' exists; a round writes a new folder")
     target = proposal_target(session, object_id)
     with session.lock:
         masks = training_masks(session)
-        images = np.stack([session.image_slice(z) for z in masks])
     zs = sorted(masks)
     train_z, val_z = split_slices(zs, val_fraction)
+    images = np.stack([session.image_slice(z) for z in zs])  # the image never changes: read outside the lock
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        raise OutputExistsError(f"folder: '{folder}' exists; a round writes a new folder") from None
     try:
         data = folder / "data"
-        data.mkdir(parents=True)
+        data.mkdir()
         labels = np.stack([masks[z] for z in zs])
         write_image(data / "image.tif", images, ImageMetadata.for_array(images, axes="ZYX"))
         write_image(data / "labels.tif", labels, ImageMetadata.for_array(labels, axes="ZYX"), labels=True)
@@ -226,7 +234,7 @@ def train_round(
                           progress=sub_progress(progress, "training"))  # fmt: skip
         proposed: tuple[int, ...] = ()
         if propose:
-            proposed = _propose(session, result.model_dir, config.device, target, progress)
+            target, proposed = _propose(session, result.model_dir, config.device, target, progress)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -236,28 +244,35 @@ def train_round(
 
 def _propose(
     session: Session, model_dir: Path, device: str, target: int | None, progress: ProgressCallback | None
-) -> tuple[int, ...]:
-    """Predict the slices with nothing accepted and commit them as one step; returns the slices changed."""
+) -> tuple[int | None, tuple[int, ...]]:
+    """Predict the slices with nothing accepted and commit them as one step into ``target`` (or, when it is None or
+    was deleted or accepted whole meanwhile, a new object); returns the object and the slices written."""
     from fmscope.tasks.predict import predict_array
     from fmscope.utils.device import resolve_device
 
     dev = resolve_device(device)
     model = load_task_model(model_dir, task="segment", map_location=dev)
-    todo = [z for z in range(session.shape[0]) if z not in accepted_masks(session)]
+    with session.lock:
+        accepted = set(accepted_masks(session))
+        todo = [z for z in range(session.shape[0]) if z not in accepted]
+        versions = {z: session.plane_version(z) for z in todo}
     predicted: dict[int, np.ndarray] = {}
     for k, z in enumerate(todo):
         if progress is not None:
             progress(k, len(todo), f"proposing slice {z}")
         scores = predict_array(model, session.image_slice(z).astype(np.float32), device=dev)
         predicted[z] = np.asarray(scores).argmax(0) == 1
-    with session.lock:  # a slice accepted meanwhile keeps what the person accepted
-        now = accepted_masks(session)
-        predicted = {z: m for z, m in predicted.items() if z not in now}
-        if target is None:
-            if any(m.any() for m in predicted.values()):
-                session.add_objects(ROUND_ACTION, {z: m.astype(np.uint32) for z, m in predicted.items()})
-        else:
-            session.set_masks(ROUND_ACTION, {target: predicted})
-    if progress is not None:
+    if progress is not None:  # the last call that may cancel: nothing is committed before it
         progress(len(todo), len(todo), "proposals done")
-    return tuple(sorted(predicted))
+    with session.lock:  # a slice accepted or edited meanwhile keeps what the person did
+        now = set(accepted_masks(session))
+        predicted = {z: m for z, m in predicted.items() if z not in now and session.plane_version(z) == versions[z]}
+        if target is not None and target in session.prompts and target not in session.accepted:
+            if predicted:
+                session.set_masks(ROUND_ACTION, {target: predicted})
+            return target, tuple(sorted(predicted))
+        predicted = {z: m for z, m in predicted.items() if m.any()}  # a new object: only slices where it is
+        if not predicted:
+            return None, ()
+        new = session.add_objects(ROUND_ACTION, {z: m.astype(np.uint32) for z, m in predicted.items()})
+        return new[0], tuple(sorted(predicted))

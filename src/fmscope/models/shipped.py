@@ -19,6 +19,7 @@ from fmscope.errors import FileFormatError
 
 SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 CARD_FILE = "MODEL_CARD.md"
+DEFAULT_INIT = "lsm-unet-cpu"  # the shipped backbone a session's model starts from (app, train_round)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class BlockwiseConfig:
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise InvalidInputError(f"--workers: expected >= 0, got {self.workers}")
+        if self.retries < 0:
+            raise InvalidInputError(f"--retries: expected >= 0, got {self.retries}")
         if self.workers and self.scheduler:
             raise InvalidInputError("--workers and --scheduler: give one (a local cluster, or an existing one)")
 
@@ -90,8 +93,7 @@ class PredictBlock:
     def __call__(self, block: Block) -> None:
         import zarr
 
-        model, data = _opened(self.record["model"]["path"], self.record["input"]["path"],
-                              self.record["input"].get("dataset"))  # fmt: skip
+        model, data = _opened(self.record)
         profile = IntensityProfile.from_dict(self.record["profile"])
         raw = np.asarray(data[block.read])
         window = WindowConfig(tuple(model.backbone.config.patch_size), overlap=self.record["window"]["overlap"],
@@ -102,18 +104,36 @@ class PredictBlock:
         zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)
 
 
-_OPEN: dict[tuple[str, str, str | None], tuple[TaskModel, Any]] = {}
+_OPEN: dict[tuple[str, ...], tuple[TaskModel, Any]] = {}
+_OPEN_LOCK = threading.Lock()
 
 
-def _opened(model_dir: str, input_path: str, dataset: str | None) -> tuple[TaskModel, Any]:
-    """The model (eval, CPU) and the lazily read input of this process, opened on first use."""
-    key = (model_dir, input_path, dataset)
-    if key not in _OPEN:
-        _OPEN.clear()
-        model = load_task_model(model_dir).eval()
-        image = read_image(input_path, lazy=True, dataset=dataset)
-        _OPEN[key] = (model, image.data)
-    return _OPEN[key]
+def _opened(record: dict[str, Any]) -> tuple[TaskModel, Any]:
+    """The model (eval, CPU) and the lazily read input of this process for ``record``, opened on first use and kept
+    while the record's model digest and input stay the same; torch single-threaded on a Dask worker (one block per
+    worker thread), as many threads as it likes in this process."""
+    model_dir, source = record["model"]["path"], record["input"]
+    key = (model_dir, record["model"]["digest"], source["path"], str(source.get("dataset")), source["fingerprint"])
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            _OPEN.clear()
+            if _on_worker():
+                import torch
+
+                torch.set_num_threads(1)
+            image = read_image(source["path"], lazy=True, dataset=source.get("dataset"))
+            _OPEN[key] = (load_task_model(model_dir).eval(), image.data)
+        return _OPEN[key]
+
+
+def _on_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
 
 
 def _default(values: tuple[int, ...] | None, fallback: list[int], name: str, n: int) -> tuple[int, ...]:
@@ -133,12 +153,27 @@ def model_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+def fingerprint(data: Any) -> str:
+    """sha256 of the first, middle and last Z slices of a volume: a regenerated input of the same shape is told
+    apart from the one an output was started on, without reading the volume."""
+    h = hashlib.sha256()
+    for z in sorted({0, data.shape[0] // 2, data.shape[0] - 1}):
+        h.update(np.ascontiguousarray(np.asarray(data[z])).tobytes())
+    return h.hexdigest()
+
+
 def _record(model_dir: Path, input_path: Path, dataset: str | None, data: Any, model: TaskModel, plan: BlockPlan,
             profile: IntensityProfile, overlap: float, batch_size: int) -> dict[str, Any]:  # fmt: skip
     return {
         "kind": "fmscope predict blockwise",
         "model": {"path": str(model_dir), "digest": model_digest(model_dir), "task": model.spec.task},
-        "input": {"path": str(input_path), "dataset": dataset, "shape": list(data.shape), "dtype": str(data.dtype)},
+        "input": {
+            "path": str(input_path),
+            "dataset": dataset,
+            "shape": list(data.shape),
+            "dtype": str(data.dtype),
+            "fingerprint": fingerprint(data),
+        },
         "window": {"overlap": overlap, "batch_size": batch_size},
         "profile": profile.to_dict(),
         "plan": plan.to_dict(),
@@ -175,7 +210,7 @@ def predict_blockwise(
 ) -> BlockwisePrediction:
     """Predict ``input_path`` into the Zarr ``output`` block by block (see the module doc); ``mask`` (any resolution)
     skips empty blocks (their output stays 0)."""
-    model_dir, input_path, out = Path(model_dir).resolve(), Path(input_path).resolve(), Path(output)
+    model_dir, input_path, out = (Path(p).resolve() for p in (model_dir, input_path, output))
     if not out.name.endswith(".zarr"):
         raise InvalidInputError(f"-o: blockwise prediction writes a Zarr array (OUT.zarr), got '{out}'")
     model = load_task_model(model_dir)
@@ -192,7 +227,10 @@ def predict_blockwise(
     block = tuple(min(b, -(-s // c) * c) for b, s, c in
                   zip(_default(config.block_shape, [2 * c for c in chunks], "--block-shape", nd), shape, chunks,
                       strict=True))  # fmt: skip
-    halo = _default(config.halo, [p // 2 for p in model.backbone.config.patch_size], "--halo", nd)
+    if config.halo is None:  # half a window, at most a block (a thin volume has thin blocks)
+        halo = tuple(min(p // 2, b) for p, b in zip(model.backbone.config.patch_size, block, strict=True))
+    else:
+        halo = _default(config.halo, [], "--halo", nd)
     plan = plan_blocks(shape, block, halo, chunks, mask=mask)
     client, cluster = _client(config)  # a scheduler that does not answer is refused before anything is written
     try:
@@ -235,15 +273,15 @@ def _start_or_resume(out: Path, config: BlockwiseConfig, model: TaskModel, model
             raise OutputExistsError(f"-o: '{out}' exists and has no matching run record; pass --overwrite")
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(flags_path, ignore_errors=True)
+        record_path(out).unlink(missing_ok=True)
     spec, nd = model.spec, len(plan.shape)
     profile = fit_profile(data, low_percentile=spec.low_percentile, high_percentile=spec.high_percentile)
     record = _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size)
     probe, _ = model.task.output_image(np.zeros((spec.n_outputs, *(1,) * nd), np.float32))
     zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.asarray(probe).dtype,
                       fill_value=0)  # fmt: skip
-    flags = DoneFlags(flags_path, len(plan), create=True)
     write_run_record(out, RunRecord("predict (blockwise)", record, inputs=(str(input_path), str(model_dir))))
-    return record, flags
+    return record, DoneFlags(flags_path, len(plan), create=True)  # flags exist only once the record does
 
 
 def _client(config: BlockwiseConfig) -> tuple[Any, Any]:

@@ -65,8 +65,9 @@ export function fillBackends() {
   const g = app.info.grounding;
   $("text-reason").textContent = g.available ? "" : g.reason;
   $("phrase").disabled = !g.available;
-  const init = $("train-init"); // the shipped backbones first (the first is the default), then scratch
+  const init = $("train-init"); // the shipped backbones, then scratch; the server's default selected
   init.replaceChildren(...[...app.info.shipped, "scratch"].map((name) => Object.assign(document.createElement("option"), { value: name, textContent: name })));
+  init.value = app.info.default_init;
 }
 
 export function backendChanged(apply) {
