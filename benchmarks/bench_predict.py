@@ -1,7 +1,7 @@
 """Sliding-window prediction over a large volume: throughput and peak memory, fmscope against MONAI.
 
     python benchmarks/bench_predict.py [--size 256 512 512] [--window 64 64 64] [--overlap 0.25] [--batch 2]
-                                       [--zarr-limit-mib N] [--threads N] [--json out.json]
+                                       [--zarr-limit-mib N] [--threads N] [--repeat N] [--json out.json]
 
 A small MONAI UNet (3D, 1 -> 2 channels, channels (8, 16, 32), random weights) is applied with Gaussian blending to a
 random float32 volume in [0, 1] (quantised to 16-bit levels), written once as a zarr array into a temporary folder.
@@ -115,6 +115,14 @@ def run_one(kind: str, data: Path, window: tuple[int, ...], overlap: float, batc
     }
 
 
+def _median(runs: list[dict]) -> dict:
+    """The run of median time among those that succeeded, with every run's seconds (the first error otherwise)."""
+    ok = sorted((r for r in runs if "error" not in r), key=lambda r: r["seconds"])
+    if not ok:
+        return runs[0]
+    return {**ok[(len(ok) - 1) // 2], "all_seconds": [round(r["seconds"], 2) for r in ok]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, nargs=3, default=(256, 512, 512), metavar=("Z", "Y", "X"))
@@ -123,6 +131,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--zarr-limit-mib", type=int, default=None, help="cap run 3 with RLIMIT_AS at setup + N MiB")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0: torch's default)")
+    p.add_argument("--repeat", type=int, default=1, help="fresh processes per run, interleaved; the median is shown")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--child", choices=tuple(KINDS), default=None, help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
@@ -136,21 +145,23 @@ def main() -> None:
 
     input_mib = math.prod(size) * 4 / 2**20
     output_mib = input_mib * OUT_CHANNELS
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         write_input(Path(tmp) / "input.zarr", size, window)
-        for kind in KINDS:
-            cmd = [sys.executable, __file__, "--child", kind, "--data", tmp, "--size", *map(str, size)]
-            cmd += ["--window", *map(str, window), "--overlap", str(args.overlap), "--batch", str(args.batch)]
-            cmd += ["--threads", str(args.threads)]
-            if args.zarr_limit_mib is not None:
-                cmd += ["--zarr-limit-mib", str(args.zarr_limit_mib)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-                results[kind] = {"error": f"exit {proc.returncode}: {tail[0]}"}
-                continue
-            results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+        for _ in range(args.repeat):  # interleaved, so that a slow spell of the machine hits every kind alike
+            for kind in KINDS:
+                cmd = [sys.executable, __file__, "--child", kind, "--data", tmp, "--size", *map(str, size)]
+                cmd += ["--window", *map(str, window), "--overlap", str(args.overlap), "--batch", str(args.batch)]
+                cmd += ["--threads", str(args.threads)]
+                if args.zarr_limit_mib is not None:
+                    cmd += ["--zarr-limit-mib", str(args.zarr_limit_mib)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+                    runs[kind].append({"error": f"exit {proc.returncode}: {tail[0]}"})
+                else:
+                    runs[kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = {kind: _median(r) for kind, r in runs.items()}
 
     device = next((r["device"] for r in results.values() if "device" in r), "?")
     print(
@@ -158,15 +169,17 @@ def main() -> None:
         f"input + output = {input_mib + output_mib:.0f} MiB; window {window}, overlap {args.overlap}, "
         f"batch {args.batch}, device {device}\n"
     )
-    print("| run | s | voxels / s | base RSS (MiB) | peak RSS (MiB) | peak - base (MiB) | output mean |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | s (median) | all runs (s) | voxels / s | base RSS (MiB) | peak RSS (MiB) | peak - base (MiB) | "
+          "output mean |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for kind, name in KINDS.items():
         r = results[kind]
         if "error" in r:
-            print(f"| {name} | failed: {r['error']} | | | | | |")
+            print(f"| {name} | failed: {r['error']} | | | | | | |")
             continue
         print(
-            f"| {name} | {r['seconds']:.2f} | {r['voxels_per_s']:.3g} | {r['base_rss_mib']:.0f} | "
+            f"| {name} | {r['seconds']:.2f} | {', '.join(map(str, r['all_seconds']))} | {r['voxels_per_s']:.3g} | "
+            f"{r['base_rss_mib']:.0f} | "
             f"{r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - r['base_rss_mib']:.0f} | {r['output_mean']:.5f} |"
         )
     if args.json:
@@ -177,6 +190,7 @@ def main() -> None:
                     "window": window,
                     "overlap": args.overlap,
                     "batch": args.batch,
+                    "runs": runs,
                     "input_mib": input_mib,
                     "output_mib": output_mib,
                     "results": results,

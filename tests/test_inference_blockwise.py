@@ -139,9 +139,9 @@ def test_blockwise_prediction_resumes_bit_identically_and_matches_the_whole_volu
     assert resumed.result.computed == (7,) and resumed.result.complete
     np.testing.assert_array_equal(read_image(tmp_path / "broken.zarr").numpy(), reference)
 
-    with pytest.raises(InvalidInputError, match="another plan or model .*model:"):
+    with pytest.raises(InvalidInputError, match="another plan, input or settings .*model:"):
         predict_blockwise(other, volume, tmp_path / "broken.zarr", SMALL)
-    with pytest.raises(InvalidInputError, match="another plan or model .*plan:"):
+    with pytest.raises(InvalidInputError, match="another plan, input or settings .*plan:"):
         predict_blockwise(model, volume, tmp_path / "broken.zarr", BlockwiseConfig(block_shape=(32, 16, 16),
                                                                                    chunks=(8, 16, 16)))  # fmt: skip
     with pytest.raises(OutputExistsError, match="--overwrite"):

@@ -7,9 +7,10 @@ predictions are averaged. The result is exact for any predictor that commutes wi
 Memory: windows are processed in *slabs*, the windows sharing one start along the first spatial axis. Accumulators
 (weighted sum ``(C_out, window[0], Y, X)`` and weight sum ``(window[0], Y, X)``) exist only for the rows of axis 0 that
 the current slab covers; rows no later window can reach are finalised and written to ``out`` (a numpy array or a zarr
-array on disk) before the next slab. Input windows are read lazily by slicing, so a zarr or dask input is never loaded
-whole. Peak memory is thus O(window[0] x Y x X x (C_out + 1)): bounded by the window along Z, not by the volume, but it
-grows with the Y x X extent (one slab must fit in memory).
+array on disk) before the next slab. The input is read one slab at a time by slicing (one read per slab, not per
+window: a dask or zarr input decodes each chunk once per slab), so a zarr or dask input is never loaded whole. Peak
+memory is thus O(window[0] x Y x X x (C_out + 1 + C_in)): bounded by the window along Z, not by the volume, but it grows
+with the Y x X extent (one slab must fit in memory).
 """
 
 from __future__ import annotations
@@ -243,15 +244,16 @@ def sliding_window_predict(
     with make_progress(progress, n_windows, "predict") as advance, torch.inference_mode():
         for z0 in slab_starts:
             flush(z0)
+            # One read per slab (a lazy input computes once, each of its chunks decoded once per slab, not per window)
+            slab = np.asarray(volume[(*channel_index, slice(z0, z0 + rows))], dtype=np.float32)
+            if not has_channels:
+                slab = slab[None]
             for chunk in _batches(inner_starts, config.batch_size):
                 inputs = []
                 crop: tuple[slice, ...] = ()
                 for starts in chunk:
-                    index = tuple(slice(s, s + r) for s, r in zip((z0, *starts), region, strict=True))
-                    data = np.asarray(volume[channel_index + index], dtype=np.float32)
-                    if not has_channels:
-                        data = data[None]
-                    padded, crop = _pad_to(data, config.window, config.pad_mode)
+                    index = tuple(slice(s, s + r) for s, r in zip(starts, region[1:], strict=True))
+                    padded, crop = _pad_to(slab[(slice(None), slice(None), *index)], config.window, config.pad_mode)
                     inputs.append(padded)
                 pred = _predict_batch(predictor, np.stack(inputs), config, dev)
                 if pred.shape[1] != out_channels:
