@@ -89,3 +89,64 @@ __all__ = [
     "print_json",
     "print_table",
 ]
+
+
+BLOCKWISE_FLAGS = ("workers", "scheduler", "block_shape", "halo", "chunks", "resume", "mask")
+
+
+def add_blockwise_options(parser: argparse.ArgumentParser, halo_default: str) -> None:
+    """The flags of a blockwise command (any of them: in blocks, resumable, in process or on Dask)."""
+    g = parser.add_argument_group("blockwise (a Zarr output; any of these flags: in blocks, resumable, on Dask)")
+    g.add_argument("--workers", type=int, default=None, help="a local cluster of N single-threaded worker processes")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask cluster (tcp://host:8786)")
+    g.add_argument("--worker-memory", default="2GiB", help="memory limit per local worker (default 2GiB)")
+    g.add_argument("--block-shape", type=int, nargs="+", default=None, metavar="N",
+                   help="voxels per block (Z Y X, or one size), a multiple of --chunks (default 2 chunks)")  # fmt: skip
+    g.add_argument("--halo", type=int, nargs="+", default=None, metavar="N",
+                   help=f"context read around each block (default {halo_default})")  # fmt: skip
+    g.add_argument("--chunks", type=int, nargs="+", default=None, metavar="N", help="output Zarr chunks (default 64)")
+    g.add_argument("--retries", type=int, default=2, help="attempts after a block's first failure (default 2)")
+    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue an output whose run record matches (default on with the flags above)")  # fmt: skip
+    g.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="foreground mask at any resolution (an image file; nonzero = work): empty blocks skipped",
+    )
+
+
+def wants_blockwise(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f, None) is not None for f in BLOCKWISE_FLAGS)
+
+
+def blockwise_config(args: argparse.Namespace) -> Any:
+    from fmscope.inference.blockwise_output import BlockwiseConfig
+
+    shape, halo, chunks = (None if v is None else tuple(v) for v in (args.block_shape, args.halo, args.chunks))
+    return BlockwiseConfig(shape, halo, chunks, workers=args.workers or 0, scheduler=args.scheduler,
+                           worker_memory=args.worker_memory, retries=args.retries,
+                           resume=args.resume is not False)  # fmt: skip
+
+
+def blockwise_mask(args: argparse.Namespace) -> Any:
+    """The ``--mask`` image as a boolean array (None without the flag)."""
+    if args.mask is None:
+        return None
+    from fmscope.io import read_image
+
+    return read_image(args.mask).numpy() != 0
+
+
+def report_blockwise(source: Any, plan: Any, result: Any, output: Path, extra: str = "") -> int:
+    """Print how a blockwise run ended (and its failed blocks); exit code 1 when some failed."""
+    r = result
+    print(f"{source}: {len(plan)} blocks of {plan.block} (halo {plan.halo}): {len(r.computed)} computed, "
+          f"{len(r.already_done)} done before, {len(r.skipped)} skipped, {len(r.failed)} failed in {r.seconds:.1f} s"
+          f"{extra} -> {output}")  # fmt: skip
+    if r.failed:
+        for index, error in sorted(r.failed.items()):
+            print(f"  block {index}: {error}")
+        print("rerun the same command to retry the failed blocks (the others are kept)")
+        return 1
+    return 0

@@ -8,14 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from fmscope.cli.common import (
+    add_blockwise_options,
     add_dataset_option,
     add_input,
     add_overlay_option,
     add_overwrite,
+    blockwise_config,
+    blockwise_mask,
     finish_output,
     print_json,
     print_table,
     read_spatial,
+    report_blockwise,
+    wants_blockwise,
     write_overlay,
 )
 from fmscope.cli.interactive_commands import add_prompted_options, cmd_segment_prompted
@@ -57,6 +62,7 @@ def register(sub: Any) -> None:
     add_prompted_options(p)
     add_overlay_option(p)
     add_overwrite(p)
+    add_blockwise_options(p, "the smoothing and local-threshold radii, + 16 for watershed")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="score a prediction against ground truth (Dice, IoU, ...; matched instances)")
@@ -99,22 +105,20 @@ def register(sub: Any) -> None:
 def cmd_segment(args: argparse.Namespace) -> int:
     if args.overlay is not None:
         check_output_path(args.overlay, args.overwrite)
-    code = cmd_segment_prompted(args) if args.method in BACKENDS else _segment_classical(args)
+    if wants_blockwise(args):
+        code = _segment_blockwise(args)
+    else:
+        code = cmd_segment_prompted(args) if args.method in BACKENDS else _segment_classical(args)
     if args.overlay is not None:
         write_overlay(args.overlay, args.input, args.output, dataset=args.dataset, channel=args.channel,
                       overwrite=args.overwrite, title=f"{Path(args.input).name}: {args.method}")  # fmt: skip
     return code
 
 
-def _segment_classical(args: argparse.Namespace) -> int:
-    import numpy as np
+def _classical_config(args: argparse.Namespace) -> Any:
+    from fmscope.segment import ClassicalConfig
 
-    from fmscope.io import write_image
-    from fmscope.segment import ClassicalConfig, narrow_labels, segment_classical
-
-    check_output_path(args.output, args.overwrite)
-    image = read_spatial(args.input, args.dataset, args.channel)
-    config = ClassicalConfig(
+    return ClassicalConfig(
         method=args.method,
         per_slice=args.per_slice,
         dark_objects=args.dark,
@@ -127,6 +131,32 @@ def _segment_classical(args: argparse.Namespace) -> int:
         classes=args.classes,
         phase=args.phase,
     )
+
+
+def _segment_blockwise(args: argparse.Namespace) -> int:
+    from fmscope.inference.segment_blockwise import segment_blockwise
+
+    if args.method in BACKENDS or args.channel is not None or args.overlay is not None:
+        raise InvalidInputError("blockwise segmentation (--workers, --scheduler, --block-shape ...): classical "
+                                "methods on a single-channel volume, without --channel and --overlay")  # fmt: skip
+    done = segment_blockwise(args.input, args.output, _classical_config(args), blockwise_config(args),
+                             instances=args.instances, dataset=args.dataset, mask=blockwise_mask(args),
+                             overwrite=args.overwrite, progress=True)  # fmt: skip
+    thresholds = ", ".join(f"{t:g}" for t in done.thresholds)
+    extra = (f", threshold {thresholds}" if thresholds else "") + (
+        f", {done.objects} objects" if done.objects is not None else "")  # fmt: skip
+    return report_blockwise(args.input, done.plan, done.result, done.output, extra)
+
+
+def _segment_classical(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fmscope.io import write_image
+    from fmscope.segment import narrow_labels, segment_classical
+
+    check_output_path(args.output, args.overwrite)
+    image = read_spatial(args.input, args.dataset, args.channel)
+    config = _classical_config(args)
     result = segment_classical(image.numpy(), config, instances=args.instances)
     if result.labels is not None:
         out = narrow_labels(result.labels)

@@ -7,7 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fmscope.cli.common import add_overlay_option
+from fmscope.cli.common import (
+    add_blockwise_options,
+    add_overlay_option,
+    blockwise_config,
+    blockwise_mask,
+    report_blockwise,
+    wants_blockwise,
+)
 from fmscope.config import config_path
 from fmscope.errors import InvalidInputError
 from fmscope.tasks.registry import get_task, short_names
@@ -106,22 +113,8 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     add_overlay_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    g = p.add_argument_group("blockwise (a Zarr output; any of these flags: in blocks, resumable, on Dask)")
-    g.add_argument("--workers", type=int, default=None, help="a local cluster of N single-threaded worker processes")
-    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask cluster (tcp://host:8786)")
-    g.add_argument("--worker-memory", default="2GiB", help="memory limit per local worker (default 2GiB)")
-    g.add_argument("--block-shape", type=int, nargs="+", default=None, metavar="N",
-                   help="voxels per block (Z Y X, or one size), a multiple of --chunks (default 2 chunks)")  # fmt: skip
-    g.add_argument("--halo", type=int, nargs="+", default=None, metavar="N",
-                   help="context read around each block (default half the model's window)")  # fmt: skip
-    g.add_argument("--chunks", type=int, nargs="+", default=None, metavar="N", help="output Zarr chunks (default 64)")
-    g.add_argument("--retries", type=int, default=2, help="attempts after a block's first failure (default 2)")
-    g.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                   help="continue an output whose run record matches (default on with the flags above)")  # fmt: skip
+    add_blockwise_options(p, "half the model's window")
     p.set_defaults(func=cmd_predict)
-
-
-BLOCKWISE_FLAGS = ("workers", "scheduler", "block_shape", "halo", "chunks", "resume")
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -184,7 +177,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.overlay is not None:
         check_output_path(args.overlay, args.overwrite)
-    if any(getattr(args, f) is not None for f in BLOCKWISE_FLAGS):
+    if wants_blockwise(args):
         return _predict_blockwise(args)
 
     result = predict_file(
@@ -205,26 +198,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_blockwise(args: argparse.Namespace) -> int:
-    from fmscope.tasks.predict_blockwise import BlockwiseConfig, predict_blockwise
+    from fmscope.tasks.predict_blockwise import predict_blockwise
 
     given = [f for f in ("probabilities", "instances", "flips", "overlay") if getattr(args, f)]
     if given or args.device != "cpu":
         raise InvalidInputError(f"blockwise prediction (--workers, --scheduler, --block-shape ...): drop "
                                 f"{', '.join('--' + g for g in given) or '--device'} (labels or the restored "
                                 "image, on CPU workers)")  # fmt: skip
-    shape, halo, chunks = (None if v is None else tuple(v) for v in (args.block_shape, args.halo, args.chunks))
-    config = BlockwiseConfig(shape, halo, chunks, workers=args.workers or 0, scheduler=args.scheduler,
-                             worker_memory=args.worker_memory, retries=args.retries,
-                             resume=args.resume is not False)  # fmt: skip
-    done = predict_blockwise(args.model, args.input, args.output, config, overlap=args.overlap,
-                             batch_size=args.batch_size, overwrite=args.overwrite, progress=True)  # fmt: skip
-    r = done.result
-    print(f"{args.input}: {len(done.plan)} blocks of {done.plan.block} (halo {done.plan.halo}): {len(r.computed)} "
-          f"computed, {len(r.already_done)} done before, {len(r.skipped)} skipped, {len(r.failed)} failed in "
-          f"{r.seconds:.1f} s -> {done.output}")  # fmt: skip
-    if r.failed:
-        for index, error in sorted(r.failed.items()):
-            print(f"  block {index}: {error}")
-        print("rerun the same command to retry the failed blocks (the others are kept)")
-        return 1
-    return 0
+    done = predict_blockwise(args.model, args.input, args.output, blockwise_config(args), mask=blockwise_mask(args),
+                             overlap=args.overlap, batch_size=args.batch_size, overwrite=args.overwrite,
+                             progress=True)  # fmt: skip
+    return report_blockwise(args.input, done.plan, done.result, done.output)

@@ -68,7 +68,9 @@ class BlockwiseConfig:
         return bool(self.workers or self.scheduler)
 
 
-def _sizes(values: Sequence[int] | None, fallback: Sequence[int], name: str, n: int) -> tuple[int, ...]:
+def _sizes(values: Sequence[int] | int | None, fallback: Sequence[int], name: str, n: int) -> tuple[int, ...]:
+    if isinstance(values, int | np.integer):
+        values = (int(values),)
     out = tuple(int(v) for v in (values if values is not None else fallback))
     if len(out) == 1 and n > 1:
         out = out * n

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,12 +116,18 @@ def _smooth(image: NDArray[Any], sigma: float, per_slice: bool) -> NDArray[Any]:
 
 
 def segment_classical(
-    image: Any, config: ClassicalConfig = ClassicalConfig(), *, instances: bool = False
+    image: Any,
+    config: ClassicalConfig = ClassicalConfig(),
+    *,
+    instances: bool = False,
+    thresholds: Sequence[float] | None = None,
 ) -> ClassicalResult:
     """Segment a 2D (Y, X) or 3D (Z, Y, X) image with a classical pipeline.
 
     Steps: optional Gaussian smoothing -> threshold (global, per slice or local) -> remove objects under
     ``min_size`` -> optional hole filling -> instances (watershed, or connected components when ``instances``).
+    ``thresholds``: the global threshold(s) to apply instead of the image's own (one; ``classes - 1`` for
+    multiotsu), e.g. those of a whole volume segmented block by block; not with "local" or ``per_slice``.
     The input is not modified.
 
     Raises:
@@ -138,8 +145,13 @@ def segment_classical(
     finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, dtype=bool)
     if not finite.any():
         raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {arr.shape})")
+    if thresholds is not None and (config.method == "local" or config.per_slice):
+        raise InvalidInputError("thresholds: a fixed global threshold applies to a global method on the whole image, "
+                                f"not to {config.method!r} with per_slice={config.per_slice}")  # fmt: skip
+    if thresholds is not None and config.method != "multiotsu" and len(thresholds) != 1:
+        raise InvalidInputError(f"thresholds: expected one value for {config.method!r}, got {thresholds!r}")
     work = _smooth(arr, config.smooth_sigma, config.per_slice)
-    thresholds: tuple[float, ...] = ()
+    used: tuple[float, ...] = ()
     if config.method == "local":
         mask = local_threshold_mask(
             work,
@@ -149,10 +161,12 @@ def segment_classical(
             dark_objects=config.dark_objects,
         )
     elif config.method == "multiotsu":
-        mask, thresholds = multiotsu_mask(work, classes=config.classes, phase=config.phase, per_slice=config.per_slice)
+        mask, used = multiotsu_mask(work, classes=config.classes, phase=config.phase, per_slice=config.per_slice,
+                                    thresholds=thresholds)  # fmt: skip
     else:
         method = config.watershed_threshold if config.method == "watershed" else config.method
-        mask, thresholds = threshold_mask(work, method, per_slice=config.per_slice, dark_objects=config.dark_objects)
+        mask, used = threshold_mask(work, method, per_slice=config.per_slice, dark_objects=config.dark_objects,
+                                    threshold=None if thresholds is None else float(thresholds[0]))  # fmt: skip
     mask = clean_mask(
         mask,
         min_size=config.min_size,
@@ -171,4 +185,4 @@ def segment_classical(
             else label_components(mask, connectivity=config.connectivity)
         )
     logger.debug("classical %s: foreground fraction %.4f", config.method, float(mask.mean()))
-    return ClassicalResult(mask=mask, labels=labels, thresholds=thresholds, config=config)
+    return ClassicalResult(mask=mask, labels=labels, thresholds=used, config=config)

@@ -12,6 +12,7 @@ Rules shared by every function here:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -62,9 +63,15 @@ def threshold_value(image: Any, method: GlobalMethod) -> float:
 
 
 def threshold_mask(
-    image: Any, method: GlobalMethod, *, per_slice: bool = False, dark_objects: bool = False
+    image: Any,
+    method: GlobalMethod,
+    *,
+    per_slice: bool = False,
+    dark_objects: bool = False,
+    threshold: float | None = None,
 ) -> tuple[NDArray[np.bool_], tuple[float, ...]]:
-    """Foreground mask by a global threshold, over the whole image or one threshold per Z slice.
+    """Foreground mask by a global threshold, over the whole image or one threshold per Z slice; ``threshold``
+    given (e.g. of a whole volume segmented block by block): that one instead of the image's own.
 
     Returns:
         ``(mask, thresholds)``: bool mask of the image's shape, and one threshold (whole image) or one per slice.
@@ -81,7 +88,7 @@ def threshold_mask(
     for z in planes:
         sl = (slice(None),) * arr.ndim if z is None else (z,)
         part, fin = arr[sl], finite[sl]
-        t = _value(part[fin], m, "image" if z is None else f"slice {z}")
+        t = threshold if threshold is not None else _value(part[fin], m, "image" if z is None else f"slice {z}")
         thresholds.append(t)
         if np.isnan(t):
             continue
@@ -120,13 +127,16 @@ def local_threshold_mask(
 
 
 def multiotsu_mask(
-    image: Any, *, classes: int = 3, phase: int = -1, per_slice: bool = False
+    image: Any, *, classes: int = 3, phase: int = -1, per_slice: bool = False, thresholds: Sequence[float] | None = None
 ) -> tuple[NDArray[np.bool_], tuple[float, ...]]:
     """Mask of one intensity phase found by multi-level Otsu (``skimage.filters.threshold_multiotsu``).
 
     Multi-phase materials (FIB-SEM of pores / ionomer / catalyst particles) need more than one threshold: the voxels
     are split into ``classes`` phases by ``classes - 1`` thresholds and phase ``phase`` (0 = darkest, -1 = brightest)
     is returned. Non-finite voxels are left out and never foreground.
+
+    ``thresholds`` given (``classes - 1`` values, e.g. of a whole volume segmented block by block): those instead
+    of the image's own.
 
     Returns:
         ``(mask, thresholds)``: all ``classes - 1`` thresholds of the image, or of each slice in turn when per_slice.
@@ -144,20 +154,68 @@ def multiotsu_mask(
     finite = np.isfinite(arr) if arr.dtype.kind == "f" else np.ones(arr.shape, dtype=bool)
     if not finite.any():
         raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {arr.shape})")
+    if thresholds is not None and len(thresholds) != n - 1:
+        raise InvalidInputError(f"thresholds: expected {n - 1} values for {n} phases, got {thresholds!r}")
+    fixed = thresholds
     mask = np.zeros(arr.shape, dtype=bool)
-    thresholds: list[float] = []
+    found: list[float] = []
     for z in range(arr.shape[0]) if per_slice else [None]:
         sl = (slice(None),) * arr.ndim if z is None else (z,)
         part, fin = arr[sl], finite[sl]
         try:
-            t = [float(v) for v in threshold_multiotsu(part[fin], classes=n)]
+            t = [float(v) for v in (fixed if fixed is not None else threshold_multiotsu(part[fin], classes=n))]
         except ValueError:  # fewer distinct values than phases (e.g. a constant slice)
             logger.warning("%s: fewer than %d distinct values, empty mask", "image" if z is None else f"slice {z}", n)
-            thresholds.extend([float("nan")] * (n - 1))
+            found.extend([float("nan")] * (n - 1))
             continue
-        thresholds.extend(t)
+        found.extend(t)
         lo = -np.inf if index == 0 else t[index - 1]
         hi = np.inf if index == n - 1 else t[index]
         with np.errstate(invalid="ignore"):
             mask[sl] = (part > lo) & (part <= hi) & fin
-    return mask, tuple(thresholds)
+    return mask, tuple(found)
+
+
+def streamed_histogram(data: Any, nbins: int = 256) -> tuple[NDArray[Any], NDArray[Any]]:
+    """scikit-image's histogram (``exposure.histogram``, ``source_range='image'``) of the finite voxels of a volume
+    too large for memory, streamed over its chunks in two passes (range, then counts) with dask (on the active
+    ``distributed`` client, if any): one bin per integer value for integer images, ``nbins`` bins over [min, max]
+    otherwise. The global thresholds of this module computed from it (``hist=``) equal those of the whole image."""
+    import dask.array as da
+
+    x = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
+    if x.dtype.kind in "iub":
+        lo, hi = (int(v) for v in da.compute(x.min(), x.max()))
+        counts = da.bincount((x.ravel().astype(np.int64) - lo), minlength=hi - lo + 1).compute()
+        return np.asarray(counts), np.arange(lo, hi + 1)
+    finite = da.isfinite(x)
+    lo, hi = da.compute(da.where(finite, x, np.inf).min(), da.where(finite, x, -np.inf).max())
+    if not np.isfinite(lo):
+        raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {x.shape})")
+    if lo == hi:
+        return np.asarray([int(finite.sum().compute())]), np.asarray([lo])
+    counts, edges = da.histogram(x, bins=nbins, range=(lo, hi))  # non-finite voxels fall outside the range
+    edges = np.asarray(edges)
+    return np.asarray(counts.compute()), (edges[:-1] + edges[1:]) / 2
+
+
+def histogram_thresholds(hist: tuple[NDArray[Any], NDArray[Any]], method: str, classes: int = 3) -> tuple[float, ...]:
+    """The global threshold(s) of a histogram (:func:`streamed_histogram`): ``"otsu"`` (one) or ``"multiotsu"``
+    (``classes - 1``), by scikit-image's own functions. Li and triangle have no histogram form in scikit-image."""
+    from skimage.filters import threshold_multiotsu
+
+    counts, centers = hist
+    nonzero = np.flatnonzero(counts)
+    if nonzero.size == 0:
+        raise InvalidInputError("image: expected at least one finite voxel, got none")
+    if method == "otsu":
+        if nonzero.size == 1:
+            logger.warning("image is constant (%s): no threshold to find, empty mask", centers[nonzero[0]])
+            return (float(centers[nonzero[0]]),)
+        return (float(threshold_otsu(hist=(counts, centers))),)
+    if method == "multiotsu":
+        if nonzero.size < classes:
+            raise InvalidInputError(f"classes: the image has {nonzero.size} distinct values, fewer than {classes}")
+        prob = counts / counts.sum()  # normalised as scikit-image does for an image (its float32 sums need it)
+        return tuple(float(v) for v in threshold_multiotsu(hist=(prob, centers), classes=classes))
+    raise InvalidInputError(f"method: expected 'otsu' or 'multiotsu' from a histogram, got {method!r}")

@@ -1,0 +1,230 @@
+"""``fmscope segment IN -o OUT.zarr --method otsu|multiotsu|local|watershed --workers N | --block-shape ...``: the
+classical segmenters on volumes larger than memory, block by block (:mod:`fmscope.inference.blockwise`), in this
+process or on a Dask cluster, resumable.
+
+* Global thresholds (otsu, multiotsu, the threshold under watershed) are computed once from a histogram of the whole
+  (smoothed) volume streamed over its chunks (:func:`~fmscope.segment.threshold.streamed_histogram`), kept in the run
+  record, and applied to every block: the mask equals the in-memory ``fmscope segment`` voxel for voxel.
+* Smoothing and the local threshold are neighbourhood filters: each block is computed on its core + halo, and the
+  default halo covers their Gaussian radii (4 sigma), so that cores equal the whole-volume result.
+* Instances (``instances=True``: connected components; watershed) are labelled per block, then stitched across block
+  faces (:mod:`fmscope.inference.stitch`): components merge every pair touching across a face (equal to labelling the
+  whole mask); watershed merges mutual best contacts (a watershed is not local: seeds near a face see only the halo,
+  so it agrees with the whole-volume watershed up to the objects the halo cuts).
+
+Not blockwise: ``li`` and ``triangle`` (scikit-image computes them from every voxel, not from a histogram),
+``per_slice`` global thresholds, ``min_size`` and ``fill_holes`` (they need whole objects).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmscope.errors import InvalidInputError
+from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, DoneFlags, plan_blocks, run_blocks
+from fmscope.inference.blockwise_output import BlockwiseConfig, Cluster, geometry, input_record, start_or_resume
+from fmscope.inference.stitch import MergeRule, RelabelBlock, lut_path, stitch_table
+from fmscope.io import read_image
+from fmscope.segment import ClassicalConfig, segment_classical
+from fmscope.segment.threshold import histogram_thresholds, streamed_histogram
+from fmscope.utils.progress import ProgressCallback
+from fmscope.utils.provenance import record_path
+
+logger = logging.getLogger(__name__)
+
+BLOCKWISE_METHODS = ("otsu", "multiotsu", "local", "watershed")
+WATERSHED_CONTEXT = 16  # voxels of halo beyond the filters' radii for watershed seeds near a face
+
+
+@dataclass(frozen=True)
+class BlockwiseSegmentation:
+    output: Path
+    record: Path
+    plan: BlockPlan
+    result: BlockwiseResult
+    thresholds: tuple[float, ...]
+    objects: int | None  # instances: the number of objects once stitched (None: not labelled, or not complete)
+
+
+def side_paths(output: Path) -> tuple[Path, Path, Path]:
+    """The unstitched block-local labels, the per-block counts and the relabel flags of an instance output."""
+    return (output.with_name(output.name + ".local.zarr"), output.with_name(output.name + ".counts.zarr"),
+            output.with_name(output.name + ".relabel.done.zarr"))  # fmt: skip
+
+
+def check_blockwise(config: ClassicalConfig) -> None:
+    """Refuse the settings that have no blockwise form (see the module doc), naming the flag."""
+    if config.method not in BLOCKWISE_METHODS:
+        raise InvalidInputError(f"--method: {config.method!r} is computed from every voxel at once; blockwise "
+                                f"segmentation takes {', '.join(BLOCKWISE_METHODS)}")  # fmt: skip
+    if config.watershed_threshold != "otsu" and config.method == "watershed":
+        raise InvalidInputError("watershed_threshold: blockwise watershed thresholds by otsu")
+    if config.per_slice and config.method != "local":
+        raise InvalidInputError(f"--per-slice: a per-slice {config.method} threshold is not blockwise; use "
+                                "--method local or drop --per-slice")  # fmt: skip
+    if config.min_size or config.fill_holes:
+        raise InvalidInputError("--min-size / --fill-holes: need whole objects, not applied block by block; "
+                                "clean the stitched labels afterwards")  # fmt: skip
+    if config.connectivity != 1:
+        raise InvalidInputError(f"connectivity: blockwise labels are stitched across faces with connectivity 1, "
+                                f"got {config.connectivity}")  # fmt: skip
+
+
+def default_halo(config: ClassicalConfig, ndim: int) -> list[int]:
+    """Enough context for a block's core to equal the whole-volume filters: the Gaussian radii (truncated at 4
+    sigma, as scipy does) of the smoothing and of the local threshold, plus seed context for watershed."""
+    radius = int(4 * config.smooth_sigma + 0.5) if config.smooth_sigma > 0 else 0
+    if config.method == "local":
+        radius += int(4 * (config.block_size - 1) / 6 + 0.5)
+    if config.method == "watershed":
+        radius += WATERSHED_CONTEXT
+    halo = [radius] * ndim
+    if config.per_slice:
+        halo[0] = 0
+    return halo
+
+
+def _smoothed(data: Any, sigma: float) -> Any:
+    """The volume as smoothed by :func:`segment_classical` (float64, Gaussian, reflected faces), lazily."""
+    import dask.array as da
+    from scipy import ndimage as ndi
+
+    from fmscope.segment._image import finite_float
+
+    def smooth(block: np.ndarray) -> np.ndarray:
+        work, finite = finite_float(block)
+        out = ndi.gaussian_filter(work, sigma=sigma)
+        out[~finite] = np.nan
+        return np.asarray(out)
+
+    x = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
+    return x.map_overlap(smooth, depth=int(4 * sigma + 0.5) + 1, boundary="reflect", dtype=np.float64)
+
+
+def volume_thresholds(data: Any, config: ClassicalConfig) -> tuple[float, ...]:
+    """The global threshold(s) of the whole volume for ``config`` (none for "local"), from a streamed histogram."""
+    if config.method == "local":
+        return ()
+    work = _smoothed(data, config.smooth_sigma) if config.smooth_sigma > 0 else data
+    method = "multiotsu" if config.method == "multiotsu" else "otsu"
+    return histogram_thresholds(streamed_histogram(work), method, config.classes)
+
+
+class SegmentBlock:
+    """The per-block function (picklable: the record and paths; the input is opened once per process)."""
+
+    def __init__(self, record: dict[str, Any], output: str) -> None:
+        self.record, self.output = record, output
+
+    def __call__(self, block: Block) -> None:
+        import zarr
+        from skimage.segmentation import relabel_sequential
+
+        record = self.record
+        config = ClassicalConfig(**record["classical"])
+        raw = np.asarray(_input(record["input"])[block.read])
+        thresholds = tuple(record["thresholds"]) or None
+        result = segment_classical(raw, config, instances=record["instances"], thresholds=thresholds)
+        if result.labels is None:
+            zarr.open_array(self.output, mode="r+")[block.core] = result.mask[block.inner].astype(np.uint8)
+            return
+        local, _, _ = relabel_sequential(result.labels[block.inner])
+        unstitched, counts, _ = side_paths(Path(self.output))
+        zarr.open_array(str(unstitched), mode="r+")[block.core] = local.astype(np.uint32)
+        zarr.open_array(str(counts), mode="r+")[block.index] = int(local.max())
+
+
+_OPEN: dict[str, Any] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _input(source: dict[str, Any]) -> Any:
+    """The lazily read input of this process (opened on first use, kept while the fingerprint stays the same)."""
+    with _OPEN_LOCK:
+        if source["fingerprint"] not in _OPEN:
+            _OPEN.clear()
+            _OPEN[source["fingerprint"]] = read_image(source["path"], lazy=True, dataset=source.get("dataset")).data
+        return _OPEN[source["fingerprint"]]
+
+
+def segment_blockwise(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    classical: ClassicalConfig = ClassicalConfig(),
+    config: BlockwiseConfig = BlockwiseConfig(),
+    *,
+    instances: bool = False,
+    dataset: str | None = None,
+    mask: Any = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | bool | None = None,
+) -> BlockwiseSegmentation:
+    """Segment ``input_path`` into the Zarr ``output`` block by block (see the module doc): a uint8 mask, or
+    uint32 instance labels (``instances``, or watershed) stitched across block faces; ``mask`` (any resolution)
+    skips empty blocks."""
+    input_path, out = Path(input_path).resolve(), Path(output).resolve()
+    if not out.name.endswith(".zarr"):
+        raise InvalidInputError(f"-o: blockwise segmentation writes a Zarr array (OUT.zarr), got '{out}'")
+    check_blockwise(classical)
+    data = read_image(input_path, lazy=True, dataset=dataset).data
+    if data.ndim not in (2, 3) or (classical.per_slice and data.ndim != 3):
+        raise InvalidInputError(f"image: expected a (Z, Y, X) volume or a (Y, X) image, got shape {data.shape}")
+    labelled = instances or classical.method == "watershed"
+    block, halo, chunks = geometry(data.shape, config, default_halo(classical, data.ndim))
+    plan = plan_blocks(data.shape, block, halo, chunks, mask=mask)
+    unstitched, counts_path, relabel_flags = side_paths(out)
+
+    def make_record(previous: dict[str, Any] | None) -> dict[str, Any]:
+        thresholds = previous["thresholds"] if previous is not None else list(volume_thresholds(data, classical))
+        return {"kind": "fmscope segment blockwise", "input": input_record(input_path, dataset, data),
+                "classical": asdict(classical), "instances": labelled, "thresholds": thresholds,
+                "plan": plan.to_dict()}  # fmt: skip
+
+    def create(record: dict[str, Any]) -> None:
+        import zarr
+
+        dtype = np.uint32 if labelled else np.uint8
+        zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=dtype, fill_value=0)
+        if labelled:
+            zarr.create_array(store=str(unstitched), shape=plan.shape, chunks=plan.chunks, dtype=np.uint32,
+                              fill_value=0)  # fmt: skip
+            zarr.create_array(store=str(counts_path), shape=(len(plan),), chunks=(1,), dtype=np.int64, fill_value=0)
+
+    with Cluster(config) as cluster:  # the thresholds are streamed on the cluster too
+        record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("thresholds",),
+                                        side=(unstitched, counts_path, relabel_flags, lut_path(out)),
+                                        what="segment (blockwise)", inputs=(str(input_path),),
+                                        overwrite=overwrite)  # fmt: skip
+        logger.info("blockwise %s: thresholds %s", classical.method, record["thresholds"])
+        result = run_blocks(plan, SegmentBlock(record, str(out)), flags, client=cluster.client,
+                            retries=config.retries, progress=progress)  # fmt: skip
+        objects = None
+        if labelled and result.complete:
+            objects = _stitch(plan, out, classical, cluster.client, config.retries)
+    if result.failed:
+        logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
+    return BlockwiseSegmentation(out, record_path(out), plan, result, tuple(record["thresholds"]), objects)
+
+
+def _stitch(plan: BlockPlan, out: Path, classical: ClassicalConfig, client: Any, retries: int) -> int | None:
+    """Merge the block-local labels across faces and write the final labels (resumable: its own done flags)."""
+    import zarr
+
+    unstitched, counts_path, relabel_flags = side_paths(out)
+    counts = np.asarray(zarr.open_array(str(counts_path), mode="r")[:])
+    rule: MergeRule = "mutual" if classical.method == "watershed" else "touching"
+    objects = stitch_table(zarr.open_array(str(unstitched), mode="r"), counts, plan, out, rule)
+    flags = DoneFlags(relabel_flags, len(plan), create=not relabel_flags.exists())
+    relabel = BlockPlan(plan.shape, plan.block, tuple(0 for _ in plan.shape), plan.chunks, plan.skipped)
+    done = run_blocks(relabel, RelabelBlock(str(unstitched), str(out)), flags, client=client, retries=retries)
+    if not done.complete:
+        logger.error("relabelling failed for blocks %s; rerun the same command", sorted(done.failed))
+        return None
+    return objects
