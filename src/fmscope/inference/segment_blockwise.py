@@ -33,6 +33,7 @@ from fmscope.inference.blockwise_output import BlockwiseConfig, Cluster, geometr
 from fmscope.inference.stitch import MergeRule, RelabelBlock, lut_path, stitch_table
 from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
+from fmscope.segment.classical import smooth_finite
 from fmscope.segment.threshold import histogram_thresholds, streamed_histogram
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
@@ -92,20 +93,12 @@ def default_halo(config: ClassicalConfig, ndim: int) -> list[int]:
 
 
 def _smoothed(data: Any, sigma: float) -> Any:
-    """The volume as smoothed by :func:`segment_classical` (float64, Gaussian, reflected faces), lazily."""
+    """The volume as smoothed by :func:`segment_classical`, lazily (chunks overlapped by the Gaussian radius)."""
     import dask.array as da
-    from scipy import ndimage as ndi
-
-    from fmscope.segment._image import finite_float
-
-    def smooth(block: np.ndarray) -> np.ndarray:
-        work, finite = finite_float(block)
-        out = ndi.gaussian_filter(work, sigma=sigma)
-        out[~finite] = np.nan
-        return np.asarray(out)
 
     x = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
-    return x.map_overlap(smooth, depth=int(4 * sigma + 0.5) + 1, boundary="reflect", dtype=np.float64)
+    return x.map_overlap(smooth_finite, depth=int(4 * sigma + 0.5) + 1, boundary="reflect", dtype=np.float64,
+                         sigma=sigma)  # fmt: skip
 
 
 def volume_thresholds(data: Any, config: ClassicalConfig) -> tuple[float, ...]:

@@ -360,7 +360,9 @@ class MultimodalPretrainer(nn.Module):
         terms: dict[str, float],
     ) -> tuple[Tensor, float]:
         """Alignment and CLIP over the captioned images ``have`` of the batch; returns the new total and the scale."""
-        assert self.text_encoder is not None
+        if self.text_encoder is None:
+            raise InvalidInputError("text_encoder: the image-text terms need a text encoder; this model was built "
+                                    "image-only")  # fmt: skip
         w = self.config.weights
         texts = [str(captions[i]) for i in have]
         ids = caption_ids(texts).to(images.device)

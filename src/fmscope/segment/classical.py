@@ -105,7 +105,9 @@ class ClassicalResult:
     config: ClassicalConfig
 
 
-def _smooth(image: NDArray[Any], sigma: float, per_slice: bool) -> NDArray[Any]:
+def smooth_finite(image: NDArray[Any], sigma: float, per_slice: bool = False) -> NDArray[Any]:
+    """Gaussian smoothing as :func:`segment_classical` does it: float64, non-finite voxels NaN again afterwards;
+    in-plane only when ``per_slice``; the image itself when ``sigma`` is 0."""
     if sigma <= 0:
         return image
     work, finite = finite_float(image)
@@ -150,7 +152,7 @@ def segment_classical(
                                 f"not to {config.method!r} with per_slice={config.per_slice}")  # fmt: skip
     if thresholds is not None and config.method != "multiotsu" and len(thresholds) != 1:
         raise InvalidInputError(f"thresholds: expected one value for {config.method!r}, got {thresholds!r}")
-    work = _smooth(arr, config.smooth_sigma, config.per_slice)
+    work = smooth_finite(arr, config.smooth_sigma, config.per_slice)
     used: tuple[float, ...] = ()
     if config.method == "local":
         mask = local_threshold_mask(
