@@ -60,9 +60,14 @@ def register(sub: Any) -> None:
     p.add_argument("--phase", type=int, default=-1, help="multiotsu: phase to keep, 0 = darkest, -1 = brightest")
     p.add_argument("--instances", action="store_true", help="write instance labels (connected components)")
     add_prompted_options(p)
+    g = p.add_argument_group("pixel classifier (--method rf trained on painted scribbles, as ilastik)")
+    g.add_argument("--labels", type=Path, default=None,
+                   help="scribbles: 0 = unpainted, 1..K = class; the output holds the painted values")  # fmt: skip
+    g.add_argument("--forest", type=Path, default=None, help="apply a saved forest folder instead of training")
+    g.add_argument("--save-forest", type=Path, default=None, help="save the trained forest folder (in memory)")
     add_overlay_option(p)
     add_overwrite(p)
-    add_blockwise_options(p, "the smoothing and local-threshold radii, + 16 for watershed")
+    add_blockwise_options(p, "the smoothing and local-threshold radii, + 16 for watershed; rf: the features' radius")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="score a prediction against ground truth (Dice, IoU, ...; matched instances)")
@@ -105,7 +110,12 @@ def register(sub: Any) -> None:
 def cmd_segment(args: argparse.Namespace) -> int:
     if args.overlay is not None:
         check_output_path(args.overlay, args.overwrite)
-    if wants_blockwise(args):
+    scribbles = args.method == "rf" and (args.labels is not None or args.forest is not None)
+    if scribbles:
+        code = _segment_scribbles_blockwise(args) if wants_blockwise(args) else _segment_scribbles(args)
+    elif args.labels is not None or args.forest is not None or args.save_forest is not None:
+        raise InvalidInputError("--labels / --forest / --save-forest: for --method rf (the pixel classifier)")
+    elif wants_blockwise(args):
         code = _segment_blockwise(args)
     else:
         code = cmd_segment_prompted(args) if args.method in BACKENDS else _segment_classical(args)
@@ -146,6 +156,42 @@ def _segment_blockwise(args: argparse.Namespace) -> int:
     extra = (f", threshold {thresholds}" if thresholds else "") + (
         f", {done.objects} objects" if done.objects is not None else "")  # fmt: skip
     return report_blockwise(args.input, done.plan, done.result, done.output, extra)
+
+
+def _segment_scribbles_blockwise(args: argparse.Namespace) -> int:
+    from fmscope.inference.classify_blockwise import classify_blockwise
+
+    if args.channel is not None or args.overlay is not None or args.save_forest is not None:
+        raise InvalidInputError("blockwise rf: a single-channel volume without --channel and --overlay; the "
+                                "forest it trains is kept as OUT.zarr.forest (not --save-forest)")  # fmt: skip
+    done = classify_blockwise(args.input, args.output, scribbles=args.labels, forest=args.forest,
+                              per_slice=args.per_slice, config=blockwise_config(args), dataset=args.dataset,
+                              mask=blockwise_mask(args), overwrite=args.overwrite, progress=True)  # fmt: skip
+    return report_blockwise(args.input, done.plan, done.result, done.output, f", forest {done.forest}")
+
+
+def _segment_scribbles(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fmscope.io import read_image, write_image
+    from fmscope.segment.scribbles import ScribbleModel, segment_scribbles
+
+    check_output_path(args.output, args.overwrite)
+    if args.save_forest is not None:
+        check_output_path(args.save_forest, args.overwrite)
+    image = read_spatial(args.input, args.dataset, args.channel)
+    scribbles = read_image(args.labels).numpy() if args.labels is not None else None
+    model = ScribbleModel.load(args.forest) if args.forest is not None else None
+    labels, model = segment_scribbles(image.numpy(), scribbles=scribbles, model=model, per_slice=args.per_slice)
+    meta = image.meta.replace(dtype="uint8", format="array", notes=())
+    written = write_image(args.output, labels, meta, overwrite=args.overwrite, labels=True)
+    finish_output(written, "segment", args, (args.input,))
+    if args.save_forest is not None:
+        model.save(args.save_forest, overwrite=args.overwrite)
+    values = ", ".join(f"{v}: {np.mean(labels == v):.4f}" for v in np.unique(labels))
+    saved = f"; forest saved to {args.save_forest}" if args.save_forest is not None else ""
+    print(f"wrote {written}: rf, fraction per class {values}{saved}")
+    return 0
 
 
 def _segment_classical(args: argparse.Namespace) -> int:

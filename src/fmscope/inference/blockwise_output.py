@@ -15,10 +15,11 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from fmscope.inference.blockwise import DoneFlags, done_path
 from fmscope.utils.provenance import RunRecord, record_path, write_run_record
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,11 @@ def geometry(
                   zip(_sizes(config.block_shape, [2 * c for c in chunks], "--block-shape", nd), shape, chunks,
                       strict=True))  # fmt: skip
     if config.halo is None:  # a thin volume has thin blocks: the default halo is at most a block
-        halo = tuple(min(int(h), b) for h, b in zip(_sizes(default_halo, [], "halo", nd), block, strict=True))
+        wanted = _sizes(default_halo, [], "halo", nd)
+        halo = tuple(min(int(h), b) for h, b in zip(wanted, block, strict=True))
+        if halo != wanted:
+            logger.warning("the default halo %s is cut to the block %s: near block faces the result may differ from "
+                           "the whole-volume one; a larger --block-shape avoids it", wanted, block)  # fmt: skip
     else:
         halo = _sizes(config.halo, [], "--halo", nd)
     return block, halo, chunks
@@ -144,7 +150,7 @@ def start_or_resume(
     resumable = out.exists() and flags_path.exists() and config.resume and not overwrite
     old = _previous(record_path(out)) if resumable else None
     if old is not None:
-        record = make_record(old)
+        record = json.loads(json.dumps(make_record(old)))  # as it is stored (tuples become lists) to compare
         differs = [f"{k}: {json.dumps(old.get(k))} vs {json.dumps(v)}" for k, v in record.items()
                    if k not in fitted and old.get(k) != v]  # fmt: skip
         if differs:
@@ -159,7 +165,7 @@ def start_or_resume(
         for path in (out, flags_path, *side):
             shutil.rmtree(path, ignore_errors=True)
         record_path(out).unlink(missing_ok=True)
-    record = make_record(None)
+    record = json.loads(json.dumps(make_record(None)))
     create(record)
     write_run_record(out, RunRecord(what, record, inputs=tuple(inputs)))
     return record, DoneFlags(flags_path, n_blocks, create=True)
@@ -209,3 +215,34 @@ def on_worker() -> bool:
         return True
     except (ImportError, ValueError):
         return False
+
+
+_OPENED: dict[str, tuple[Any, Any]] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def per_process(slot: str, key: Any, make: Callable[[], T]) -> T:
+    """What a block function opens once per process (a model, a lazily read input): ``make()`` on first use, kept
+    in ``slot`` while ``key`` (paths, digests, fingerprints) stays the same, replaced when it changes."""
+    with _OPENED_LOCK:
+        held = _OPENED.get(slot)
+        if held is None or held[0] != key:
+            _OPENED.pop(slot, None)  # drop the old one before making the new one
+            _OPENED[slot] = (key, make())
+        return _OPENED[slot][1]
+
+
+def open_input(source: dict[str, Any]) -> Any:
+    """The lazily read input of a run record's ``input`` entry, opened once per process."""
+    from fmscope.io import read_image
+
+    key = (source["path"], source.get("dataset"), source["fingerprint"])
+    return per_process("input", key, lambda: read_image(source["path"], lazy=True, dataset=source.get("dataset")).data)
+
+
+def single_threaded_on_worker() -> None:
+    """torch on one thread in a Dask worker (one block per worker thread); untouched in this process."""
+    if on_worker():
+        import torch
+
+        torch.set_num_threads(1)

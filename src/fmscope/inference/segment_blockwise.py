@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,14 @@ import numpy as np
 
 from fmscope.errors import InvalidInputError
 from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, DoneFlags, plan_blocks, run_blocks
-from fmscope.inference.blockwise_output import BlockwiseConfig, Cluster, geometry, input_record, start_or_resume
+from fmscope.inference.blockwise_output import (
+    BlockwiseConfig,
+    Cluster,
+    geometry,
+    input_record,
+    open_input,
+    start_or_resume,
+)
 from fmscope.inference.stitch import MergeRule, RelabelBlock, lut_path, stitch_table
 from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
@@ -122,7 +128,7 @@ class SegmentBlock:
 
         record = self.record
         config = ClassicalConfig(**record["classical"])
-        raw = np.asarray(_input(record["input"])[block.read])
+        raw = np.asarray(open_input(record["input"])[block.read])
         thresholds = tuple(record["thresholds"]) or None
         result = segment_classical(raw, config, instances=record["instances"], thresholds=thresholds)
         if result.labels is None:
@@ -132,19 +138,6 @@ class SegmentBlock:
         unstitched, counts, _ = side_paths(Path(self.output))
         zarr.open_array(str(unstitched), mode="r+")[block.core] = local.astype(np.uint32)
         zarr.open_array(str(counts), mode="r+")[block.index] = int(local.max())
-
-
-_OPEN: dict[str, Any] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def _input(source: dict[str, Any]) -> Any:
-    """The lazily read input of this process (opened on first use, kept while the fingerprint stays the same)."""
-    with _OPEN_LOCK:
-        if source["fingerprint"] not in _OPEN:
-            _OPEN.clear()
-            _OPEN[source["fingerprint"]] = read_image(source["path"], lazy=True, dataset=source.get("dataset")).data
-        return _OPEN[source["fingerprint"]]
 
 
 def segment_blockwise(

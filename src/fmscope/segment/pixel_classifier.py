@@ -204,19 +204,24 @@ class PixelClassifier:
         imgs, labs, classes = _check_training(images, labels)
         xs: list[NDArray[np.float32]] = []
         ys: list[NDArray[np.int64]] = []
-        for img, (flat, y) in zip(imgs, _sample(labs, classes, cfg), strict=True):
-            coords = np.unravel_index(flat, img.shape)
-            rows: NDArray[np.float32] | None = None  # in sample order, so that chunking does not change the forest
-            for start, stop, lo, hi in _slabs(img, cfg):
-                inside = (coords[0] >= start) & (coords[0] < stop)
-                if inside.any():  # slabs without sampled pixels need no features (sparse scribbles)
-                    feats = _features(img[lo:hi], cfg)
-                    rows = np.empty((flat.size, feats.shape[-1]), np.float32) if rows is None else rows
-                    rows[inside] = feats[(coords[0][inside] - lo, *(c[inside] for c in coords[1:]))]
-            if rows is not None:
-                xs.append(rows)
+        for img, (flat, y) in zip(imgs, sample_labelled(labs, classes, cfg), strict=True):
+            if flat.size:
+                xs.append(feature_rows(img, flat, cfg))
                 ys.append(y)
         return self._fit_rows(np.concatenate(xs), np.concatenate(ys), classes, imgs[0].ndim)
+
+    def fit_rows(self, rows: np.ndarray, classes: np.ndarray, ndim: int) -> PixelClassifier:
+        """Train on feature rows ``(N, F)`` (from :func:`feature_rows`) and their class indices ``(N,)`` of
+        ``ndim``-D images: for training data gathered piece by piece (blocks of a volume larger than memory)."""
+        x = np.asarray(rows, dtype=np.float32)
+        y = np.asarray(classes, dtype=np.int64)
+        if x.ndim != 2 or y.shape != (x.shape[0],) or ndim not in (2, 3):
+            raise InvalidInputError(f"rows, classes, ndim: expected (N, F), (N,) and 2 or 3, got {x.shape}, "
+                                    f"{y.shape}, {ndim}")  # fmt: skip
+        seen = np.unique(y)
+        if seen.size < 2 or seen[0] < 0:
+            raise InvalidInputError(f"classes: expected at least 2 class indices >= 0, got {seen.tolist()}")
+        return self._fit_rows(x, y, seen, ndim)
 
     def fit_features(self, features: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> PixelClassifier:
         """Train like :meth:`fit` from features computed once by :func:`pixel_features` (``(*spatial, F)`` per
@@ -226,7 +231,7 @@ class PixelClassifier:
             raise InvalidInputError("features: expected (*spatial, F) arrays from pixel_features, one per image")
         _, labs, classes = _check_training([f[..., 0] for f in feats], labels)
         xs, ys = [], []
-        for f, (flat, y) in zip(feats, _sample(labs, classes, self.config), strict=True):
+        for f, (flat, y) in zip(feats, sample_labelled(labs, classes, self.config), strict=True):
             xs.append(f.reshape(-1, f.shape[-1])[flat])
             ys.append(y)
         return self._fit_rows(np.concatenate(xs), np.concatenate(ys), classes, feats[0].ndim - 1)
@@ -257,6 +262,26 @@ class PixelClassifier:
         seen = forest.classes_.astype(np.int64)
         out[seen] = forest.predict_proba(feats.reshape(-1, feats.shape[-1])).T.reshape(len(seen), *feats.shape[:-1])
         return out
+
+    @classmethod
+    def from_forest(cls, config: PixelClassifierConfig, forest: Any, ndim: int, n_classes: int) -> PixelClassifier:
+        """A fitted classifier from a forest saved earlier (see :mod:`fmscope.segment.scribbles`)."""
+        if not isinstance(forest, tuple(FORESTS.values())) or not hasattr(forest, "classes_"):
+            raise InvalidInputError(f"forest: expected a fitted scikit-learn forest, got {type(forest).__name__}")
+        clf = cls(config)
+        clf._forest, clf._ndim, clf._n_classes = forest, int(ndim), int(n_classes)
+        return clf
+
+    @property
+    def forest(self) -> RandomForestClassifier | ExtraTreesClassifier:
+        """The fitted scikit-learn forest."""
+        return self._fitted()
+
+    @property
+    def ndim(self) -> int:
+        """Dimensionality of the images it was trained on (2 or 3)."""
+        self._fitted()
+        return int(self._ndim or 0)
 
     @property
     def classes_(self) -> NDArray[np.int64]:
@@ -308,8 +333,24 @@ class PixelClassifier:
         return np.argmax(proba, axis=0).astype(np.min_scalar_type(max(self._n_classes - 1, 0)))
 
 
-def _sample(
-    labs: list[NDArray[np.int64]], classes: NDArray[np.int64], cfg: PixelClassifierConfig
+def feature_rows(img: NDArray[np.float32], flat: NDArray[np.int64], cfg: PixelClassifierConfig) -> NDArray[np.float32]:
+    """Features ``(len(flat), F)`` of the pixels at flat indices ``flat`` of ``img``, in that order (so that chunking
+    does not change the forest); only the slabs holding such pixels are filtered (sparse scribbles)."""
+    coords = np.unravel_index(flat, img.shape)
+    rows: NDArray[np.float32] | None = None
+    for start, stop, lo, hi in _slabs(img, cfg):
+        inside = (coords[0] >= start) & (coords[0] < stop)
+        if inside.any():
+            feats = _features(img[lo:hi], cfg)
+            rows = np.empty((flat.size, feats.shape[-1]), np.float32) if rows is None else rows
+            rows[inside] = feats[(coords[0][inside] - lo, *(c[inside] for c in coords[1:]))]
+    if rows is None:
+        raise InvalidInputError("flat: expected at least one pixel index")
+    return rows
+
+
+def sample_labelled(
+    labs: Sequence[NDArray[np.int64]], classes: NDArray[np.int64], cfg: PixelClassifierConfig
 ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
     """Per image, (flat indices, classes) of up to ``max_samples_per_class`` pixels per class over all images."""
     rng = np.random.default_rng(cfg.seed)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,9 @@ from fmscope.inference.blockwise_output import (
     Cluster,
     geometry,
     input_record,
-    on_worker,
+    open_input,
+    per_process,
+    single_threaded_on_worker,
     start_or_resume,
 )
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
@@ -75,26 +76,16 @@ class PredictBlock:
         zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)
 
 
-_OPEN: dict[tuple[str, ...], tuple[TaskModel, Any]] = {}
-_OPEN_LOCK = threading.Lock()
-
-
 def _opened(record: dict[str, Any]) -> tuple[TaskModel, Any]:
-    """The model (eval, CPU) and the lazily read input of this process for ``record``, opened on first use and kept
-    while the record's model digest and input stay the same; torch single-threaded on a Dask worker (one block per
-    worker thread), as many threads as it likes in this process."""
-    model_dir, source = record["model"]["path"], record["input"]
-    key = (model_dir, record["model"]["digest"], source["path"], str(source.get("dataset")), source["fingerprint"])
-    with _OPEN_LOCK:
-        if key not in _OPEN:
-            _OPEN.clear()
-            if on_worker():
-                import torch
+    """The model (eval, CPU) and the lazily read input of this process for ``record``, opened once per process;
+    torch single-threaded on a Dask worker, as many threads as it likes in this process."""
+    model_dir = record["model"]["path"]
 
-                torch.set_num_threads(1)
-            image = read_image(source["path"], lazy=True, dataset=source.get("dataset"))
-            _OPEN[key] = (load_task_model(model_dir).eval(), image.data)
-        return _OPEN[key]
+    def load() -> TaskModel:
+        single_threaded_on_worker()
+        return load_task_model(model_dir).eval()
+
+    return per_process("model", (model_dir, record["model"]["digest"]), load), open_input(record["input"])
 
 
 def model_digest(folder: Path) -> str:
