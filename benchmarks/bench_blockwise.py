@@ -1,8 +1,11 @@
-"""Blockwise prediction on Dask: voxels/s and peak memory per worker for 1 and 2 workers beside the single-process
-path, and a kill -9 + resume run whose output equals the uninterrupted one.
+"""Blockwise prediction (or classical segmentation) on Dask: voxels/s and peak memory per worker for 1 and 2 workers
+beside the single-process path, and a kill -9 + resume run whose output equals the uninterrupted one.
 
     python benchmarks/bench_blockwise.py [--shape 640 1024 1024] [--worker-memory 768MiB] [--model unet-tiny]
-        [--block 64 256 256] [--chunks 64 128 128] [--halo 16] [--json out.json]
+        [--block 64 256 256] [--chunks 64 128 128] [--halo 16] [--task predict|segment] [--json out.json]
+
+``--task segment`` runs ``fmscope segment --method otsu --smooth 1`` instead of a model (the single-process row then
+segments the whole volume in memory): its workers import no torch, so a 2 GiB volume against 512 MiB workers fits.
 
 A float32 Zarr volume (bright balls in noise, written chunk by chunk, never whole in memory) and a segmentation model
 with random weights (the speed, not the answer, is measured) saved as a task model folder. Each configuration runs in
@@ -34,6 +37,13 @@ from pathlib import Path
 import numpy as np
 
 OPTIONS = ("--block-shape", "--chunks", "--halo")
+SEGMENT = "segment"  # --task segment: no model, the classical segmenter below
+
+
+def _classical():  # type: ignore[no-untyped-def]
+    from fmscope.segment import ClassicalConfig
+
+    return ClassicalConfig("otsu", smooth_sigma=1.0)
 
 
 def make_volume(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> None:
@@ -63,13 +73,20 @@ def make_model(path: Path, name: str) -> Path:
 
 
 def one(kind: str, model: str, volume: str, out: str, flags: list[str]) -> dict:
-    """One configuration in this (fresh) process."""
-    from fmscope.tasks.predict import predict_file
-    from fmscope.tasks.predict_blockwise import BlockwiseConfig, predict_blockwise
+    """One configuration in this (fresh) process; ``model`` "segment" runs the classical segmenter instead."""
+    from fmscope.inference.blockwise_output import BlockwiseConfig
 
     t0 = time.perf_counter()
     workers: list[int] = []
-    if kind == "single":
+    if kind == "single" and model == SEGMENT:
+        from fmscope.io import ImageMetadata, read_image, write_image
+        from fmscope.segment import segment_classical
+
+        mask = segment_classical(read_image(volume).numpy(), _classical()).mask.astype(np.uint8)
+        write_image(out, mask, ImageMetadata.for_array(mask))
+    elif kind == "single":
+        from fmscope.tasks.predict import predict_file
+
         predict_file(model, volume, out)
     else:
         values = {f: [int(v) for v in flags[flags.index(f) + 1].split(",")] for f in OPTIONS}
@@ -86,7 +103,14 @@ def one(kind: str, model: str, volume: str, out: str, flags: list[str]) -> dict:
                 return real(self, *a, **k)
 
             distributed.Client.close = close  # type: ignore[method-assign]
-        predict_blockwise(model, volume, out, config)
+        if model == SEGMENT:
+            from fmscope.inference.segment_blockwise import segment_blockwise
+
+            segment_blockwise(volume, out, _classical(), config)
+        else:
+            from fmscope.tasks.predict_blockwise import predict_blockwise
+
+            predict_blockwise(model, volume, out, config)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "worker_peak_mib": [w / 1024 for w in workers]}  # fmt: skip
@@ -100,6 +124,8 @@ def main() -> None:
     p.add_argument("--halo", type=int, nargs=3, default=[16, 16, 16])
     p.add_argument("--worker-memory", default="768MiB")
     p.add_argument("--model", default="unet-tiny")
+    p.add_argument("--task", choices=("predict", "segment"), default="predict",
+                   help="predict: the model; segment: otsu after a Gaussian of sigma 1 (no torch in the workers)")
     p.add_argument("--kinds", nargs="+", default=["single", "inproc", "w1", "w2", "kill"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--one", nargs=4, default=None, help=argparse.SUPPRESS)
@@ -112,10 +138,12 @@ def main() -> None:
              "--halo", ",".join(map(str, args.halo)), "--worker-memory", args.worker_memory]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-blockwise-") as tmp:
         root = Path(tmp)
-        volume, model = root / "volume.zarr", make_model(root / "model", args.model)
+        volume = root / "volume.zarr"
+        model = make_model(root / "model", args.model) if args.task == "predict" else Path(SEGMENT)
         make_volume(volume, tuple(args.shape), tuple(args.chunks))
         voxels = int(np.prod(args.shape))
-        print(f"volume {tuple(args.shape)} float32 = {voxels * 4 / 2**30:.2f} GiB, model {args.model}, blocks "
+        what = f"model {args.model}" if args.task == "predict" else "otsu after a Gaussian (sigma 1)"
+        print(f"volume {tuple(args.shape)} float32 = {voxels * 4 / 2**30:.2f} GiB, {what}, blocks "
               f"{tuple(args.block)} + halo {tuple(args.halo)}, chunks {tuple(args.chunks)}, worker memory "
               f"{args.worker_memory}", flush=True)  # fmt: skip
         rows = {}
@@ -182,7 +210,7 @@ def kill_and_resume(root: Path, model: Path, volume: Path, flags: list[str]) -> 
 
 
 def table(rows: dict, voxels: int) -> None:
-    names = {"single": "single process (fmscope predict)", "inproc": "blockwise, in process",
+    names = {"single": "single process (no blocks)", "inproc": "blockwise, in process",
              "w1": "blockwise, 1 worker", "w2": "blockwise, 2 workers",
              "kill": "2 workers, resumed after kill -9"}  # fmt: skip
     base = rows.get("w1", {}).get("seconds")

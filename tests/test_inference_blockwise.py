@@ -19,6 +19,7 @@ from fmscope.models import create_model
 from fmscope.tasks.model import TaskModel, TaskSpec, save_task_model
 from fmscope.tasks.predict import predict_file
 from fmscope.tasks.predict_blockwise import BlockwiseConfig, PredictBlock, predict_blockwise
+from index_writer import IndexWriter
 
 
 @settings(max_examples=40, deadline=None)
@@ -234,3 +235,52 @@ def test_cli_blockwise_predict_survives_kill_9_and_resumes_bit_identically(
     left = int(out.split(" computed")[0].rsplit(" ", 1)[1])
     assert 0 < left <= 210 - done
     np.testing.assert_array_equal(read_image(tmp_path / "k.zarr").numpy(), read_image(tmp_path / "ref.zarr").numpy())
+
+
+def _index_plan(tmp_path: Path) -> tuple[BlockPlan, Path, DoneFlags, np.ndarray]:
+    import zarr
+
+    plan = BlockPlan((32, 32, 32), (16, 16, 16), (0, 0, 0), (16, 16, 16))
+    out = tmp_path / "out.zarr"
+    zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.uint8, fill_value=0)
+    expected = np.zeros(plan.shape, np.uint8)
+    for b in plan.blocks():
+        expected[b.core] = b.index + 1
+    return plan, out, DoneFlags(done_path(out), len(plan), create=True), expected
+
+
+def test_a_worker_killed_mid_run_has_its_block_retried_on_another(tmp_path: Path) -> None:
+    from fmscope.inference.blockwise_output import Cluster
+
+    plan, out, flags, expected = _index_plan(tmp_path)
+    marker = tmp_path / "killed"
+    # IndexWriter lives in a module without torch: the workers import it, and stay within 512 MiB
+    with Cluster(BlockwiseConfig(workers=2, worker_memory="512MiB")) as cluster:
+        result = run_blocks(plan, IndexWriter(str(out), str(marker), victim=3), flags, client=cluster.client)
+    assert marker.exists()  # a worker did die on block 3
+    assert result.complete and result.computed == tuple(range(len(plan)))
+    np.testing.assert_array_equal(read_image(out).numpy(), expected)
+
+
+def test_a_disk_full_while_a_block_is_written_leaves_it_unflagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import zarr.storage
+
+    plan, out, flags, expected = _index_plan(tmp_path)
+    real = zarr.storage.LocalStore.set
+
+    async def full(self: zarr.storage.LocalStore, key: str, value: object) -> None:
+        if Path(self.root) == out and key == "c/0/0/1":  # the chunk of block 1 (grid position (0, 0, 1))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await real(self, key, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", full)
+    first = run_blocks(plan, IndexWriter(str(out)), flags, retries=1)
+    assert list(first.failed) == [1] and "No space left on device" in first.failed[1] and not flags.is_done(1)
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real)
+    again = run_blocks(plan, IndexWriter(str(out)), flags)
+    assert again.computed == (1,) and again.complete
+    np.testing.assert_array_equal(read_image(out).numpy(), expected)
