@@ -124,8 +124,12 @@ def main() -> None:
     p.add_argument("--halo", type=int, nargs=3, default=[16, 16, 16])
     p.add_argument("--worker-memory", default="768MiB")
     p.add_argument("--model", default="unet-tiny")
-    p.add_argument("--task", choices=("predict", "segment"), default="predict",
-                   help="predict: the model; segment: otsu after a Gaussian of sigma 1 (no torch in the workers)")
+    p.add_argument(
+        "--task",
+        choices=("predict", "segment"),
+        default="predict",
+        help="predict: the model; segment: otsu after a Gaussian of sigma 1 (no torch in the workers)",
+    )
     p.add_argument("--kinds", nargs="+", default=["single", "inproc", "w1", "w2", "kill"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--one", nargs=4, default=None, help=argparse.SUPPRESS)
