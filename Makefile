@@ -10,7 +10,7 @@ $(BIN)/fmscope: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt "torch==2.13.0"
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,text,sam,app]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,text,sam,app,bioimageio]"
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation sam2==1.1.0
 	touch $(BIN)/fmscope
 
