@@ -1,5 +1,6 @@
-"""Model listing command: ``fmscope models [--json]``: the pretrained backbones shipped inside the package (usable by
-name, offline), then the known SAM/SAM2 checkpoints and whether they are in the cache.
+"""Model commands: ``fmscope models [--json]`` (the pretrained backbones shipped inside the package, usable by name
+offline, then the known SAM/SAM2 checkpoints and whether they are in the cache) and ``fmscope export bioimageio
+MODEL_DIR -o PACKAGE.zip`` (a fine-tuned model as a bioimage.io package).
 
 fmscope never downloads weights; for SAM/SAM2 this command says which file to fetch from where and where to put it.
 """
@@ -71,6 +72,24 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the same information as JSON")
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser("export", help="export a fine-tuned model to another ecosystem (bioimage.io)")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    e = formats.add_parser(
+        "bioimageio",
+        help="a bioimage.io model package (ilastik, deepImageJ, QuPath, Fiji, napari), checked by test_model",
+    )
+    e.add_argument("model", type=Path, help="a fine-tuned segment or deblur model folder (fmscope finetune: OUT/model)")
+    e.add_argument("-o", "--output", type=Path, required=True, help="the package, PACKAGE.zip")
+    e.add_argument("--sample", type=Path, default=None,
+                   help="an image: its centred crop is the test input and cover (default: a phantom)")  # fmt: skip
+    e.add_argument("--name", default=None, help="the model's name in the package")
+    e.add_argument("--description", default=None, help="one or two sentences: what it segments or restores, on what")
+    e.add_argument("--author", action="append", default=None, help="an author (repeat for several)")
+    e.add_argument("--license", default="MIT", help="SPDX licence of the weights (default MIT)")
+    e.add_argument("--no-torchscript", action="store_true", help="pytorch_state_dict weights only")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    e.set_defaults(func=cmd_export)
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     from fmscope.models.shipped import shipped_models
@@ -83,4 +102,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"shipped": listed, "cache_dir": str(folder), "models": rows}, indent=1))
     else:
         print(format_shipped(shipped) + "\n\n" + format_table(rows, folder))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fmscope.io import read_spatial
+    from fmscope.tasks.bioimageio_export import export_bioimageio
+
+    sample = read_spatial(args.sample).numpy() if args.sample is not None else None
+    done = export_bioimageio(args.model, args.output, sample=sample, name=args.name, description=args.description,
+                             authors=tuple(args.author or ("fmscope user",)), license=args.license,
+                             torchscript=not args.no_torchscript, overwrite=args.overwrite)  # fmt: skip
+    passed = sum(status == "passed" for _, status in done.checks)
+    print(f"wrote {done.package} ({', '.join(done.weight_formats)}; {len(done.files)} files: {', '.join(done.files)})")
+    print(f"bioimageio.core test_model: {passed} of {len(done.checks)} checks passed in {done.seconds:.1f} s")
     return 0

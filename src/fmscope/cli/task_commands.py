@@ -98,7 +98,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("predict", help="apply a fine-tuned model to an image or volume of any size")
-    p.add_argument("model", type=Path, help="task model folder (fmscope finetune: OUT/model)")
+    p.add_argument("model", type=Path,
+                   help="task model folder (fmscope finetune: OUT/model), or a bioimage.io package (.zip)")  # fmt: skip
     p.add_argument("input", help="image or volume in any readable format")
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="output file (.tif, .ome.zarr, .nii.gz...; .json for cls)"
@@ -188,7 +189,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     finish_output(result.output, "predict", args, (Path(args.input), args.model))
     what = f"class {result.class_name}" if result.class_name else f"{result.task} output"
     print(f"{args.input} {result.shape}: {what} -> {result.output}")
-    if args.overlay is not None and get_task(result.task).label_output and not args.probabilities:
+    labelled = result.task != "bioimage.io" and get_task(result.task).label_output  # a package: its raw output
+    if args.overlay is not None and labelled and not args.probabilities:
         names = None if args.instances else dict(enumerate(result.classes[1:], 1))  # instances: objects, not classes
         write_overlay(args.overlay, Path(args.input), result.output, overwrite=args.overwrite, class_names=names,
                       title=f"{Path(args.input).name}: {args.model.parent.name or args.model.name}")  # fmt: skip

@@ -17,10 +17,12 @@ by one slab of windows, not by the volume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,42 @@ def classify_array(model: TaskModel, image: Any, *, device: str | torch.device =
     return model.spec.classes[int(probs.argmax())], probs
 
 
+@contextlib.contextmanager
+def scores_target(data: Any, n_outputs: int, per_slice: bool, folder: Path) -> Iterator[Any]:
+    """Where dense scores ``(n_outputs, *data.shape)`` accumulate: None (a numpy array in memory) for a numpy input;
+    for a lazy input a Zarr array in a scratch folder beside the output, removed afterwards. ``per_slice``: chunks of
+    one slice (a 2D model writes a slice at a time)."""
+    if isinstance(data, np.ndarray):
+        yield None
+        return
+    import zarr
+
+    scratch = Path(tempfile.mkdtemp(prefix=".fmscope-predict-", dir=folder))
+    try:
+        chunks = (1, 1, *[min(s, 256) for s in data.shape[1:]]) if per_slice else (1, *[min(s, 64) for s in data.shape])
+        yield zarr.open_array(store=str(scratch / "scores.zarr"), mode="w", shape=(n_outputs, *data.shape),
+                              chunks=chunks, dtype="float32")  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def as_lazy(scores: Any) -> Any:
+    """Scores as returned by the predictor: numpy stays, a Zarr scratch array becomes dask (read chunk by chunk)."""
+    if isinstance(scores, np.ndarray):
+        return scores
+    import dask.array as da
+
+    return da.from_zarr(scores)
+
+
+def write_like(out: Path, result: Any, image: Any, input_path: str | Path, *, overwrite: bool, labels: bool) -> Path:
+    """Write a prediction with the input's spacing and unit (a leading channel axis when it has one more axis)."""
+    meta = image.meta
+    axes = ("C" if result.ndim > len(meta.spatial_axes) else "") + meta.spatial_axes
+    out_meta = ImageMetadata.for_array(result, axes=axes, spacing=meta.spacing, unit=meta.unit, source=str(input_path))
+    return write_image(out, result, out_meta, overwrite=overwrite, labels=labels)
+
+
 def predict_file(
     model_dir: str | Path,
     input_path: str | Path,
@@ -148,6 +186,17 @@ def predict_file(
     """
     if instances not in (None, "components", "watershed"):
         raise InvalidInputError(f"instances: expected None, 'components' or 'watershed', got {instances!r}")
+    from fmscope.tasks.bioimageio_package import is_package
+
+    if is_package(model_dir):  # a bioimage.io model package: its own path (no task, no classes)
+        if probabilities or instances or flips:
+            raise InvalidInputError("model: a bioimage.io package writes its output tensor as it is; drop "
+                                    "--probabilities, --instances and --flips")  # fmt: skip
+        from fmscope.tasks.bioimageio_package import predict_package_file
+
+        written = predict_package_file(model_dir, input_path, output, overlap=overlap, batch_size=batch_size,
+                                       device=str(device), overwrite=overwrite, progress=progress)  # fmt: skip
+        return PredictionResult(written, "bioimage.io", tuple(read_image(input_path).shape))
     out = check_output_path(output, overwrite)
     model = load_task_model(model_dir, map_location=device)
     image = read_image(input_path)
@@ -162,36 +211,13 @@ def predict_file(
         with atomic_output(out, overwrite) as tmp:
             tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         return PredictionResult(out, model.spec.task, tuple(data.shape), name)
-    scratch = None
-    target = None
-    if not isinstance(data, np.ndarray):  # lazy input: accumulate in a zarr array on disk
-        import zarr
-
-        scratch = Path(tempfile.mkdtemp(prefix=".fmscope-predict-", dir=out.parent))
-        per_slice = data.ndim == model.backbone.config.spatial_dims + 1  # a 2D model writes one slice at a time
-        chunks = (1, 1, *[min(s, 256) for s in data.shape[1:]]) if per_slice else (1, *[min(s, 64) for s in data.shape])
-        target = zarr.open_array(
-            store=str(scratch / "scores.zarr"), mode="w", shape=(model.spec.n_outputs, *data.shape), chunks=chunks,
-            dtype="float32",
-        )  # fmt: skip
-    try:
+    per_slice = data.ndim == model.backbone.config.spatial_dims + 1  # a 2D model writes one slice at a time
+    with scores_target(data, model.spec.n_outputs, per_slice, out.parent) as target:
         scores = predict_array(
             model, data, overlap=overlap, flips=flips, batch_size=batch_size, out=target, device=device,
             progress=progress,
         )  # fmt: skip
-        if scratch is not None:
-            import dask.array as da
-
-            scores = da.from_zarr(scores)
-        result, labels = model.task.output_image(scores, probabilities=probabilities, instances=instances)
-        meta = image.meta
-        axes = ("C" if result.ndim > data.ndim else "") + meta.spatial_axes
-        out_meta = ImageMetadata.for_array(
-            result, axes=axes, spacing=meta.spacing, unit=meta.unit, source=str(input_path)
-        )
-        write_image(out, result, out_meta, overwrite=overwrite, labels=labels)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        result, labels = model.task.output_image(as_lazy(scores), probabilities=probabilities, instances=instances)
+        write_like(out, result, image, input_path, overwrite=overwrite, labels=labels)
     logger.info("wrote %s prediction of %s to %s", model.spec.task, input_path, out)
     return PredictionResult(out, model.spec.task, tuple(data.shape), classes=tuple(model.spec.classes))

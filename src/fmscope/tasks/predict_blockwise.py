@@ -122,7 +122,16 @@ def predict_blockwise(
     progress: ProgressCallback | bool | None = None,
 ) -> BlockwisePrediction:
     """Predict ``input_path`` into the Zarr ``output`` block by block (see the module doc); ``mask`` (any resolution)
-    skips empty blocks (their output stays 0)."""
+    skips empty blocks (their output stays 0). A bioimage.io package as ``model_dir``:
+    :func:`fmscope.tasks.bioimageio_blockwise.predict_package_blockwise`."""
+    from fmscope.tasks.bioimageio_package import is_package
+
+    if is_package(model_dir):
+        from fmscope.tasks.bioimageio_blockwise import predict_package_blockwise
+
+        return predict_package_blockwise(model_dir, input_path, output, config, dataset=dataset, mask=mask,
+                                         overlap=overlap, batch_size=batch_size, overwrite=overwrite,
+                                         progress=progress)  # fmt: skip
     model_dir, input_path, out = (Path(p).resolve() for p in (model_dir, input_path, output))
     if not out.name.endswith(".zarr"):
         raise InvalidInputError(f"-o: blockwise prediction writes a Zarr array (OUT.zarr), got '{out}'")
