@@ -95,7 +95,7 @@ def test_bad_models_and_packages_are_refused_naming_what_is_supported(
     classifier = task_model(tmp_path, "classify", ("a", "b"))
     with pytest.raises(InvalidInputError, match="a classify model; bioimage.io export takes segment or deblur"):
         export_bioimageio(classifier, tmp_path / "x.zip")
-    with pytest.raises(InvalidInputError, match="has weights pytorch_state_dict, torchscript; fmscope runs onnx"):
+    with pytest.raises(InvalidInputError, match="weight_format: fmscope runs torchscript or pytorch_state_dict"):
         load_package(package, weight_format="onnx")
     real = bioimageio_export.predict_array
     monkeypatch.setattr(bioimageio_export, "predict_array", lambda m, raw: real(m, raw) + 0.5)  # a wrong test output
@@ -114,6 +114,8 @@ def test_cli_exports_a_restoration_model(tmp_path: Path, capsys: pytest.CaptureF
     assert "(pytorch_state_dict; 7 files" in out and "checks passed" in out
     passed, total = (int(n) for n in out.split("test_model: ")[1].split(" checks")[0].split(" of "))
     assert passed == total >= 5
+    with pytest.raises(InvalidInputError, match="has weights pytorch_state_dict, not torchscript"):
+        load_package(tmp_path / "deblur.zip", weight_format="torchscript")
 
 
 @pytest.mark.parametrize("axes", [("batch", "channel", "z", "y", "x"), ("batch", "z", "y", "x", "channel"),

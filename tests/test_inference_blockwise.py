@@ -249,7 +249,7 @@ def _index_plan(tmp_path: Path) -> tuple[BlockPlan, Path, DoneFlags, np.ndarray]
     return plan, out, DoneFlags(done_path(out), len(plan), create=True), expected
 
 
-def test_a_worker_killed_mid_run_has_its_block_retried_on_another(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_has_its_block_retried(tmp_path: Path) -> None:
     from fmscope.inference.blockwise_output import Cluster
 
     plan, out, flags, expected = _index_plan(tmp_path)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fmscope.errors import InvalidInputError
+from fmscope.inference import classify_blockwise as classify_blockwise_module
 from fmscope.inference.blockwise import done_path
 from fmscope.inference.blockwise_output import BlockwiseConfig
 from fmscope.inference.classify_blockwise import classify_blockwise, forest_path
@@ -61,6 +62,9 @@ def test_scribbles_train_a_classifier_that_labels_the_volume_and_survives_a_save
     assert json.loads((folder / "config.json").read_text())["kind"] == "fmscope pixel classifier"
     again, _ = segment_scribbles(image, model=ScribbleModel.load(folder))
     np.testing.assert_array_equal(again, labels)
+    sparse = np.where(marks == 2, 255, marks).astype(np.uint8)  # values 1 and 255: two classes, not 255 channels
+    labels255, _ = segment_scribbles(image, scribbles=sparse, config=FAST)
+    np.testing.assert_array_equal(labels255, np.where(labels == 2, 255, labels))
     per_slice, flat = segment_scribbles(image, scribbles=marks, config=FAST, per_slice=True)
     assert flat.per_slice and flat.classifier.ndim == 2 and np.mean(per_slice == truth) > 0.9
     with pytest.raises(InvalidInputError, match="--forest: .* is not a pixel-classifier folder"):
@@ -81,8 +85,12 @@ def test_bad_scribbles_are_refused_naming_the_flag(data: tuple[np.ndarray, np.nd
         fit_scribbles([(image, (marks > 0).astype(np.uint8))], FAST)
 
 
+def _no_training(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a resumed run must apply its recorded forest, not train again")
+
+
 def test_blockwise_rf_equals_the_whole_volume_prediction_of_its_forest_and_resumes(
-    data: tuple[np.ndarray, np.ndarray, np.ndarray, Path, Path], tmp_path: Path
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image, truth, _, source, marks_path = data
     out = tmp_path / "rf.zarr"
@@ -95,6 +103,7 @@ def test_blockwise_rf_equals_the_whole_volume_prediction_of_its_forest_and_resum
     import zarr
 
     zarr.open_array(str(done_path(out)), mode="r+")[5] = 0  # as if the run had died before block 5 was flagged
+    monkeypatch.setattr(classify_blockwise_module, "fit_scribbles", _no_training)
     again = classify_blockwise(source, out, scribbles=marks_path, classifier=FAST, config=BLOCKS)
     assert again.result.computed == (5,)  # the recorded forest is applied again, not retrained
     np.testing.assert_array_equal(read_image(out).numpy(), got)
@@ -102,6 +111,10 @@ def test_blockwise_rf_equals_the_whole_volume_prediction_of_its_forest_and_resum
     write_image(other, paint(truth, 7), ImageMetadata.for_array(truth), labels=True)
     with pytest.raises(InvalidInputError, match="another plan, input or settings .*scribbles"):
         classify_blockwise(source, out, scribbles=other, classifier=FAST, config=BLOCKS)
+    flat = tmp_path / "flat.zarr"  # a 2D image for a 3D forest
+    write_image(flat, image[0], ImageMetadata.for_array(image[0]))
+    with pytest.raises(InvalidInputError, match="--forest: it classifies 3D images, the input has shape"):
+        classify_blockwise(flat, tmp_path / "f.zarr", forest=done.forest, config=BlockwiseConfig(chunks=16))
     (done.forest / "forest.joblib").write_bytes(b"changed")
     with pytest.raises(InvalidInputError, match="--resume: the forest .* is gone or changed"):
         classify_blockwise(source, out, scribbles=marks_path, classifier=FAST, config=BLOCKS)

@@ -91,14 +91,14 @@ def geometry(
     block = tuple(min(b, -(-s // c) * c) for b, s, c in
                   zip(_sizes(config.block_shape, [2 * c for c in chunks], "--block-shape", nd), shape, chunks,
                       strict=True))  # fmt: skip
+    wanted = _sizes(default_halo, [], "halo", nd)
     if config.halo is None:  # a thin volume has thin blocks: the default halo is at most a block
-        wanted = _sizes(default_halo, [], "halo", nd)
         halo = tuple(min(int(h), b) for h, b in zip(wanted, block, strict=True))
-        if halo != wanted:
-            logger.warning("the default halo %s is cut to the block %s: near block faces the result may differ from "
-                           "the whole-volume one; a larger --block-shape avoids it", wanted, block)  # fmt: skip
     else:
         halo = _sizes(config.halo, [], "--halo", nd)
+    if any(h < w and b < s for h, w, b, s in zip(halo, wanted, block, shape, strict=True)):  # a block face inside
+        logger.warning("halo %s is below the method's %s (block %s): near block faces the result may differ from the "
+                       "whole-volume one; a larger --block-shape or --halo avoids it", halo, wanted, block)  # fmt: skip
     return block, halo, chunks
 
 

@@ -2,12 +2,12 @@
 scribble-trained pixel classifier (:mod:`fmscope.segment.scribbles`) applied block by block
 (:mod:`fmscope.inference.blockwise`), in this process or on a Dask cluster, resumable.
 
-Training reads only the blocks whose core holds painted voxels (core + the features' halo; the painted voxels of
-the halo belong to the neighbouring block, so none counts twice), in this process. The forest is saved beside the
-output (``OUT.zarr.forest``, a model folder that ``--forest`` takes again) and named in the run record with its
-digest: a resumed run applies that forest and never retrains; a given ``--forest`` is applied as it is. Each block
-computes its features on core + halo (halo = the filters' radius), so the output equals the whole-volume
-prediction of the same forest voxel for voxel. Skipped blocks (``--mask``) stay 0 (no class).
+Training reads only the blocks whose core holds painted voxels (core + the features' halo; the painted voxels of the
+halo belong to the neighbouring block, so none counts twice), in this process, blocks ``--mask`` skips included. The
+forest is saved beside the output (``OUT.zarr.forest``, a model folder that ``--forest`` takes again) and named in
+the run record with its digest: a resumed run applies that forest and never retrains; a given ``--forest`` is
+applied as it is. Each block computes its features on core + halo (halo = the filters' radius), so the output equals
+the whole-volume prediction of the same forest voxel for voxel. Skipped blocks (``--mask``) stay 0 (no class).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ClassifyBlock:
 def _painted_regions(data: Any, scribbles: Any, plan: BlockPlan) -> Any:
     """``(image, scribbles)`` per block whose core holds painted voxels: core + halo of the image, the scribbles of
     the core only (0 in the halo)."""
-    for block in plan.blocks():
+    for block in (plan.block_at(i) for i in range(len(plan))):  # the mask's skipped blocks too: paint is paint
         core = np.asarray(scribbles[block.core])
         if not core.any():
             continue
@@ -103,11 +103,16 @@ def classify_blockwise(
     if (scribbles is None) == (forest is None):
         raise InvalidInputError("--labels / --forest: give one (scribbles to train on, or a saved forest)")
     data = read_image(input_path, lazy=True, dataset=dataset).data
-    if data.ndim not in (2, 3) or (per_slice and data.ndim != 3):
-        raise InvalidInputError(f"image: expected a (Z, Y, X) volume or a (Y, X) image, got shape {data.shape}")
     given = ScribbleModel.load(forest) if forest is not None else None
     if given is not None:
         per_slice = given.per_slice
+        if given.classifier.ndim != data.ndim - per_slice:
+            what = "slices" if per_slice else "images"
+            raise InvalidInputError(f"--forest: it classifies {given.classifier.ndim}D {what}, the input has shape "
+                                    f"{data.shape}")  # fmt: skip
+    if data.ndim not in (2, 3) or (per_slice and data.ndim != 3):
+        raise InvalidInputError(f"--per-slice: expected a (Z, Y, X) volume (or a (Y, X) image without --per-slice), "
+                                f"got shape {data.shape}")  # fmt: skip
     cfg = given.classifier.config if given is not None else classifier or PixelClassifierConfig()
     block, halo, chunks = geometry(data.shape, config, feature_halo(cfg, per_slice, data.ndim))
     plan = plan_blocks(data.shape, block, halo, chunks, mask=mask)

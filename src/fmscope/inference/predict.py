@@ -231,11 +231,8 @@ def sliding_window_predict(
     acc = torch.zeros((out_channels, rows, *spatial[1:]), dtype=torch.float32)
     wsum = torch.zeros((rows, *spatial[1:]), dtype=torch.float32)
     base = 0  # volume row held by acc[:, 0]
-    out_t = (
-        torch.from_numpy(out)
-        if isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.writeable
-        else None
-    )
+    writable = isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.writeable
+    out_t = torch.from_numpy(out) if writable and all(st >= 0 for st in out.strides) else None
 
     def flush(stop: int) -> None:
         """Finalise volume rows [base, stop), write them to ``out`` and shift the buffers up."""
@@ -270,7 +267,7 @@ def sliding_window_predict(
                 for starts in chunk:
                     index = tuple(slice(s, s + r) for s, r in zip(starts, region[1:], strict=True))
                     padded, crop = _pad_to(slab[(slice(None), slice(None), *index)], config.window, config.pad_mode)
-                    inputs.append(torch.from_numpy(padded))
+                    inputs.append(torch.from_numpy(np.ascontiguousarray(padded)))  # a flipped view: copied
                 pred = _predict_batch(predictor, torch.stack(inputs), config, dev)
                 if pred.shape[1] != out_channels:
                     raise InvalidInputError(

@@ -27,7 +27,10 @@ from fmscope.io.registry import detect_format
 logger = logging.getLogger(__name__)
 
 LayerData = tuple[Any, dict[str, Any], str]
-LABEL_NAMES = re.compile(r"label|mask|seg|instance|object|scribble", re.IGNORECASE)
+# a word of the file name: "nuclei_labels.tif", "cells-mask.ome.zarr", not "objective_40x.tif"
+LABEL_NAMES = re.compile(
+    r"(^|[_\-. ])(labels?|masks?|seg|segmentation|instances?|objects?|scribbles?)([_\-. ]|$)", re.IGNORECASE
+)
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -54,7 +57,10 @@ def _is_labels(path: Path, fmt: str, dtype: np.dtype[Any]) -> bool:
     if fmt == "ome-zarr":
         for name in ("zarr.json", ".zattrs"):
             if (path / name).is_file():
-                attrs = json.loads((path / name).read_text(encoding="utf-8"))
+                try:
+                    attrs = json.loads((path / name).read_text(encoding="utf-8"))
+                except ValueError:  # unreadable attributes: decided by the name below
+                    continue
                 attrs = attrs.get("attributes", attrs)
                 if isinstance(attrs.get("fmscope"), dict) and "labels" in attrs["fmscope"]:
                     return bool(attrs["fmscope"]["labels"])

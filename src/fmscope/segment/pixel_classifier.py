@@ -327,6 +327,23 @@ class PixelClassifier:
             out[seen, start:stop] = proba.T.reshape(len(seen), stop - start, *img.shape[1:])
         return out
 
+    def predict_labels(self, image: np.ndarray) -> NDArray[np.int64]:
+        """The most probable class index per pixel (as :meth:`predict`), slab by slab from the forest's own
+        probabilities: memory holds the classes seen, not ``n_classes`` channels (class values may be sparse)."""
+        forest = self._fitted()
+        img = _check_image(image)
+        if img.ndim != self._ndim:
+            raise InvalidInputError(
+                f"image: expected a {self._ndim}D image like the training images, got shape {img.shape}"
+            )
+        out = np.empty(img.shape, dtype=np.int64)
+        seen = forest.classes_.astype(np.int64)
+        for start, stop, lo, hi in _slabs(img, self.config):
+            feats = _features(img[lo:hi], self.config)[start - lo : stop - lo]
+            proba = forest.predict_proba(feats.reshape(-1, feats.shape[-1]))
+            out[start:stop] = seen[np.argmax(proba, axis=1)].reshape(stop - start, *img.shape[1:])
+        return out
+
     def predict(self, image: np.ndarray) -> NDArray[Any]:
         """Most probable class per pixel (argmax of :meth:`predict_proba`), smallest unsigned dtype holding C - 1."""
         proba = self.predict_proba(image)

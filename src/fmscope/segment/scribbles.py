@@ -76,7 +76,7 @@ class ScribbleModel:
         return self.label_plane(img)
 
     def label_plane(self, img: NDArray[np.float32]) -> NDArray[np.uint8]:
-        return (np.argmax(self.classifier.predict_proba(img), axis=0) + 1).astype(np.uint8)
+        return (self.classifier.predict_labels(img) + 1).astype(np.uint8)
 
     def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the model folder atomically (see the module doc); returns its path."""
@@ -112,11 +112,13 @@ class ScribbleModel:
         if meta.get("sklearn") != sklearn.__version__:
             logger.warning("'%s' was saved with scikit-learn %s, this is %s: predictions may differ", path,
                            meta.get("sklearn"), sklearn.__version__)  # fmt: skip
-        config = PixelClassifierConfig(**meta["classifier"])
+        try:
+            config = PixelClassifierConfig(**meta["classifier"])
+            ndim, n_classes, per_slice = int(meta["ndim"]), int(meta["n_classes"]), bool(meta["per_slice"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"--forest: '{path / CONFIG_FILE}' lacks or mangles an entry ({exc})") from None
         forest = joblib.load(path / FOREST_FILE)
-        return cls(
-            PixelClassifier.from_forest(config, forest, meta["ndim"], meta["n_classes"]), bool(meta["per_slice"])
-        )
+        return cls(PixelClassifier.from_forest(config, forest, ndim, n_classes), per_slice)
 
 
 def feature_halo(config: PixelClassifierConfig, per_slice: bool, ndim: int) -> list[int]:
@@ -128,7 +130,10 @@ def model_digest(folder: str | os.PathLike[str]) -> str:
     """sha256 over a model folder's files (what a resumed blockwise run must be applying)."""
     h = hashlib.sha256()
     for name in (CONFIG_FILE, FOREST_FILE):
-        h.update((Path(folder) / name).read_bytes())
+        try:
+            h.update((Path(folder) / name).read_bytes())
+        except OSError as exc:
+            raise InvalidInputError(f"--forest: cannot read '{Path(folder) / name}' ({exc.strerror})") from None
     return h.hexdigest()
 
 
@@ -159,9 +164,14 @@ def fit_scribbles(
             ((flat, y),) = sample_labelled([lab], classes, cfg)
             xs.append(feature_rows(plane, flat, cfg))
             ys.append(y)
+            if sum(len(v) for v in ys) > 4 * cfg.max_samples_per_class * len(np.unique(np.concatenate(ys))):
+                keep = _subsample(np.concatenate(ys), cfg)  # memory stays a few times the cap, not per region
+                xs, ys = [np.concatenate(xs)[keep]], [np.concatenate(ys)[keep]]
     if not xs or ndim is None:
         raise InvalidInputError("--labels: no painted pixels (values 1..K) in the scribbles")
     rows, classes = np.concatenate(xs), np.concatenate(ys)
+    if np.unique(classes).size < 2:
+        raise InvalidInputError(f"--labels: paint at least 2 classes, got only value {int(classes[0]) + 1}")
     keep = _subsample(classes, cfg)
     logger.info("scribbles: %d painted pixels sampled of %d, classes %s", keep.size, classes.size,
                 (np.unique(classes) + 1).tolist())  # fmt: skip

@@ -41,12 +41,14 @@ logger = logging.getLogger(__name__)
 
 
 def _sha256(path: Path) -> str:
-    """sha256 of a package file (of its rdf.yaml for an unzipped package folder)."""
-    target = path / "rdf.yaml" if path.is_dir() else path
+    """sha256 of a package: the zip file, or every file of an unzipped package folder (names included)."""
     h = hashlib.sha256()
-    with open(target, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -211,7 +211,7 @@ def _describe(
     spec, config = model.spec, model.backbone.config
     ndim = config.spatial_dims
     axes = SPATIAL_AXES[-ndim:]
-    step = math.prod(config.strides) if getattr(config, "strides", None) else 1
+    step = 32 if config.architecture == "swinunetr" else math.prod(config.strides)  # SwinUNETR: 5 halvings
     np.save(work / "test_input.npy", raw[None, None])
     np.save(work / "test_output.npy", expected[None])
     network = bioimageio_network.FmscopeDense(to_dict(config), to_dict(spec)).eval()

@@ -9,7 +9,8 @@ scale. Preprocessing taken: ``scale_range``, ``clip`` (fixed bounds), ``zero_mea
 ``fixed_zero_mean_unit_variance``, ``scale_linear``, ``ensure_dtype``; postprocessing (per voxel, applied to each
 window): ``sigmoid``, ``softmax``, ``clip``, ``scale_linear``, ``binarize``, ``ensure_dtype``. Anything else, several
 input or output tensors, a multi-channel input, or outputs resized against the input are refused, naming what was
-found. The window is the model's own patch size for a package fmscope exported (``config.fmscope.patch_size``), else
+found; an output halo is not cropped (the overlapping Gaussian-weighted windows down-weight window borders). The
+window is the model's own patch size for a package fmscope exported (``config.fmscope.patch_size``), else
 the smallest valid input size of at least 64 voxels per axis in 3D (256 in 2D); a 2D package on
 a ``(Z, Y, X)`` stack predicts slice by slice (with the stack's statistics). The output is the package's output tensor
 as float32, channel first (one channel: squeezed).
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,42 +71,43 @@ class PackageModel:
     postprocessing: tuple[Any, ...]
 
     def fit_statistics(self, data: Any) -> list[dict[str, float]]:
-        """Per preprocessing step, the whole-input values it needs (percentiles, mean and std), streamed once."""
-        from fmscope.intensity import compute_stats
-
-        fitted: list[dict[str, float]] = []
-        for op in self.preprocessing:
-            k = op.kwargs
-            if op.id == "scale_range":
-                lo, hi = float(k.min_percentile), float(k.max_percentile)
-                stats = compute_stats(data, percentiles=(lo, hi))
-                fitted.append({"low": float(stats.value(lo)), "high": float(stats.value(hi))})
-            elif op.id == "zero_mean_unit_variance":
-                stats = compute_stats(data)
-                fitted.append({"mean": float(stats.mean), "std": float(stats.std)})
-            else:
-                fitted.append({})
-        return fitted
+        """Per preprocessing step, the whole-input values it needs (percentiles, mean and std), each fitted on the
+        input as the steps before it left it (streamed; lazily for a dask input)."""
+        return self._run(data, None)[1]
 
     def normalise(self, data: Any, fitted: list[dict[str, float]] | None = None) -> Any:
         """The input after the package's preprocessing, with whole-input statistics (``fitted``: from
         :meth:`fit_statistics`, computed here when None); numpy or dask, lazily."""
-        values = self.fit_statistics(data) if fitted is None else fitted
+        return self._run(data, fitted)[0]
+
+    def _run(self, data: Any, fitted: list[dict[str, float]] | None) -> tuple[Any, list[dict[str, float]]]:
+        from fmscope.intensity import compute_stats
+
+        values: list[dict[str, float]] = []
         x: Any = data.astype(np.float32)
-        for op, v in zip(self.preprocessing, values, strict=True):
+        for i, op in enumerate(self.preprocessing):
             k = op.kwargs
+            v = fitted[i] if fitted is not None else {}
             if op.id == "scale_range":
+                if fitted is None:
+                    lo, hi = float(k.min_percentile), float(k.max_percentile)
+                    stats = compute_stats(x, percentiles=(lo, hi))
+                    v = {"low": float(stats.value(lo)), "high": float(stats.value(hi))}
                 x = (x - v["low"]) / (v["high"] - v["low"] + float(k.eps))
+            elif op.id == "zero_mean_unit_variance":
+                if fitted is None:
+                    stats = compute_stats(x)
+                    v = {"mean": float(stats.mean), "std": float(stats.std)}
+                x = (x - v["mean"]) / (v["std"] + float(k.eps))
             elif op.id == "clip":
                 x = x.clip(k.min, k.max)
-            elif op.id == "zero_mean_unit_variance":
-                x = (x - v["mean"]) / (v["std"] + float(k.eps))
             elif op.id == "fixed_zero_mean_unit_variance":
                 x = (x - _scalar(k.mean, "mean")) / (_scalar(k.std, "std") + float(k.eps))
             elif op.id == "scale_linear":
                 x = x * _scalar(k.gain, "gain") + _scalar(k.offset, "offset")
+            values.append(v)
             x = x.astype(np.float32)
-        return x
+        return x, values
 
     def predictor(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, *window)`` -> ``(B, C_out, *window)``: the network on the package's axis order, then the
@@ -164,6 +165,17 @@ def _axis_names(tensor: Any, what: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _same_size(out_axis: Any, in_axis: Any) -> bool:
+    """An output axis the size of the input axis: a reference to it without offset, or equal fixed sizes; scale 1.
+    (An output halo is not cropped: the overlapping, Gaussian-weighted windows down-weight window borders.)"""
+    size = out_axis.size
+    if float(getattr(out_axis, "scale", 1.0)) != 1.0:
+        return False
+    if isinstance(size, int):
+        return isinstance(in_axis.size, int) and size == in_axis.size
+    return str(getattr(size, "axis_id", "")) == str(in_axis.id) and int(getattr(size, "offset", 0) or 0) == 0
+
+
 def _window_size(axis: Any, ndim: int) -> int:
     import bioimageio.spec.model.v0_5 as v
 
@@ -196,9 +208,12 @@ def load_package(
                "torchscript")  # fmt: skip
     found = [f for f in formats if getattr(descr.weights, f, None)]
     usable = [f for f in WEIGHT_FORMATS if f in found and (weight_format is None or f == weight_format)]
+    if weight_format is not None and weight_format not in WEIGHT_FORMATS:
+        raise InvalidInputError(f"weight_format: fmscope runs {' or '.join(WEIGHT_FORMATS)}, got {weight_format!r}")
     if not usable:
-        raise InvalidInputError(f"model: '{path}' has weights {', '.join(found) or 'none'}; fmscope runs "
-                                f"{' or '.join(weight_format and [weight_format] or WEIGHT_FORMATS)}")  # fmt: skip
+        wanted = weight_format or " or ".join(WEIGHT_FORMATS)
+        raise InvalidInputError(f"model: '{path}' has weights {', '.join(found) or 'none'}, not {wanted}; fmscope "
+                                f"runs {' or '.join(WEIGHT_FORMATS)}")  # fmt: skip
     if len(descr.inputs) != 1 or len(descr.outputs) != 1:
         raise InvalidInputError(f"model: '{path}' has {len(descr.inputs)} inputs and {len(descr.outputs)} outputs; "
                                 "fmscope runs one of each")  # fmt: skip
@@ -212,8 +227,7 @@ def load_package(
         raise InvalidInputError(f"model: the input has {len(channel.channel_names)} channels; fmscope runs "
                                 "single-channel inputs")  # fmt: skip
     for axis in out.axes:
-        if str(axis.type) == "space" and not (hasattr(axis.size, "axis_id") and str(axis.size.axis_id) == str(axis.id)
-                                               and float(getattr(axis, "scale", 1.0)) == 1.0):  # fmt: skip
+        if str(axis.type) == "space" and not _same_size(axis, next(a for a in inp.axes if str(a.id) == str(axis.id))):
             raise InvalidInputError(f"model: output axis {axis.id!r} is not the input's size; fmscope runs outputs "
                                     "the size of their input")  # fmt: skip
     out_channel = next((a for a in out.axes if str(a.type) == "channel"), None)
@@ -261,18 +275,16 @@ def predict_package(
         raise InvalidInputError(f"image: the package is {ndim}D, got an array of shape {tuple(image.shape)}")
     x = package.normalise(image)
     window = WindowConfig(package.window, overlap=overlap, batch_size=batch_size)
-    run: Callable[..., Any] = sliding_window_predict
-    with torch.inference_mode():
-        if image.ndim == ndim:
-            return run(x, package.predictor, window, out_channels=package.out_channels, out=out, device=device,
-                       progress=progress)  # fmt: skip
-        target = np.zeros((package.out_channels, *image.shape), np.float32) if out is None else out
-        with make_progress(progress, image.shape[0], "predict slices") as advance:
-            for z in range(image.shape[0]):
-                target[:, z] = run(np.asarray(x[z]), package.predictor, window, out_channels=package.out_channels,
-                                   device=device)  # fmt: skip
-                advance(1)
-        return target
+    if image.ndim == ndim:
+        return sliding_window_predict(x, package.predictor, window, out_channels=package.out_channels, out=out,
+                                      device=device, progress=progress)  # fmt: skip
+    target = np.zeros((package.out_channels, *image.shape), np.float32) if out is None else out
+    with make_progress(progress, image.shape[0], "predict slices") as advance:
+        for z in range(image.shape[0]):
+            target[:, z] = sliding_window_predict(np.asarray(x[z]), package.predictor, window,
+                                                  out_channels=package.out_channels, device=device)  # fmt: skip
+            advance(1)
+    return target
 
 
 def predict_package_file(
@@ -286,8 +298,9 @@ def predict_package_file(
     device: str = "cpu",
     overwrite: bool = False,
     progress: ProgressCallback | bool | None = None,
-) -> Path:
-    """Run the package ``source`` over the image file ``input_path`` and write the output (see the module doc)."""
+) -> tuple[Path, tuple[int, ...]]:
+    """Run the package ``source`` over the image file ``input_path`` and write the output (see the module doc);
+    returns the path written and the input's shape."""
     from fmscope.io import read_image
     from fmscope.tasks.predict import as_lazy, scores_target, write_like
     from fmscope.utils.atomic import check_output_path
@@ -304,4 +317,4 @@ def predict_package_file(
         result = scores[0] if package.out_channels == 1 else scores
         written = write_like(out, result, image, input_path, overwrite=overwrite, labels=False)
     logger.info("wrote the output of bioimage.io package %s for %s to %s", source, input_path, written)
-    return written
+    return written, tuple(int(n) for n in data.shape)

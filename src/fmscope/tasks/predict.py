@@ -194,9 +194,9 @@ def predict_file(
                                     "--probabilities, --instances and --flips")  # fmt: skip
         from fmscope.tasks.bioimageio_package import predict_package_file
 
-        written = predict_package_file(model_dir, input_path, output, overlap=overlap, batch_size=batch_size,
-                                       device=str(device), overwrite=overwrite, progress=progress)  # fmt: skip
-        return PredictionResult(written, "bioimage.io", tuple(read_image(input_path).shape))
+        written, shape = predict_package_file(model_dir, input_path, output, overlap=overlap, batch_size=batch_size,
+                                              device=str(device), overwrite=overwrite, progress=progress)  # fmt: skip
+        return PredictionResult(written, "bioimage.io", shape)
     out = check_output_path(output, overwrite)
     model = load_task_model(model_dir, map_location=device)
     image = read_image(input_path)
