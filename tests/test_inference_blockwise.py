@@ -284,3 +284,26 @@ def test_a_disk_full_while_a_block_is_written_leaves_it_unflagged(
     again = run_blocks(plan, IndexWriter(str(out)), flags)
     assert again.computed == (1,) and again.complete
     np.testing.assert_array_equal(read_image(out).numpy(), expected)
+
+
+def test_blockwise_instances_are_the_components_of_the_blockwise_classes_across_faces(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import run
+    from fmscope.segment import label_components
+    from test_inference_segment_blockwise import same_partition
+
+    model, volume, _ = model_and_volume
+    classes = predict_blockwise(model, volume, tmp_path / "classes.zarr", SMALL)
+    done = predict_blockwise(model, volume, tmp_path / "objects.zarr", SMALL, instances=True)
+    expected = label_components(read_image(tmp_path / "classes.zarr").numpy() > 0)
+    got = read_image(tmp_path / "objects.zarr").numpy()
+    assert classes.objects is None and done.objects == int(expected.max()) > 1
+    assert got.dtype == np.uint32 and same_partition(got, expected)  # objects cut by block faces keep one id
+    flags = ["--block-shape", "16", "--chunks", "8", "16", "16", "--halo", "8"]
+    code, _, err = run(capsys, "predict", model, volume, "-o", tmp_path / "w.zarr", "--instances", "watershed", *flags)
+    assert code != 0 and "--instances watershed" in err
+    code, out, err = run(capsys, "predict", model, volume, "-o", tmp_path / "c.zarr", "--instances", "components",
+                         *flags)  # fmt: skip
+    assert code == 0, err
+    assert f", {done.objects} objects ->" in out

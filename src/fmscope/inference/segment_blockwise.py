@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import InvalidInputError
-from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, DoneFlags, plan_blocks, run_blocks
+from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, plan_blocks, run_blocks
 from fmscope.inference.blockwise_output import (
     BlockwiseConfig,
     Cluster,
@@ -36,7 +36,13 @@ from fmscope.inference.blockwise_output import (
     open_input,
     start_or_resume,
 )
-from fmscope.inference.stitch import MergeRule, RelabelBlock, lut_path, stitch_table
+from fmscope.inference.stitch import (
+    MergeRule,
+    create_instance_arrays,
+    instance_side,
+    stitch_blocks,
+    write_block_labels,
+)
 from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.segment.classical import smooth_finite
@@ -58,12 +64,6 @@ class BlockwiseSegmentation:
     result: BlockwiseResult
     thresholds: tuple[float, ...]
     objects: int | None  # instances: the number of objects once stitched (None: not labelled, or not complete)
-
-
-def side_paths(output: Path) -> tuple[Path, Path, Path]:
-    """The unstitched block-local labels, the per-block counts and the relabel flags of an instance output."""
-    return (output.with_name(output.name + ".local.zarr"), output.with_name(output.name + ".counts.zarr"),
-            output.with_name(output.name + ".relabel.done.zarr"))  # fmt: skip
 
 
 def check_blockwise(config: ClassicalConfig) -> None:
@@ -124,7 +124,6 @@ class SegmentBlock:
 
     def __call__(self, block: Block) -> None:
         import zarr
-        from skimage.segmentation import relabel_sequential
 
         record = self.record
         config = ClassicalConfig(**record["classical"])
@@ -133,11 +132,8 @@ class SegmentBlock:
         result = segment_classical(raw, config, instances=record["instances"], thresholds=thresholds)
         if result.labels is None:
             zarr.open_array(self.output, mode="r+")[block.core] = result.mask[block.inner].astype(np.uint8)
-            return
-        local, _, _ = relabel_sequential(result.labels[block.inner])
-        unstitched, counts, _ = side_paths(Path(self.output))
-        zarr.open_array(str(unstitched), mode="r+")[block.core] = local.astype(np.uint32)
-        zarr.open_array(str(counts), mode="r+")[block.index] = int(local.max())
+        else:
+            write_block_labels(self.output, block, result.labels[block.inner])
 
 
 def segment_blockwise(
@@ -165,7 +161,6 @@ def segment_blockwise(
     labelled = instances or classical.method == "watershed"
     block, halo, chunks = geometry(data.shape, config, default_halo(classical, data.ndim))
     plan = plan_blocks(data.shape, block, halo, chunks, mask=mask)
-    unstitched, counts_path, relabel_flags = side_paths(out)
 
     def make_record(previous: dict[str, Any] | None) -> dict[str, Any]:
         thresholds = previous["thresholds"] if previous is not None else list(volume_thresholds(data, classical))
@@ -176,16 +171,14 @@ def segment_blockwise(
     def create(record: dict[str, Any]) -> None:
         import zarr
 
-        dtype = np.uint32 if labelled else np.uint8
-        zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=dtype, fill_value=0)
         if labelled:
-            zarr.create_array(store=str(unstitched), shape=plan.shape, chunks=plan.chunks, dtype=np.uint32,
-                              fill_value=0)  # fmt: skip
-            zarr.create_array(store=str(counts_path), shape=(len(plan),), chunks=(1,), dtype=np.int64, fill_value=0)
+            create_instance_arrays(out, plan)
+        else:
+            zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.uint8, fill_value=0)
 
     with Cluster(config) as cluster:  # the thresholds are streamed on the cluster too
         record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("thresholds",),
-                                        side=(unstitched, counts_path, relabel_flags, lut_path(out)),
+                                        side=instance_side(out),
                                         what="segment (blockwise)", inputs=(str(input_path),),
                                         overwrite=overwrite)  # fmt: skip
         logger.info("blockwise %s: thresholds %s", classical.method, record["thresholds"])
@@ -193,24 +186,8 @@ def segment_blockwise(
                             retries=config.retries, progress=progress)  # fmt: skip
         objects = None
         if labelled and result.complete:
-            objects = _stitch(plan, out, classical, cluster.client, config.retries)
+            rule: MergeRule = "mutual" if classical.method == "watershed" else "touching"
+            objects = stitch_blocks(plan, out, rule, cluster.client, config.retries)
     if result.failed:
         logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
     return BlockwiseSegmentation(out, record_path(out), plan, result, tuple(record["thresholds"]), objects)
-
-
-def _stitch(plan: BlockPlan, out: Path, classical: ClassicalConfig, client: Any, retries: int) -> int | None:
-    """Merge the block-local labels across faces and write the final labels (resumable: its own done flags)."""
-    import zarr
-
-    unstitched, counts_path, relabel_flags = side_paths(out)
-    counts = np.asarray(zarr.open_array(str(counts_path), mode="r")[:])
-    rule: MergeRule = "mutual" if classical.method == "watershed" else "touching"
-    objects = stitch_table(zarr.open_array(str(unstitched), mode="r"), counts, plan, out, rule)
-    flags = DoneFlags(relabel_flags, len(plan), create=not relabel_flags.exists())
-    relabel = BlockPlan(plan.shape, plan.block, tuple(0 for _ in plan.shape), plan.chunks, plan.skipped)
-    done = run_blocks(relabel, RelabelBlock(str(unstitched), str(out)), flags, client=client, retries=retries)
-    if not done.complete:
-        logger.error("relabelling failed for blocks %s; rerun the same command", sorted(done.failed))
-        return None
-    return objects

@@ -140,3 +140,57 @@ class RelabelBlock:
         local = np.asarray(zarr.open_array(self.unstitched, mode="r")[block.core]).astype(np.int64)
         final = np.where(local > 0, table[np.where(local > 0, local + offset, 0)], 0).astype(np.uint32)
         zarr.open_array(self.output, mode="r+")[block.core] = final
+
+
+# ---- the instance outputs of a blockwise run ------------------------------------------------------------------
+
+
+def side_paths(output: Path) -> tuple[Path, Path, Path]:
+    """The unstitched block-local labels, the per-block counts and the relabel flags of an instance output."""
+    return (output.with_name(output.name + ".local.zarr"), output.with_name(output.name + ".counts.zarr"),
+            output.with_name(output.name + ".relabel.done.zarr"))  # fmt: skip
+
+
+def instance_side(output: Path) -> tuple[Path, ...]:
+    """Everything besides the output that an instance run writes (removed with ``--overwrite``)."""
+    return (*side_paths(output), lut_path(output))
+
+
+def create_instance_arrays(output: Path, plan: BlockPlan) -> None:
+    """The uint32 output, its unstitched twin and the counts array, before any block runs."""
+    import zarr
+
+    unstitched, counts, _ = side_paths(output)
+    for path in (output, unstitched):
+        zarr.create_array(store=str(path), shape=plan.shape, chunks=plan.chunks, dtype=np.uint32, fill_value=0)
+    zarr.create_array(store=str(counts), shape=(len(plan),), chunks=(1,), dtype=np.int64, fill_value=0)
+
+
+def write_block_labels(output: str | os.PathLike[str], block: Block, labels: np.ndarray) -> None:
+    """A block's labels of its core, renumbered ``1..n``, into the unstitched array, then ``n`` into the counts."""
+    import zarr
+    from skimage.segmentation import relabel_sequential
+
+    local, _, _ = relabel_sequential(np.asarray(labels))
+    unstitched, counts, _ = side_paths(Path(output))
+    zarr.open_array(str(unstitched), mode="r+")[block.core] = local.astype(np.uint32)
+    zarr.open_array(str(counts), mode="r+")[block.index] = int(local.max())
+
+
+def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, retries: int) -> int | None:
+    """Merge the block-local labels across faces and write the final labels (resumable: its own done flags);
+    the number of objects, or None when some relabelling block failed."""
+    import zarr
+
+    from fmscope.inference.blockwise import DoneFlags, run_blocks
+
+    unstitched, counts_path, relabel_flags = side_paths(output)
+    counts = np.asarray(zarr.open_array(str(counts_path), mode="r")[:])
+    objects = stitch_table(zarr.open_array(str(unstitched), mode="r"), counts, plan, output, rule)
+    flags = DoneFlags(relabel_flags, len(plan), create=not relabel_flags.exists())
+    relabel = BlockPlan(plan.shape, plan.block, tuple(0 for _ in plan.shape), plan.chunks, plan.skipped)
+    done = run_blocks(relabel, RelabelBlock(str(unstitched), str(output)), flags, client=client, retries=retries)
+    if not done.complete:
+        logger.error("relabelling failed for blocks %s; rerun the same command", sorted(done.failed))
+        return None
+    return objects

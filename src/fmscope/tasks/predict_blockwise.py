@@ -39,8 +39,10 @@ from fmscope.inference.blockwise_output import (
     start_or_resume,
 )
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
+from fmscope.inference.stitch import create_instance_arrays, instance_side, stitch_blocks, write_block_labels
 from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
 from fmscope.io import read_image
+from fmscope.segment import label_components
 from fmscope.tasks.model import TaskModel, load_task_model
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
@@ -54,6 +56,7 @@ class BlockwisePrediction:
     record: Path
     plan: BlockPlan
     result: BlockwiseResult
+    objects: int | None = None  # instances: the number of objects once stitched (None: not asked, or not complete)
 
 
 class PredictBlock:
@@ -73,7 +76,10 @@ class PredictBlock:
         scores = sliding_window_predict(np.asarray(apply_profile(raw, profile), np.float32), model.dense, window,
                                         out_channels=model.spec.n_outputs)  # fmt: skip
         result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
-        zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)
+        if self.record.get("instances"):  # components of the foreground classes, stitched after the last block
+            write_block_labels(self.output, block, label_components(np.asarray(result) > 0))
+        else:
+            zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)
 
 
 def _opened(record: dict[str, Any]) -> tuple[TaskModel, Any]:
@@ -118,16 +124,22 @@ def predict_blockwise(
     mask: Any = None,
     overlap: float = 0.5,
     batch_size: int = 2,
+    instances: bool = False,
     overwrite: bool = False,
     progress: ProgressCallback | bool | None = None,
 ) -> BlockwisePrediction:
     """Predict ``input_path`` into the Zarr ``output`` block by block (see the module doc); ``mask`` (any resolution)
-    skips empty blocks (their output stays 0). A bioimage.io package as ``model_dir``:
+    skips empty blocks (their output stays 0); ``instances`` (segmentation): uint32 connected components of the
+    foreground classes, stitched across block faces (:mod:`fmscope.inference.stitch`), equal to the components of
+    the blockwise class labels. A bioimage.io package as ``model_dir``:
     :func:`fmscope.tasks.bioimageio_blockwise.predict_package_blockwise`."""
     from fmscope.tasks.bioimageio_package import is_package
 
     if is_package(model_dir):
         from fmscope.tasks.bioimageio_blockwise import predict_package_blockwise
+
+        if instances:
+            raise InvalidInputError("--instances: a bioimage.io package writes its output tensor as it is")
 
         return predict_package_blockwise(model_dir, input_path, output, config, dataset=dataset, mask=mask,
                                          overlap=overlap, batch_size=batch_size, overwrite=overwrite,
@@ -138,6 +150,8 @@ def predict_blockwise(
     model = load_task_model(model_dir)
     if not model.task.dense:
         raise InvalidInputError(f"model: a {model.spec.task} model has no dense output to write blockwise")
+    if instances and not model.task.label_output:
+        raise InvalidInputError(f"--instances: a {model.spec.task} model writes no labels to split into objects")
     image = read_image(input_path, lazy=True, dataset=dataset)
     data, nd = image.data, model.backbone.config.spatial_dims
     if data.ndim != nd or nd != 3:
@@ -154,21 +168,28 @@ def predict_blockwise(
             if previous is not None
             else fit_profile(data, low_percentile=spec.low_percentile, high_percentile=spec.high_percentile)
         )
-        return _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size)
+        return _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size) | {
+            "instances": instances}  # fmt: skip
 
     def create(record: dict[str, Any]) -> None:
         import zarr
 
+        if instances:
+            create_instance_arrays(out, plan)
+            return
         probe, _ = model.task.output_image(np.zeros((spec.n_outputs, *(1,) * nd), np.float32))
         zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.asarray(probe).dtype,
                           fill_value=0)  # fmt: skip
 
     with Cluster(config) as cluster:  # a scheduler that does not answer is refused before anything is written
         record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("profile",),
-                                        what="predict (blockwise)", inputs=(str(input_path), str(model_dir)),
-                                        overwrite=overwrite)  # fmt: skip
+                                        side=instance_side(out) if instances else (), what="predict (blockwise)",
+                                        inputs=(str(input_path), str(model_dir)), overwrite=overwrite)  # fmt: skip
         result = run_blocks(plan, PredictBlock(record, str(out)), flags, client=cluster.client,
                             retries=config.retries, progress=progress)  # fmt: skip
+        objects = None
+        if instances and result.complete:
+            objects = stitch_blocks(plan, out, "touching", cluster.client, config.retries)
     if result.failed:
         logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
-    return BlockwisePrediction(out, record_path(out), plan, result)
+    return BlockwisePrediction(out, record_path(out), plan, result, objects)
