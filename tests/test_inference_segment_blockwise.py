@@ -9,7 +9,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
-from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.filters import threshold_li, threshold_multiotsu, threshold_otsu, threshold_triangle
 
 from fmscope.errors import InvalidInputError
 from fmscope.inference.blockwise import Block
@@ -46,6 +46,16 @@ def test_streamed_thresholds_equal_scikit_image_on_the_whole_volume() -> None:
     x = balls((20, 30, 40), 12, 1)
     chunked = da.from_array(x, chunks=(7, 11, 13))
     assert histogram_thresholds(streamed_histogram(chunked), "otsu") == (float(threshold_otsu(x)),)
+    for seed in range(3):  # li and triangle by their algorithms on the histogram, as scikit-image runs them
+        y = balls((16, 24, 32), 8, seed) // (1 + seed)
+        hist = streamed_histogram(da.from_array(y, chunks=(5, 24, 9)))
+        assert histogram_thresholds(hist, "li")[0] == pytest.approx(float(threshold_li(y)), abs=1e-9)
+        assert histogram_thresholds(hist, "triangle") == (float(threshold_triangle(y)),)
+        f = y.astype(np.float32) * 0.37
+        assert histogram_thresholds(streamed_histogram(da.from_array(f, chunks=(5, 24, 9))), "triangle")[0] == (
+            pytest.approx(float(threshold_triangle(f)), rel=1e-6))  # fmt: skip
+    with pytest.raises(InvalidInputError, match="--method li: blockwise li needs an integer volume"):
+        histogram_thresholds(streamed_histogram(da.from_array(x.astype(np.float32))), "li")
     assert histogram_thresholds(streamed_histogram(chunked), "multiotsu", 3) == tuple(threshold_multiotsu(x, 3))
     f = x.astype(np.float32) / 7.0
     f[3, 4, 5], f[0, 0, 0] = np.nan, np.inf  # non-finite voxels are left out, as segment_classical does
@@ -57,8 +67,9 @@ def test_streamed_thresholds_equal_scikit_image_on_the_whole_volume() -> None:
 @pytest.mark.parametrize(
     "classical",
     [ClassicalConfig("otsu"), ClassicalConfig("otsu", smooth_sigma=1.0), ClassicalConfig("multiotsu", classes=3),
+     ClassicalConfig("li"), ClassicalConfig("triangle"), ClassicalConfig("triangle", smooth_sigma=1.0),
      ClassicalConfig("local", block_size=7, offset=-20.0)],
-    ids=["otsu", "otsu-smoothed", "multiotsu", "local"],
+    ids=["otsu", "otsu-smoothed", "multiotsu", "li", "triangle", "triangle-smoothed", "local"],
 )  # fmt: skip
 def test_a_blockwise_mask_equals_the_in_memory_one(
     volume: tuple[np.ndarray, Path], tmp_path: Path, classical: ClassicalConfig
@@ -131,7 +142,7 @@ def test_settings_without_a_blockwise_form_are_refused_naming_the_flag(volume: t
                                                                        tmp_path: Path) -> None:  # fmt: skip
     _, path = volume
     for classical, message in (
-        (ClassicalConfig("li"), "--method: 'li' is computed from every voxel"),
+        (ClassicalConfig("li", smooth_sigma=1.0), "--method li: blockwise li needs an integer volume"),
         (ClassicalConfig("otsu", min_size=5), "--min-size"),
         (ClassicalConfig("otsu", per_slice=True), "--per-slice"),
     ):

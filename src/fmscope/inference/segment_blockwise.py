@@ -1,10 +1,11 @@
-"""``fmscope segment IN -o OUT.zarr --method otsu|multiotsu|local|watershed --workers N | --block-shape ...``: the
+"""``fmscope segment IN -o OUT.zarr --method otsu|li|triangle|multiotsu|local|watershed --workers N | ...``: the
 classical segmenters on volumes larger than memory, block by block (:mod:`fmscope.inference.blockwise`), in this
 process or on a Dask cluster, resumable.
 
-* Global thresholds (otsu, multiotsu, the threshold under watershed) are computed once from a histogram of the whole
-  (smoothed) volume streamed over its chunks (:func:`~fmscope.segment.threshold.streamed_histogram`), kept in the run
-  record, and applied to every block: the mask equals the in-memory ``fmscope segment`` voxel for voxel.
+* Global thresholds (otsu, li, triangle, multiotsu, the otsu threshold under watershed) are computed once from a
+  histogram of the whole (smoothed) volume streamed over its chunks
+  (:func:`~fmscope.segment.threshold.streamed_histogram`), kept in the run record, and applied to every block: the
+  mask equals the in-memory ``fmscope segment`` voxel for voxel.
 * Smoothing and the local threshold are neighbourhood filters: each block is computed on its core + halo, and the
   default halo covers their Gaussian radii (4 sigma), so that cores equal the whole-volume result.
 * Instances (``instances=True``: connected components; watershed) are labelled per block, then stitched across block
@@ -12,8 +13,9 @@ process or on a Dask cluster, resumable.
   whole mask); watershed merges mutual best contacts (a watershed is not local: seeds near a face see only the halo,
   so it agrees with the whole-volume watershed up to the objects the halo cuts).
 
-Not blockwise: ``li`` and ``triangle`` (scikit-image computes them from every voxel, not from a histogram),
-``per_slice`` global thresholds, ``min_size`` and ``fill_holes`` (they need whole objects).
+Not blockwise: ``li`` on float voxels (after ``--smooth`` too: scikit-image iterates over every voxel of a float
+image; on integer images it uses a histogram, and so do we), ``per_slice`` global thresholds, ``min_size`` and
+``fill_holes`` (they need whole objects).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from fmscope.utils.provenance import record_path
 
 logger = logging.getLogger(__name__)
 
-BLOCKWISE_METHODS = ("otsu", "multiotsu", "local", "watershed")
+BLOCKWISE_METHODS = ("otsu", "li", "triangle", "multiotsu", "local", "watershed")
 WATERSHED_CONTEXT = 16  # voxels of halo beyond the filters' radii for watershed seeds near a face
 
 
@@ -112,7 +114,7 @@ def volume_thresholds(data: Any, config: ClassicalConfig) -> tuple[float, ...]:
     if config.method == "local":
         return ()
     work = _smoothed(data, config.smooth_sigma) if config.smooth_sigma > 0 else data
-    method = "multiotsu" if config.method == "multiotsu" else "otsu"
+    method = "otsu" if config.method == "watershed" else config.method
     return histogram_thresholds(streamed_histogram(work), method, config.classes)
 
 

@@ -201,7 +201,10 @@ def streamed_histogram(data: Any, nbins: int = 256) -> tuple[NDArray[Any], NDArr
 
 def histogram_thresholds(hist: tuple[NDArray[Any], NDArray[Any]], method: str, classes: int = 3) -> tuple[float, ...]:
     """The global threshold(s) of a histogram (:func:`streamed_histogram`): ``"otsu"`` (one) or ``"multiotsu"``
-    (``classes - 1``), by scikit-image's own functions. Li and triangle have no histogram form in scikit-image."""
+    (``classes - 1``) by scikit-image's own functions; ``"triangle"`` and ``"li"`` by their algorithms as scikit-image
+    runs them on its histogram (it exposes no ``hist=`` for them), equal to ``threshold_triangle`` /
+    ``threshold_li`` on the whole image. Li from a histogram is exact for integer images only (scikit-image
+    iterates over every voxel of a float image): refused for a float histogram."""
     from skimage.filters import threshold_multiotsu
 
     counts, centers = hist
@@ -218,4 +221,54 @@ def histogram_thresholds(hist: tuple[NDArray[Any], NDArray[Any]], method: str, c
             raise InvalidInputError(f"classes: the image has {nonzero.size} distinct values, fewer than {classes}")
         prob = counts / counts.sum()  # normalised as scikit-image does for an image (its float32 sums need it)
         return tuple(float(v) for v in threshold_multiotsu(hist=(prob, centers), classes=classes))
-    raise InvalidInputError(f"method: expected 'otsu' or 'multiotsu' from a histogram, got {method!r}")
+    if nonzero.size == 1:
+        return (float(centers[nonzero[0]]),)
+    if method == "triangle":
+        return (float(_triangle(counts, centers)),)
+    if method == "li":
+        if np.asarray(centers).dtype.kind not in "iu":
+            raise InvalidInputError("--method li: blockwise li needs an integer volume without --smooth (for float "
+                                    "voxels scikit-image iterates over every voxel, not a histogram)")  # fmt: skip
+        return (float(_li_integer(counts, centers)),)
+    raise InvalidInputError(
+        f"method: expected 'otsu', 'multiotsu', 'triangle' or 'li' from a histogram, got {method!r}"
+    )
+
+
+def _triangle(counts: NDArray[Any], centers: NDArray[Any]) -> Any:
+    """The triangle threshold of a histogram: the bin farthest below the line from the peak to the far end of the
+    longer tail (Zack et al. 1977), step for step as ``skimage.filters.threshold_triangle``."""
+    hist = np.asarray(counts)
+    nbins = len(hist)
+    peak = int(np.argmax(hist))
+    height = float(hist[peak])
+    low, high = (int(i) for i in np.flatnonzero(hist)[[0, -1]])
+    flip = peak - low < high - peak
+    if flip:
+        hist, low, peak = hist[::-1], nbins - high - 1, nbins - peak - 1
+    width = peak - low
+    x = np.arange(width)
+    norm = np.sqrt(height**2 + width**2)
+    level = int(np.argmax(height / norm * x - width / norm * hist[x + low])) + low
+    return centers[nbins - level - 1 if flip else level]
+
+
+def _li_integer(counts: NDArray[Any], centers: NDArray[Any]) -> float:
+    """Li's minimum cross-entropy threshold of an integer histogram (one bin per value), iterated as
+    ``skimage.filters.threshold_li`` does for integer images (values shifted to start at 0, tolerance 0.5)."""
+    first = int(np.flatnonzero(counts)[0])  # scikit-image's bins start at the image's minimum
+    weights = np.asarray(counts)[first:]
+    lo = int(centers[first])
+    shifted = np.asarray(centers[first:], dtype=np.int64) - lo
+    hist = weights.astype(np.float32)  # as scikit-image casts its histogram
+    t_next = float(np.sum(shifted * weights) / np.sum(weights))  # the mean of the shifted voxels
+    t_curr = -2 * 0.5
+    while abs(t_next - t_curr) > 0.5:
+        t_curr = t_next
+        fore = shifted > t_curr
+        mean_fore = np.average(shifted[fore], weights=hist[fore])
+        mean_back = np.average(shifted[~fore], weights=hist[~fore])
+        if mean_back == 0:
+            break
+        t_next = float((mean_back - mean_fore) / (np.log(mean_back) - np.log(mean_fore)))
+    return t_next + lo
