@@ -168,8 +168,8 @@ def predict_blockwise(
             if previous is not None
             else fit_profile(data, low_percentile=spec.low_percentile, high_percentile=spec.high_percentile)
         )
-        return _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size) | {
-            "instances": instances}  # fmt: skip
+        record = _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size)
+        return record | {"instances": True} if instances else record  # absent otherwise: older outputs resume
 
     def create(record: dict[str, Any]) -> None:
         import zarr
