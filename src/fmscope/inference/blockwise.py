@@ -269,6 +269,7 @@ def run_blocks(
                     failed[index_of[future.key]] = f"{type(exc).__name__}: {exc}"
                 advance()
     if failed:
-        logger.error("blockwise: %d block(s) failed: %s", len(failed), sorted(failed))
+        logger.error("blockwise: %d block(s) failed: %s; rerun the same command to retry them (the others are kept)",
+                     len(failed), sorted(failed))  # fmt: skip
     return BlockwiseResult(tuple(sorted(computed)), tuple(sorted(before)), plan.skipped, failed,
                            time.perf_counter() - t0)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +25,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from fmscope.errors import InvalidInputError, OutputExistsError
-from fmscope.inference.blockwise import DoneFlags, done_path
+from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, DoneFlags, done_path, run_blocks
+from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import RunRecord, record_path, write_run_record
 
 logger = logging.getLogger(__name__)
@@ -169,6 +171,53 @@ def start_or_resume(
     create(record)
     write_run_record(out, RunRecord(what, record, inputs=tuple(inputs)))
     return record, DoneFlags(flags_path, n_blocks, create=True)
+
+
+@dataclass(frozen=True)
+class BlockwiseRun:
+    """How a blockwise command ended: its output, its run record, the plan and the runner's result."""
+
+    output: Path
+    record: Path
+    plan: BlockPlan
+    result: BlockwiseResult
+
+
+def zarr_output(output: str | os.PathLike[str], what: str) -> Path:
+    """The resolved ``-o`` of a blockwise command, refused unless a Zarr array (``OUT.zarr``)."""
+    out = Path(output).resolve()
+    if not out.name.endswith(".zarr"):
+        raise InvalidInputError(f"-o: blockwise {what} writes a Zarr array (OUT.zarr), got '{out}'")
+    return out
+
+
+def run_plan(
+    out: Path,
+    config: BlockwiseConfig,
+    plan: BlockPlan,
+    make_record: Callable[[dict[str, Any] | None], dict[str, Any]],
+    create: Callable[[dict[str, Any]], None],
+    block_function: Callable[[dict[str, Any]], Callable[[Block], Any]],
+    *,
+    what: str,
+    inputs: Sequence[str],
+    fitted: Sequence[str] = (),
+    side: Sequence[Path] = (),
+    overwrite: bool = False,
+    progress: ProgressCallback | bool | None = None,
+    finish: Callable[[dict[str, Any], BlockwiseResult, Any], T] | None = None,
+) -> tuple[dict[str, Any], BlockwiseResult, T | None]:
+    """What every blockwise command does with its plan: on the cluster of ``config`` (or in this process), start or
+    resume ``out`` (:func:`start_or_resume`), run ``block_function(record)`` over the blocks not done
+    (:func:`~fmscope.inference.blockwise.run_blocks`), then ``finish(record, result, client)`` while the cluster is
+    up (a stitch pass). Returns the record, the result and what ``finish`` returned."""
+    with Cluster(config) as cluster:  # a scheduler that does not answer is refused before anything is written
+        record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=fitted, side=side,
+                                        what=what, inputs=inputs, overwrite=overwrite)  # fmt: skip
+        result = run_blocks(plan, block_function(record), flags, client=cluster.client, retries=config.retries,
+                            progress=progress)  # fmt: skip
+        finished = finish(record, result, cluster.client) if finish is not None else None
+    return record, result, finished
 
 
 class Cluster:

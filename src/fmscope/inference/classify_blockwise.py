@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import InvalidInputError
-from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, plan_blocks, run_blocks
+from fmscope.inference.blockwise import Block, BlockPlan, plan_blocks
 from fmscope.inference.blockwise_output import (
     BlockwiseConfig,
-    Cluster,
+    BlockwiseRun,
     geometry,
     input_record,
     open_input,
     per_process,
-    start_or_resume,
+    run_plan,
+    zarr_output,
 )
 from fmscope.io import read_image
 from fmscope.segment.pixel_classifier import PixelClassifierConfig
@@ -41,12 +42,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BlockwiseClassification:
-    output: Path
-    record: Path
-    plan: BlockPlan
-    result: BlockwiseResult
-    forest: Path  # the model folder applied
+class BlockwiseClassification(BlockwiseRun):
+    forest: Path = Path()  # the model folder applied
 
 
 def forest_path(output: Path) -> Path:
@@ -97,9 +94,7 @@ def classify_blockwise(
 ) -> BlockwiseClassification:
     """Classify ``input_path`` into the uint8 Zarr ``output`` (painted values 1..K) block by block, with a forest
     trained on ``scribbles`` (a label image of the input's shape) or the saved ``forest`` (see the module doc)."""
-    input_path, out = Path(input_path).resolve(), Path(output).resolve()
-    if not out.name.endswith(".zarr"):
-        raise InvalidInputError(f"-o: blockwise segmentation writes a Zarr array (OUT.zarr), got '{out}'")
+    input_path, out = Path(input_path).resolve(), zarr_output(output, "segmentation")
     if (scribbles is None) == (forest is None):
         raise InvalidInputError("--labels / --forest: give one (scribbles to train on, or a saved forest)")
     data = read_image(input_path, lazy=True, dataset=dataset).data
@@ -145,13 +140,8 @@ def classify_blockwise(
 
         zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.uint8, fill_value=0)
 
-    with Cluster(config) as cluster:
-        record, flags = start_or_resume(out, config, len(plan), make_record, create,
-                                        fitted=("forest",) if given is None else (),
-                                        side=(trained,) if given is None else (), what="segment (blockwise rf)",
-                                        inputs=(str(input_path),), overwrite=overwrite)  # fmt: skip
-        result = run_blocks(plan, ClassifyBlock(record, str(out)), flags, client=cluster.client,
-                            retries=config.retries, progress=progress)  # fmt: skip
-    if result.failed:
-        logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
+    record, result, _ = run_plan(out, config, plan, make_record, create, lambda r: ClassifyBlock(r, str(out)),
+                                 what="segment (blockwise rf)", inputs=(str(input_path),),
+                                 fitted=("forest",) if given is None else (), side=(trained,) if given is None else (),
+                                 overwrite=overwrite, progress=progress)  # fmt: skip
     return BlockwiseClassification(out, record_path(out), plan, result, Path(record["forest"]["path"]))

@@ -29,17 +29,17 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import InvalidInputError
-from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, plan_blocks, run_blocks
+from fmscope.inference.blockwise import Block, BlockwiseResult, plan_blocks
 from fmscope.inference.blockwise_output import (
     BlockwiseConfig,
-    Cluster,
+    BlockwiseRun,
     geometry,
     input_record,
     open_input,
-    start_or_resume,
+    run_plan,
+    zarr_output,
 )
 from fmscope.inference.stitch import (
-    MergeRule,
     create_instance_arrays,
     instance_side,
     stitch_blocks,
@@ -59,13 +59,9 @@ WATERSHED_CONTEXT = 16  # voxels of halo beyond the filters' radii for watershed
 
 
 @dataclass(frozen=True)
-class BlockwiseSegmentation:
-    output: Path
-    record: Path
-    plan: BlockPlan
-    result: BlockwiseResult
-    thresholds: tuple[float, ...]
-    objects: int | None  # instances: the number of objects once stitched (None: not labelled, or not complete)
+class BlockwiseSegmentation(BlockwiseRun):
+    thresholds: tuple[float, ...] = ()
+    objects: int | None = None  # instances: the number of objects once stitched (None: not labelled, or not complete)
 
 
 def check_blockwise(config: ClassicalConfig) -> None:
@@ -153,9 +149,7 @@ def segment_blockwise(
     """Segment ``input_path`` into the Zarr ``output`` block by block (see the module doc): a uint8 mask, or
     uint32 instance labels (``instances``, or watershed) stitched across block faces; ``mask`` (any resolution)
     skips empty blocks."""
-    input_path, out = Path(input_path).resolve(), Path(output).resolve()
-    if not out.name.endswith(".zarr"):
-        raise InvalidInputError(f"-o: blockwise segmentation writes a Zarr array (OUT.zarr), got '{out}'")
+    input_path, out = Path(input_path).resolve(), zarr_output(output, "segmentation")
     check_blockwise(classical)
     data = read_image(input_path, lazy=True, dataset=dataset).data
     if data.ndim not in (2, 3) or (classical.per_slice and data.ndim != 3):
@@ -166,6 +160,7 @@ def segment_blockwise(
 
     def make_record(previous: dict[str, Any] | None) -> dict[str, Any]:
         thresholds = previous["thresholds"] if previous is not None else list(volume_thresholds(data, classical))
+        logger.info("blockwise %s: thresholds %s", classical.method, thresholds)
         return {"kind": "fmscope segment blockwise", "input": input_record(input_path, dataset, data),
                 "classical": asdict(classical), "instances": labelled, "thresholds": thresholds,
                 "plan": plan.to_dict()}  # fmt: skip
@@ -178,18 +173,15 @@ def segment_blockwise(
         else:
             zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.uint8, fill_value=0)
 
-    with Cluster(config) as cluster:  # the thresholds are streamed on the cluster too
-        record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("thresholds",),
-                                        side=instance_side(out),
-                                        what="segment (blockwise)", inputs=(str(input_path),),
-                                        overwrite=overwrite)  # fmt: skip
-        logger.info("blockwise %s: thresholds %s", classical.method, record["thresholds"])
-        result = run_blocks(plan, SegmentBlock(record, str(out)), flags, client=cluster.client,
-                            retries=config.retries, progress=progress)  # fmt: skip
-        objects = None
-        if labelled and result.complete:
-            rule: MergeRule = "mutual" if classical.method == "watershed" else "touching"
-            objects = stitch_blocks(plan, out, rule, cluster.client, config.retries)
-    if result.failed:
-        logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
+    def stitch(record: dict[str, Any], result: BlockwiseResult, client: Any) -> int | None:
+        if not (labelled and result.complete):
+            return None
+        return stitch_blocks(plan, out, "mutual" if classical.method == "watershed" else "touching", client,
+                             config.retries)  # fmt: skip
+
+    # the thresholds are streamed on the cluster too (make_record runs while it is up)
+    record, result, objects = run_plan(out, config, plan, make_record, create, lambda r: SegmentBlock(r, str(out)),
+                                       what="segment (blockwise)", inputs=(str(input_path),), fitted=("thresholds",),
+                                       side=instance_side(out), overwrite=overwrite, progress=progress,
+                                       finish=stitch)  # fmt: skip
     return BlockwiseSegmentation(out, record_path(out), plan, result, tuple(record["thresholds"]), objects)

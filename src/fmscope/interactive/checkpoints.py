@@ -16,7 +16,6 @@ download manifests of other projects for the rest); every value was found in at 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fmscope.errors import FileFormatError, FmscopeError, InvalidInputError
+from fmscope.utils.digest import file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -159,15 +159,6 @@ def resolve_checkpoint(model_name: str, path: str | os.PathLike[str] | None = No
             "folder), or pass the file's path"
         )
     return p
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_checkpoint(path: str | os.PathLike[str], known: KnownCheckpoint, *, sha256: bool = False) -> None:

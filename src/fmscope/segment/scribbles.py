@@ -16,7 +16,6 @@ trust; a scikit-learn version other than the saving one is warned about).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from fmscope.segment.pixel_classifier import (
     sample_labelled,
 )
 from fmscope.utils.atomic import atomic_output
+from fmscope.utils.digest import files_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +128,10 @@ def feature_halo(config: PixelClassifierConfig, per_slice: bool, ndim: int) -> l
 
 def model_digest(folder: str | os.PathLike[str]) -> str:
     """sha256 over a model folder's files (what a resumed blockwise run must be applying)."""
-    h = hashlib.sha256()
-    for name in (CONFIG_FILE, FOREST_FILE):
-        try:
-            h.update((Path(folder) / name).read_bytes())
-        except OSError as exc:
-            raise InvalidInputError(f"--forest: cannot read '{Path(folder) / name}' ({exc.strerror})") from None
-    return h.hexdigest()
+    try:
+        return files_sha256(folder, (CONFIG_FILE, FOREST_FILE))
+    except OSError as exc:
+        raise InvalidInputError(f"--forest: cannot read '{exc.filename}' ({exc.strerror})") from None
 
 
 def fit_scribbles(
@@ -149,6 +146,7 @@ def fit_scribbles(
     xs: list[NDArray[np.float32]] = []
     ys: list[NDArray[np.int64]] = []
     ndim = None
+    held, seen = 0, set[int]()  # rows held and classes met so far, to bound memory without re-reading the rows
     for image, scribbles in regions:
         img = _check_image(image)
         if per_slice and img.ndim != 3:
@@ -164,16 +162,18 @@ def fit_scribbles(
             ((flat, y),) = sample_labelled([lab], classes, cfg)
             xs.append(feature_rows(plane, flat, cfg))
             ys.append(y)
-            if sum(len(v) for v in ys) > 4 * cfg.max_samples_per_class * len(np.unique(np.concatenate(ys))):
-                keep = _subsample(np.concatenate(ys), cfg)  # memory stays a few times the cap, not per region
+            held, seen = held + y.size, seen | set(classes.tolist())
+            if held > 4 * cfg.max_samples_per_class * len(seen):  # memory stays a few times the cap, not per region
+                keep = _subsample(np.concatenate(ys), cfg)
                 xs, ys = [np.concatenate(xs)[keep]], [np.concatenate(ys)[keep]]
+                held = keep.size
     if not xs or ndim is None:
         raise InvalidInputError("--labels: no painted pixels (values 1..K) in the scribbles")
     rows, classes = np.concatenate(xs), np.concatenate(ys)
     if np.unique(classes).size < 2:
         raise InvalidInputError(f"--labels: paint at least 2 classes, got only value {int(classes[0]) + 1}")
     keep = _subsample(classes, cfg)
-    logger.info("scribbles: %d painted pixels sampled of %d, classes %s", keep.size, classes.size,
+    logger.info("scribbles: %d painted pixels sampled of %d held, classes %s", keep.size, classes.size,
                 (np.unique(classes) + 1).tolist())  # fmt: skip
     return ScribbleModel(PixelClassifier(cfg).fit_rows(rows[keep], classes[keep], ndim), per_slice)
 

@@ -10,7 +10,6 @@ input; every block is normalised with them, windowed on its core + halo (default
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -19,21 +18,22 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import InvalidInputError
-from fmscope.inference.blockwise import Block, plan_blocks, run_blocks
+from fmscope.inference.blockwise import Block, plan_blocks
 from fmscope.inference.blockwise_output import (
     BlockwiseConfig,
-    Cluster,
     geometry,
     input_record,
     open_input,
     per_process,
+    run_plan,
     single_threaded_on_worker,
-    start_or_resume,
+    zarr_output,
 )
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.io import read_image
 from fmscope.tasks.bioimageio_package import PackageModel, load_package
 from fmscope.tasks.predict_blockwise import BlockwisePrediction
+from fmscope.utils.digest import file_sha256, files_sha256
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
 
@@ -42,14 +42,9 @@ logger = logging.getLogger(__name__)
 
 def _sha256(path: Path) -> str:
     """sha256 of a package: the zip file, or every file of an unzipped package folder (names included)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode() + b"\0")
-        with open(f, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    if not path.is_dir():
+        return file_sha256(path)
+    return files_sha256(path, sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()))
 
 
 def _package(record: dict[str, Any]) -> PackageModel:
@@ -101,9 +96,7 @@ def predict_package_blockwise(
     progress: ProgressCallback | bool | None = None,
 ) -> BlockwisePrediction:
     """Apply the package ``source`` to ``input_path`` into the Zarr ``output`` block by block (see the module doc)."""
-    source, input_path, out = (Path(p).resolve() for p in (source, input_path, output))
-    if not out.name.endswith(".zarr"):
-        raise InvalidInputError(f"-o: blockwise prediction writes a Zarr array (OUT.zarr), got '{out}'")
+    source, input_path, out = Path(source).resolve(), Path(input_path).resolve(), zarr_output(output, "prediction")
     package = load_package(source)
     data = read_image(input_path, lazy=True, dataset=dataset).data
     if data.ndim != 3 or len(package.spatial) != 3:
@@ -127,12 +120,7 @@ def predict_package_blockwise(
         chunk = (package.out_channels, *plan.chunks) if many else plan.chunks
         zarr.create_array(store=str(out), shape=shape, chunks=chunk, dtype=np.float32, fill_value=0)
 
-    with Cluster(config) as cluster:
-        record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("statistics",),
-                                        what="predict (blockwise, bioimage.io)",
-                                        inputs=(str(input_path), str(source)), overwrite=overwrite)  # fmt: skip
-        result = run_blocks(plan, PackageBlock(record, str(out)), flags, client=cluster.client,
-                            retries=config.retries, progress=progress)  # fmt: skip
-    if result.failed:
-        logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
+    _, result, _ = run_plan(out, config, plan, make_record, create, lambda r: PackageBlock(r, str(out)),
+                            what="predict (blockwise, bioimage.io)", inputs=(str(input_path), str(source)),
+                            fitted=("statistics",), overwrite=overwrite, progress=progress)  # fmt: skip
     return BlockwisePrediction(out, record_path(out), plan, result)

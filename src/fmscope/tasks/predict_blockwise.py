@@ -17,7 +17,6 @@ makes the blends agree up to the Gaussian weights of windows cut at the faces).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -27,16 +26,17 @@ from typing import Any
 import numpy as np
 
 from fmscope.errors import InvalidInputError
-from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, plan_blocks, run_blocks
+from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, plan_blocks
 from fmscope.inference.blockwise_output import (
     BlockwiseConfig,
-    Cluster,
+    BlockwiseRun,
     geometry,
     input_record,
     open_input,
     per_process,
+    run_plan,
     single_threaded_on_worker,
-    start_or_resume,
+    zarr_output,
 )
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
 from fmscope.inference.stitch import create_instance_arrays, instance_side, stitch_blocks, write_block_labels
@@ -44,6 +44,7 @@ from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
 from fmscope.io import read_image
 from fmscope.segment import label_components
 from fmscope.tasks.model import TaskModel, load_task_model
+from fmscope.utils.digest import files_sha256
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
 
@@ -51,11 +52,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BlockwisePrediction:
-    output: Path
-    record: Path
-    plan: BlockPlan
-    result: BlockwiseResult
+class BlockwisePrediction(BlockwiseRun):
     objects: int | None = None  # instances: the number of objects once stitched (None: not asked, or not complete)
 
 
@@ -96,10 +93,8 @@ def _opened(record: dict[str, Any]) -> tuple[TaskModel, Any]:
 
 def model_digest(folder: Path) -> str:
     """sha256 of a model folder's weights and configuration (its top-level .safetensors and .json files)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file()):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
+    return files_sha256(folder, names)
 
 
 def _record(model_dir: Path, input_path: Path, dataset: str | None, data: Any, model: TaskModel, plan: BlockPlan,
@@ -144,9 +139,11 @@ def predict_blockwise(
         return predict_package_blockwise(model_dir, input_path, output, config, dataset=dataset, mask=mask,
                                          overlap=overlap, batch_size=batch_size, overwrite=overwrite,
                                          progress=progress)  # fmt: skip
-    model_dir, input_path, out = (Path(p).resolve() for p in (model_dir, input_path, output))
-    if not out.name.endswith(".zarr"):
-        raise InvalidInputError(f"-o: blockwise prediction writes a Zarr array (OUT.zarr), got '{out}'")
+    model_dir, input_path, out = (
+        Path(model_dir).resolve(),
+        Path(input_path).resolve(),
+        zarr_output(output, "prediction"),
+    )
     model = load_task_model(model_dir)
     if not model.task.dense:
         raise InvalidInputError(f"model: a {model.spec.task} model has no dense output to write blockwise")
@@ -181,15 +178,11 @@ def predict_blockwise(
         zarr.create_array(store=str(out), shape=plan.shape, chunks=plan.chunks, dtype=np.asarray(probe).dtype,
                           fill_value=0)  # fmt: skip
 
-    with Cluster(config) as cluster:  # a scheduler that does not answer is refused before anything is written
-        record, flags = start_or_resume(out, config, len(plan), make_record, create, fitted=("profile",),
-                                        side=instance_side(out) if instances else (), what="predict (blockwise)",
-                                        inputs=(str(input_path), str(model_dir)), overwrite=overwrite)  # fmt: skip
-        result = run_blocks(plan, PredictBlock(record, str(out)), flags, client=cluster.client,
-                            retries=config.retries, progress=progress)  # fmt: skip
-        objects = None
-        if instances and result.complete:
-            objects = stitch_blocks(plan, out, "touching", cluster.client, config.retries)
-    if result.failed:
-        logger.error("blocks %s failed; rerun the same command to retry them", sorted(result.failed))
+    def stitch(record: dict[str, Any], result: BlockwiseResult, client: Any) -> int | None:
+        return stitch_blocks(plan, out, "touching", client, config.retries) if instances and result.complete else None
+
+    _, result, objects = run_plan(out, config, plan, make_record, create, lambda r: PredictBlock(r, str(out)),
+                                  what="predict (blockwise)", inputs=(str(input_path), str(model_dir)),
+                                  fitted=("profile",), side=instance_side(out) if instances else (),
+                                  overwrite=overwrite, progress=progress, finish=stitch)  # fmt: skip
     return BlockwisePrediction(out, record_path(out), plan, result, objects)
