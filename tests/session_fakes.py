@@ -16,6 +16,17 @@ SHAPE = (4, 96, 96)
 CENTRES = ((30, 30), (30, 66), (68, 48))  # (y, x) of the disks, radius 10 on every slice
 
 
+def balls() -> tuple[np.ndarray, np.ndarray]:
+    """(11, 64, 64) uint16: two bright balls (ids 1, 2) spanning slices 1..9 and 3..7, and their labels."""
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.ogrid[:11, :64, :64]
+    labels = np.zeros((11, 64, 64), np.uint8)
+    labels[(2.2 * (zz - 5)) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 12**2] = 1
+    labels[(4.0 * (zz - 5)) ** 2 + (yy - 44) ** 2 + (xx - 42) ** 2 <= 10**2] = 2
+    image = (1000 + 700 * (labels > 0) + rng.normal(0, 60, labels.shape)).astype(np.uint16)
+    return image, labels
+
+
 def make_stack(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     image = rng.normal(1000.0, 40.0, SHAPE)

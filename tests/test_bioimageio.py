@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,3 +129,74 @@ def test_windows_go_to_the_package_axis_order_and_back(axes: tuple[str, ...]) ->
     there = _to_axes(x, axes, spatial)
     assert there.ndim == len(axes) and there.shape[axes.index(spatial[-1])] == x.shape[-1]
     assert torch.equal(_from_axes(there, axes, spatial), x)
+
+
+class _ZooStyleNet(torch.nn.Module):
+    """A network that is not fmscope's: channel-last input (b, y, x, c) as its package declares, channel-first output;
+    per-pixel (1 x 1 convolutions), so that a window's output equals the whole image's whatever the padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2))
+
+
+def _zoo_style_package(folder: Path) -> tuple[Path, torch.nn.Module]:
+    """A 2D package written with bioimageio.spec alone, as other tools write theirs: channel-last input axes,
+    zero-mean-unit-variance preprocessing, a sigmoid in the postprocessing, torchscript weights only."""
+    import importlib
+
+    from bioimageio.spec import save_bioimageio_package
+
+    v: Any = importlib.import_module("bioimageio.spec.model.v0_5")
+    torch.manual_seed(1)
+    net = _ZooStyleNet().eval()
+    x = np.random.default_rng(0).normal(300, 40, (1, 64, 48, 1)).astype(np.float32)  # b, y, x, c
+    norm = (x - x.mean()) / (x.std() + 1e-6)
+    with torch.no_grad():
+        y = torch.sigmoid(net(torch.from_numpy(norm))).numpy()  # b, c, y, x
+    np.save(folder / "in.npy", x)
+    np.save(folder / "out.npy", y)
+    torch.jit.script(net).save(str(folder / "net.pt"))
+    (folder / "README.md").write_text("# zoo-style test model\n")
+    raw = v.TensorId("image")
+    space = [v.SpaceInputAxis(id=v.AxisId(a), size=v.ParameterizedSize(min=16, step=16)) for a in "yx"]
+    descr = v.ModelDescr(
+        name="zoo style", description="a package fmscope did not write", authors=[v.Author(name="Someone Else")],
+        cite=[v.CiteEntry(text="a paper", url="https://example.org")], license="MIT",
+        documentation=v.FileDescr(source=folder / "README.md"),
+        inputs=[v.InputTensorDescr(
+            id=raw, axes=[v.BatchAxis(), *space, v.ChannelAxis(channel_names=[v.Identifier("raw")])],
+            test_tensor=v.FileDescr(source=folder / "in.npy"),
+            preprocessing=[v.ZeroMeanUnitVarianceDescr(kwargs=v.ZeroMeanUnitVarianceKwargs(
+                axes=[v.AxisId("y"), v.AxisId("x")], eps=1e-6))],
+        )],
+        outputs=[v.OutputTensorDescr(
+            id=v.TensorId("mask"), axes=[v.BatchAxis(), v.ChannelAxis(channel_names=[v.Identifier("fg")]),
+                                         *(v.SpaceOutputAxis(id=v.AxisId(a), size=v.SizeReference(
+                                             tensor_id=raw, axis_id=v.AxisId(a))) for a in "yx")],
+            test_tensor=v.FileDescr(source=folder / "out.npy"), postprocessing=[v.SigmoidDescr()],
+        )],
+        weights=v.WeightsDescr(torchscript=v.TorchscriptWeightsDescr(
+            source=folder / "net.pt", pytorch_version=v.Version(torch.__version__.split("+")[0]))),
+    )  # fmt: skip
+    return Path(save_bioimageio_package(descr, output_path=folder / "zoo.zip")), net
+
+
+def test_a_zoo_style_2d_package_runs_slice_by_slice_on_a_stack(tmp_path: Path) -> None:
+    package, net = _zoo_style_package(tmp_path)
+    checks = bioimageio_export.run_test_model(package)  # a valid package by bioimage.io's own test
+    assert all(status == "passed" for _, status in checks)
+    loaded = load_package(package)
+    assert loaded.weight_format == "torchscript" and loaded.spatial == ("y", "x")
+    stack = np.random.default_rng(2).normal(500, 80, (5, 40, 72)).astype(np.float32)
+    stack[:, 10:20, 30:50] += 300
+    write_image(tmp_path / "stack.tif", stack, ImageMetadata.for_array(stack))
+    got = read_image(predict_file(package, tmp_path / "stack.tif", tmp_path / "out.tif").output).numpy()
+    norm = (stack - stack.mean()) / (stack.std() + 1e-6)  # the stack's statistics (module doc of bioimageio_package)
+    with torch.no_grad():
+        want = torch.sigmoid(net(torch.from_numpy(norm)[..., None])).numpy()[:, 0]
+    assert got.shape == stack.shape
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -16,22 +16,12 @@ from fmscope.interactive.rf_backend import RandomForestPrompter
 from fmscope.interactive.session import Session
 from fmscope.interactive.session_stack import compare_session, slice_stats
 from fmscope.metrics import dice
-
-
-def _balls() -> tuple[np.ndarray, np.ndarray]:
-    """(11, 64, 64) uint16: two bright balls (ids 1, 2) spanning slices 1..9 and 3..7, and their labels."""
-    rng = np.random.default_rng(3)
-    zz, yy, xx = np.ogrid[:11, :64, :64]
-    labels = np.zeros((11, 64, 64), np.uint8)
-    labels[(2.2 * (zz - 5)) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 12**2] = 1
-    labels[(4.0 * (zz - 5)) ** 2 + (yy - 44) ** 2 + (xx - 42) ** 2 <= 10**2] = 2
-    image = (1000 + 700 * (labels > 0) + rng.normal(0, 60, labels.shape)).astype(np.uint16)
-    return image, labels
+from session_fakes import balls as make_balls
 
 
 @pytest.fixture(scope="module")
 def balls() -> tuple[np.ndarray, np.ndarray]:
-    return _balls()
+    return make_balls()
 
 
 def test_session_propagation_equals_segment_prompted(balls: tuple[np.ndarray, np.ndarray]) -> None:

@@ -31,9 +31,14 @@ def test_the_manifest_validates_and_npe2_finds_every_contribution() -> None:
     writers = {w.command for w in pm.iter_compatible_writers(["labels"])}
     assert "fmscope.write_labels" in writers
     commands = {c.id for c in manifest.contributions.commands or []}
-    assert commands == {"fmscope.get_reader", "fmscope.write_labels", "fmscope.sample_lightsheet", "fmscope.sample_em"}
+    assert commands == {"fmscope.get_reader", "fmscope.write_labels", "fmscope.sample_lightsheet", "fmscope.sample_em",
+                        "fmscope.segmentation_widget"}  # fmt: skip
+    widgets = {w.command: w.display_name for w in pm.iter_widgets() if w.plugin_name == "fmscope"}
+    assert widgets == {"fmscope.segmentation_widget": "Interactive segmentation"}  # listed without importing Qt
     for command in manifest.contributions.commands or []:  # every python_name resolves
         module, name = command.python_name.split(":")
+        if module == "fmscope.napari.widget":
+            continue  # imports napari and Qt: loaded by its own pass (tests/test_napari_widget.py)
         assert callable(getattr(__import__(module, fromlist=[name]), name))
 
 

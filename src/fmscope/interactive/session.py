@@ -314,17 +314,23 @@ class Session(SessionCore):
                 raise InvalidInputError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
             self._commit("set_mode", {}, {}, replace(self._meta, mode=mode))
 
-    def set_planes(self, action: str, planes: Mapping[int, np.ndarray]) -> None:
-        """One step that replaces whole label planes (slice -> uint32 labels of known objects), e.g. a phase map."""
+    def set_planes(self, action: str, planes: Mapping[int, np.ndarray], *, create: bool = False) -> None:
+        """One step that replaces whole label planes (slice -> uint32 labels of known objects), e.g. a phase map;
+        with ``create`` an unknown id becomes a new object (without prompts) in the same step, e.g. a painted one."""
         with self._lock:
             known = set(self._prompts) | {0}
             checked = {}
             for z, plane in planes.items():
                 arr = np.asarray(plane)
-                if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or not set(np.unique(arr)) <= known:
+                ids = set(np.unique(arr).tolist()) if arr.dtype.kind in "iu" else set()
+                if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or not (create or ids <= known):
                     raise InvalidInputError(f"planes[{z}]: expected labels of shape {self.shape[1:]} holding known ids")
+                if min(ids, default=0) < 0 or max(ids, default=0) > np.iinfo(np.uint32).max:
+                    raise InvalidInputError(f"planes[{z}]: ids must lie in 0..{np.iinfo(np.uint32).max}")
                 checked[self.check_z(z)] = arr.astype(np.uint32)
-            self._commit(action, checked, {})
+            new = sorted({int(v) for arr in checked.values() for v in np.unique(arr)} - known)
+            meta = replace(self._meta, next_id=max(self._meta.next_id, *(oid + 1 for oid in new))) if new else None
+            self._commit(action, checked, {oid: ObjectPrompt(oid) for oid in new}, meta)
 
     def set_masks(self, action: str, masks: Mapping[int, Mapping[int, NDArray[np.bool_]]]) -> None:
         """One step that puts ``masks`` (object id -> slice -> 2D mask, empty to clear) in place, each by the overwrite
