@@ -307,3 +307,31 @@ def test_blockwise_instances_are_the_components_of_the_blockwise_classes_across_
                          *flags)  # fmt: skip
     assert code == 0, err
     assert f", {done.objects} objects ->" in out
+
+
+def test_a_2d_model_predicts_whole_slices_blockwise_equal_to_fmscope_predict(
+    model_and_volume: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A 2D segmenter (as a session's training round makes) on a stack: blocks of whole slices, each slice windowed
+    by its own percentiles, equal voxel for voxel to the in-memory slice-by-slice path; resumable; a block shape that
+    cuts the slices or a halo is refused naming the flag."""
+    from fmscope.segment import label_components
+
+    _, volume, _ = model_and_volume
+    torch.manual_seed(1)
+    net = create_model("unet-tiny", spatial_dims=2, patch_size=(32, 32))
+    model = save_task_model(TaskModel(net, TaskSpec("segment", ("background", "ball"))).eval(), tmp_path / "m2d")
+    in_memory = read_image(predict_file(model, volume.with_suffix(".tif"), tmp_path / "p.tif").output).numpy()
+    config = BlockwiseConfig(block_shape=(16,), chunks=(8,))
+    done = predict_blockwise(model, volume, tmp_path / "out.zarr", config)
+    assert done.result.complete and len(done.plan) == 3 and done.plan.halo == (0, 0, 0)
+    assert done.plan.block == (16, 48, 56) and done.plan.chunks == (8, 48, 56)
+    np.testing.assert_array_equal(read_image(tmp_path / "out.zarr").numpy(), in_memory)
+    again = predict_blockwise(model, volume, tmp_path / "out.zarr", config)
+    assert again.result.computed == () and len(again.result.already_done) == 3
+    objects = predict_blockwise(model, volume, tmp_path / "objects.zarr", config, instances=True)
+    assert objects.objects == int(label_components(in_memory > 0).max())
+    with pytest.raises(InvalidInputError, match="--block-shape: a 2D model predicts whole slices"):
+        predict_blockwise(model, volume, tmp_path / "x.zarr", BlockwiseConfig(block_shape=(16, 16, 16)))
+    with pytest.raises(InvalidInputError, match="--halo: a 2D model predicts each slice alone"):
+        predict_blockwise(model, volume, tmp_path / "y.zarr", BlockwiseConfig(halo=(2, 0, 0)))

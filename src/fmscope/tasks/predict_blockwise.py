@@ -12,7 +12,10 @@ own read region, so the output does not depend on the order, the workers or the 
 whole-volume prediction only near block faces by less than the halo lets windows overlap (halo >= half a window
 makes the blends agree up to the Gaussian weights of windows cut at the faces).
 
-3D models only here (a 2D model windows each slice by its own percentiles: ``fmscope predict`` without these flags).
+A 2D model (e.g. one trained from a session's accepted slices) on a ``(Z, Y, X)`` stack predicts whole slices, each
+windowed by its own percentiles as its training images were: the blocks split the stack along Z only (a block covers
+every Y and X; halo 0), a block predicts one slice at a time (memory: one slice), and the output equals ``fmscope
+predict`` without the block flags, voxel for voxel.
 """
 
 from __future__ import annotations
@@ -66,13 +69,20 @@ class PredictBlock:
         import zarr
 
         model, data = _opened(self.record)
-        profile = IntensityProfile.from_dict(self.record["profile"])
-        raw = np.asarray(data[block.read])
-        window = WindowConfig(tuple(model.backbone.config.patch_size), overlap=self.record["window"]["overlap"],
-                              batch_size=self.record["window"]["batch_size"])  # fmt: skip
-        scores = sliding_window_predict(np.asarray(apply_profile(raw, profile), np.float32), model.dense, window,
-                                        out_channels=model.spec.n_outputs)  # fmt: skip
-        result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
+        overlap, batch = self.record["window"]["overlap"], self.record["window"]["batch_size"]
+        if self.record["profile"] is None:  # a 2D model: whole slices, each windowed by its own percentiles
+            from fmscope.tasks.predict import predict_array
+
+            zs = range(block.core[0].start, block.core[0].stop)
+            result = np.stack([model.task.output_image(predict_array(model, np.asarray(data[z]), overlap=overlap,
+                                                                     batch_size=batch))[0] for z in zs])  # fmt: skip
+        else:
+            profile = IntensityProfile.from_dict(self.record["profile"])
+            raw = np.asarray(data[block.read])
+            window = WindowConfig(tuple(model.backbone.config.patch_size), overlap=overlap, batch_size=batch)
+            scores = sliding_window_predict(np.asarray(apply_profile(raw, profile), np.float32), model.dense, window,
+                                            out_channels=model.spec.n_outputs)  # fmt: skip
+            result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
         if self.record.get("instances"):  # components of the foreground classes, stitched after the last block
             write_block_labels(self.output, block, label_components(np.asarray(result) > 0))
         else:
@@ -97,14 +107,30 @@ def model_digest(folder: Path) -> str:
     return files_sha256(folder, names)
 
 
+def _slab_geometry(
+    shape: tuple[int, ...], config: BlockwiseConfig
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Blocks of a 2D model: whole slices (``--block-shape`` may set the slices per block; its Y and X, when given,
+    must be the slices'), no halo, chunks of the config's Z size by whole slices."""
+    z_chunk = min(config.chunks[0] if config.chunks else 8, shape[0])
+    z_block = config.block_shape[0] if config.block_shape else 2 * z_chunk
+    if config.block_shape is not None and tuple(config.block_shape[1:]) not in ((), tuple(shape[1:])):
+        raise InvalidInputError(f"--block-shape: a 2D model predicts whole slices; give Z only or Y, X = {shape[1:]}, "
+                                f"got {config.block_shape}")  # fmt: skip
+    if config.halo is not None and any(config.halo):
+        raise InvalidInputError(f"--halo: a 2D model predicts each slice alone; no halo is read, got {config.halo}")
+    slab = BlockwiseConfig(block_shape=(z_block, *shape[1:]), halo=(0, 0, 0), chunks=(z_chunk, *shape[1:]))
+    return geometry(shape, slab, (0, 0, 0))
+
+
 def _record(model_dir: Path, input_path: Path, dataset: str | None, data: Any, model: TaskModel, plan: BlockPlan,
-            profile: IntensityProfile, overlap: float, batch_size: int) -> dict[str, Any]:  # fmt: skip
+            profile: IntensityProfile | None, overlap: float, batch_size: int) -> dict[str, Any]:  # fmt: skip
     return {
         "kind": "fmscope predict blockwise",
         "model": {"path": str(model_dir), "digest": model_digest(model_dir), "task": model.spec.task},
         "input": input_record(input_path, dataset, data),
         "window": {"overlap": overlap, "batch_size": batch_size},
-        "profile": profile.to_dict(),
+        "profile": None if profile is None else profile.to_dict(),
         "plan": plan.to_dict(),
     }
 
@@ -151,17 +177,21 @@ def predict_blockwise(
         raise InvalidInputError(f"--instances: a {model.spec.task} model writes no labels to split into objects")
     image = read_image(input_path, lazy=True, dataset=dataset)
     data, nd = image.data, model.backbone.config.spatial_dims
-    if data.ndim != nd or nd != 3:
-        raise InvalidInputError(f"model: blockwise prediction takes a 3D model and a (Z, Y, X) volume; got a {nd}D "
-                                f"model and shape {tuple(data.shape)} (fmscope predict without the block flags "
-                                "predicts it)")  # fmt: skip
-    block, halo, chunks = geometry(data.shape, config, [p // 2 for p in model.backbone.config.patch_size])
+    if data.ndim != 3:
+        raise InvalidInputError(f"input: blockwise prediction takes a (Z, Y, X) volume, got shape {tuple(data.shape)} "
+                                "(fmscope predict without the block flags predicts it)")  # fmt: skip
+    if nd == 2:
+        block, halo, chunks = _slab_geometry(data.shape, config)
+    else:
+        block, halo, chunks = geometry(data.shape, config, [p // 2 for p in model.backbone.config.patch_size])
     plan = plan_blocks(data.shape, block, halo, chunks, mask=mask)
     spec = model.spec
 
     def make_record(previous: dict[str, Any] | None) -> dict[str, Any]:
         profile = (
-            IntensityProfile.from_dict(previous["profile"])
+            None  # a 2D model windows each slice by its own percentiles
+            if nd == 2
+            else IntensityProfile.from_dict(previous["profile"])
             if previous is not None
             else fit_profile(data, low_percentile=spec.low_percentile, high_percentile=spec.high_percentile)
         )
