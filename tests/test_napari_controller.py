@@ -27,9 +27,11 @@ def test_points_segment_propagate_undo_and_a_restart_keeps_everything(tmp_path: 
     image, truth = make_balls()
     folder = tmp_path / "session"
     c = SessionController.start(image, "balls", "rf", folder=folder)
-    first = c.current
+    assert c.current is None and c.session.revision == 0  # no object (and no step) before the first segment
     zs = c.segment(LayerPrompts(_points((5, 20, 20)), NONE))
-    assert zs == [5] and dice(c.labels()[5] == first, truth[5] == 1) > 0.9
+    first = c.current
+    assert zs == [5] and first == 1 and c.session.revision == 1  # one step creates and segments it
+    assert dice(c.labels()[5] == first, truth[5] == 1) > 0.9
     done = c.propagate()
     assert done["objects"] == [first] and len(done["slices"]) >= 6
     assert dice(c.labels() == first, truth == 1) > 0.8
@@ -85,17 +87,43 @@ def test_the_brush_commits_painted_slices_and_a_new_value_is_a_new_object() -> N
     c = SessionController.start(image, "balls", "rf")
     c.segment(LayerPrompts(_points((5, 20, 20)), NONE))
     painted = c.labels()
-    assert c.apply_labels(painted) == []  # nothing painted: no step
+    assert c.apply_labels(painted) == ([], [])  # nothing painted: no step
     revision = c.session.revision
     painted[3, 50:56, 5:11] = 7  # a new object painted by hand
     painted[5, 20, 20] = 0  # an eraser touch on the first object
-    assert c.apply_labels(painted) == [3, 5]
+    assert c.apply_labels(painted, slices=[3, 5]) == ([3, 5], [])  # the slices the stroke touched
     np.testing.assert_array_equal(c.labels(), painted)
-    assert 7 in c.session.object_ids and c.session.revision > revision
+    assert 7 in c.session.object_ids and c.session.revision == revision + 1
     assert c.undo()  # one step, the new object included
     assert c.labels()[3].max() == 0 and c.labels()[5, 20, 20] == c.current and 7 not in c.session.object_ids
     assert c.redo() and 7 in c.session.object_ids
     np.testing.assert_array_equal(c.labels(), painted)
+
+
+def test_a_stale_labels_layer_never_overwrites_what_the_session_did_meanwhile() -> None:
+    """The layer showed version v of a slice; a propagation changed the slice in the session before the stroke was
+    committed: the stroke's slice is refused as stale (the widget reloads it), the other slices go in."""
+    image, _ = make_balls()
+    c = SessionController.start(image, "balls", "rf")
+    c.segment(LayerPrompts(_points((5, 20, 20)), NONE))
+    layer = c.labels()
+    shown = {z: c.session.plane_version(z) for z in range(11)}
+    c.propagate()  # committed while the layer still shows the one segmented slice
+    layer[4, 60:63, 60:63] = 1  # a stroke on slice 4, which propagation changed, and on slice 10, which it did not
+    layer[10, 60:63, 60:63] = 1
+    propagated = c.labels()
+    committed, stale = c.apply_labels(layer, slices=[4, 10], shown=shown)
+    assert committed == [10] and stale == [4]
+    np.testing.assert_array_equal(c.labels()[4], propagated[4])
+
+
+def test_undo_back_to_no_object_keeps_the_redo_history(tmp_path: Path) -> None:
+    image, _ = make_balls()
+    c = SessionController.start(image, "balls", "rf", folder=tmp_path / "s")
+    c.segment(LayerPrompts(_points((5, 20, 20)), NONE))
+    assert c.undo() and not c.session.object_ids
+    assert c.layer_prompts().positive.shape == (0, 3)  # the current object was undone away: empty layers
+    assert c.session.can_redo and c.redo() and c.labels()[5].any()
 
 
 def test_a_2d_image_takes_yx_points_and_gives_2d_labels(tmp_path: Path) -> None:
@@ -159,5 +187,5 @@ def test_a_round_of_fine_tuning_from_accepted_slices_proposes_the_others(tmp_pat
     )
     assert result.trained_on and result.validated_on and calls
     assert (result.model_dir / "config.json").is_file()
-    assert set(result.proposed) <= set(range(11)) - {3, 4, 5, 6, 7}
+    assert set(result.proposed) == set(range(11)) - {3, 4, 5, 6, 7}  # every slice not accepted, into the object
     assert c.session.history()[0][-1]["action"] == "train_proposals"

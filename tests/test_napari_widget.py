@@ -23,13 +23,21 @@ from fmscope.io import read_image
 from fmscope.metrics import dice
 from session_fakes import balls
 
-pytestmark = pytest.mark.napari
+NO_NAPARI = importlib.util.find_spec("napari") is None or importlib.util.find_spec("pytestqt") is None
+pytestmark = [
+    pytest.mark.napari,
+    pytest.mark.skipif(NO_NAPARI, reason="napari and pytest-qt are not installed (pip install -e '.[napari]')"),
+    pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari draws through OpenGL: needs an X display (run "
+                       "under xvfb-run, as make test does)"),
+]  # fmt: skip
 
-if importlib.util.find_spec("napari") is None or importlib.util.find_spec("pytestqt") is None:
-    pytest.skip("napari and pytest-qt are not installed (pip install -e '.[napari]')", allow_module_level=True)
-if not os.environ.get("DISPLAY"):
-    pytest.skip("napari draws through OpenGL: needs an X display (run under xvfb-run, as make test does)",
-                allow_module_level=True)  # fmt: skip
+
+@pytest.fixture(autouse=True)
+def _plugins(request: pytest.FixtureRequest) -> None:
+    for name in ("napari", "pytest-qt"):  # blocked by the default options: a plain -m selecting these tests
+        if not request.config.pluginmanager.has_plugin(name):
+            pytest.skip(f"run with -p napari -p pytest-qt (the {name} pytest plugin is blocked by default)")
+
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -73,6 +81,7 @@ def test_click_segment_paint_propagate_undo_export_in_napari(
     widget.layers["+"].add([5, 20, 20])  # a click in the + layer
     _button(widget, "Segment slice").click()
     oid = widget.controller.current
+    assert oid == 1 and widget.layers["+"].data.shape == (1, 3)
     assert dice(labels.data[5] == oid, truth[5] == 1) > 0.9
     assert "object 1: on 1 slice(s)" in widget.message.text()
 
@@ -81,8 +90,14 @@ def test_click_segment_paint_propagate_undo_export_in_napari(
     viewer.dims.set_current_step(0, 2)
     labels.paint((2, 50, 50), 9)
     qtbot.waitUntil(lambda: 9 in widget.controller.session.object_ids, timeout=5000)
+    assert widget.controller.current == 9 and labels.selected_label == 9  # the painted object is current
+    labels.paint((2, 56, 56), labels.selected_label)  # a second stroke extends it
+    qtbot.waitUntil(lambda: widget.controller.session.revision == 3, timeout=5000)
+    assert (widget.controller.labels()[2, 56, 56]) == 9
     np.testing.assert_array_equal(labels.data, widget.controller.labels())
     widget.undo()
+    widget.undo()  # both strokes: object 9 is gone and object 1 is current again
+    assert widget.controller.current == oid
     assert not (labels.data == 9).any() and 9 not in widget.controller.session.object_ids
 
     viewer.dims.set_current_step(0, 5)

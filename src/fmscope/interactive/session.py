@@ -324,7 +324,8 @@ class Session(SessionCore):
                 arr = np.asarray(plane)
                 ids = set(np.unique(arr).tolist()) if arr.dtype.kind in "iu" else set()
                 if arr.shape != self.shape[1:] or arr.dtype.kind not in "iu" or not (create or ids <= known):
-                    raise InvalidInputError(f"planes[{z}]: expected labels of shape {self.shape[1:]} holding known ids")
+                    raise InvalidInputError(f"planes[{z}]: expected integer labels of shape {self.shape[1:]} holding "
+                                            f"{'ids >= 0' if create else 'known ids'}")  # fmt: skip
                 if min(ids, default=0) < 0 or max(ids, default=0) > np.iinfo(np.uint32).max:
                     raise InvalidInputError(f"planes[{z}]: ids must lie in 0..{np.iinfo(np.uint32).max}")
                 checked[self.check_z(z)] = arr.astype(np.uint32)

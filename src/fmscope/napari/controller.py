@@ -26,6 +26,7 @@ import numpy as np
 from fmscope.errors import InvalidInputError
 from fmscope.interactive.backends import make_backend
 from fmscope.interactive.enhance import EnhanceConfig
+from fmscope.interactive.prompts import ObjectPrompt
 from fmscope.interactive.propagate import PropagationConfig
 from fmscope.interactive.session import Session
 from fmscope.interactive.session_store import is_session_folder
@@ -90,7 +91,7 @@ class SessionController:
         self.name = name
         self.ndim = len(session.image_shape)
         ids = session.object_ids
-        self.current: int = ids[-1] if ids else session.new_object()
+        self.current: int | None = ids[-1] if ids else None  # None: the next segment creates the object
 
     @classmethod
     def start(
@@ -111,11 +112,15 @@ class SessionController:
         reopened, with its history; a new one is created otherwise); None: in memory only."""
         image = check_image(data, name, rgb=rgb, multiscale=multiscale)
         model = make_backend(backend, model_dir=model_dir, checkpoint=checkpoint, device=device)
-        settings = {"backend": backend, "model_dir": None if model_dir is None else str(model_dir), "layer": name}
-        if folder is not None and is_session_folder(folder):
-            session = Session.open(folder, image, model)
-        else:
-            session = Session(image, model, folder=folder, settings=settings)
+        settings = {"backend": backend, "model_dir": None if model_dir is None else str(model_dir),
+                    "checkpoint": None if checkpoint is None else str(checkpoint), "layer": name}  # fmt: skip
+        try:
+            if folder is not None and is_session_folder(folder):
+                session = Session.open(folder, image, model)
+            else:
+                session = Session(image, model, folder=folder, settings=settings)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"layer '{name}', folder '{folder}': {exc}") from None
         logger.info("napari session on layer '%s' (%s, backend %s, folder %s)", name, image.shape, backend, folder)
         return cls(session, name=name)
 
@@ -136,11 +141,14 @@ class SessionController:
 
     def layer_prompts(self, object_id: int | None = None) -> LayerPrompts:
         """The object's prompts as the prompt layers show them (image data coordinates)."""
-        prompt = self.session.prompts[self.current if object_id is None else object_id]
-        cut = 0 if self.ndim == 3 else 1  # a 2D image's prompts are stored at z = 0
+        oid = self.current if object_id is None else object_id
+        if oid is None or oid not in self.session.prompts:  # no object yet (or undone away): empty layers
+            return LayerPrompts(np.zeros((0, self.ndim)), np.zeros((0, self.ndim)))
+        prompt = self.session.prompts[oid]
+        cut = 0 if self.ndim == 3 else 1  # the session keeps (z, y, x); a 2D image's prompts at z = 0
 
         def pts(points: tuple[tuple[float, ...], ...]) -> np.ndarray:
-            return np.array([p[cut:] if len(p) == 3 else p for p in points], float).reshape(-1, self.ndim)
+            return np.array([p[cut:] for p in points], float).reshape(-1, self.ndim)
 
         boxes: tuple[np.ndarray, ...] = ()
         if prompt.box is not None:
@@ -165,7 +173,9 @@ class SessionController:
             lo, hi = rect[:, -2:].min(0), rect[:, -2:].max(0)
             z = (float(np.round(rect[0, 0])),) if self.ndim == 3 else ()
             box = (*z, float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
-        old = self.session.prompts[self.current]
+        if self.current is None or self.current not in self.session.prompts:  # set_prompt creates it, in the same step
+            self.current = max(self.session.object_ids, default=0) + 1
+        old = self.session.prompts.get(self.current, ObjectPrompt(self.current))
         as_tuples = lambda a: tuple(tuple(float(v) for v in p) for p in a)  # noqa: E731
         try:
             self.session.set_prompt(replace(old, positive=as_tuples(pos), negative=as_tuples(neg), box=box))
@@ -175,9 +185,18 @@ class SessionController:
 
     # ---- the brush ----------------------------------------------------------------------------------------------
 
-    def apply_labels(self, data: Any, *, layer: str = "labels") -> list[int]:
-        """Commit what was painted into the Labels layer: every slice whose labels differ from the session's becomes
-        the painted plane (new ids become new objects); returns the slices committed."""
+    def apply_labels(
+        self,
+        data: Any,
+        *,
+        layer: str = "labels",
+        slices: Sequence[int] | None = None,
+        shown: Mapping[int, int] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """Commit what was painted into the Labels layer, one step: each of ``slices`` (default all) whose labels
+        differ from the session's becomes the painted plane (new ids become new objects). ``shown``: the session's
+        plane version each slice of the layer showed; a slice the session changed since (a propagation or a training
+        round committed meanwhile) is not committed, the layer was stale there. Returns (committed, stale) slices."""
         arr = np.asarray(data)
         if arr.shape != self.session.image_shape:
             raise InvalidInputError(
@@ -186,14 +205,15 @@ class SessionController:
         if arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
             raise InvalidInputError(f"layer '{layer}': expected non-negative integer labels, got {arr.dtype}")
         stack = arr if self.ndim == 3 else arr[None]
+        zs = range(stack.shape[0]) if slices is None else sorted({int(z) for z in slices if 0 <= z < stack.shape[0]})
         with self.session.lock:
-            changed = {
-                z: stack[z] for z in range(stack.shape[0]) if not np.array_equal(stack[z], self.session.plane(z))
-            }
-            if not changed:
-                return []
-            self.session.set_planes("paint", changed, create=True)  # one step, a painted new id included
-        return sorted(changed)
+            changed = {z: stack[z] for z in zs if not np.array_equal(stack[z], self.session.plane(z))}
+            stale = sorted(z for z in changed if shown is not None and shown.get(z) != self.session.plane_version(z))
+            for z in stale:
+                del changed[z]
+            if changed:
+                self.session.set_planes("paint", changed, create=True)  # one step, a painted new id included
+        return sorted(changed), stale
 
     # ---- through the stack, review, history ---------------------------------------------------------------------
 
@@ -202,21 +222,29 @@ class SessionController:
         switches: Mapping[str, bool] | None = None,
         *,
         all_objects: bool = False,
+        object_id: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> dict[str, Any]:
-        """Carry the current object (or every object) through the stack; ``switches``: the
+        """Carry ``object_id`` (default the current object), or every object, through the stack; ``switches``: the
         :data:`ENHANCE_SWITCHES` on or off (all on by default)."""
+        oid = self.current if object_id is None else object_id
+        ids: list[int] | None = None
+        if not all_objects:
+            if oid is None or oid not in self.session.prompts:
+                raise InvalidInputError("object: no current object to propagate; segment one first")
+            ids = [oid]
         on = {k: True for k in ENHANCE_SWITCHES} | dict(switches or {})
         unknown = sorted(set(on) - set(ENHANCE_SWITCHES))
         if unknown:
             raise InvalidInputError(f"switches: unknown step(s) {unknown}; known: {list(ENHANCE_SWITCHES)}")
         off = {field: neutral for key, (field, neutral) in ENHANCE_SWITCHES.items() if not on[key]}
         enhancement = EnhanceConfig(**{"min_size": SMALL_PIECE, **off})
-        ids = None if all_objects else [self.current]
         return self.session.propagate(ids, propagation=PropagationConfig(), enhancement=enhancement, progress=progress)
 
     def accept(self, z: int | None = None) -> None:
         """Accept the current object on slice ``z`` (a key slice of propagation and training data), or whole."""
+        if self.current is None or self.current not in self.session.prompts:
+            raise InvalidInputError("object: no current object to accept; segment one first")
         if z is None:
             self.session.accept(self.current)
         else:

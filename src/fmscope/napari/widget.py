@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress as napari_progress
@@ -63,6 +64,8 @@ class SegmentationWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.controller: SessionController | None = None
+        self.image_layer: Any = None
+        self._prompts_shown: Any = None  # (object, its prompt) the prompt layers show
         self.layers: dict[str, Any] = {}
         self._shown: dict[int, int] = {}  # slice -> the session's plane version the Labels layer shows
         self._worker: Any = None
@@ -98,7 +101,8 @@ class SegmentationWidget(QWidget):
         self.object_box.setMaximum(2**31 - 1)
         self.object_box.valueChanged.connect(self._select)
         objects = QHBoxLayout()
-        for w in (self.object_label, self.object_box, self._button("New object", self.new_object)):
+        self.new_object_button = self._button("New object", self.new_object)
+        for w in (self.object_label, self.object_box, self.new_object_button):
             objects.addWidget(w)
         self.switches = {name: QCheckBox(name) for name in ENHANCE_SWITCHES}
         for box in self.switches.values():
@@ -141,10 +145,11 @@ class SegmentationWidget(QWidget):
         return button
 
     def _enable(self) -> None:
-        ready = self.controller is not None and self._worker is None
-        for button in (*self.buttons.values(), self.train_button):
+        idle = self._worker is None  # one long job at a time; no new session or object under it
+        ready = self.controller is not None and idle
+        for button in (*self.buttons.values(), self.train_button, self.new_object_button, self.object_box):
             button.setEnabled(ready)
-        self.object_box.setEnabled(self.controller is not None)
+        self.start_button.setEnabled(idle)
 
     def _fill_images(self) -> None:
         current = self.image_box.currentText()
@@ -176,18 +181,22 @@ class SegmentationWidget(QWidget):
             raise FmscopeError(f"layer '{name}': expected an Image layer, got {type(layer).__name__}")
         backend = self.backend_box.currentText()
         folder = self.folder.text().strip() or None
-        self.controller = SessionController.start(
+        controller = SessionController.start(
             layer.data, name, backend, folder=folder, rgb=bool(layer.rgb), multiscale=bool(layer.multiscale),
             model_dir=self.model_dir.text().strip() or None if backend == "fm" else None,
             checkpoint=self.checkpoint.text().strip() or None if backend in ("sam", "sam2") else None,
         )  # fmt: skip
+        if self.layers:  # the previous session's layers stay, but no longer feed a session
+            self.layers["labels"].events.paint.disconnect(self._on_paint)
+        self.controller, self.image_layer, self._prompts_shown = controller, layer, None
         self._add_layers(layer)
         self.say(f"session on '{name}' with {backend}" + (f", kept in {folder}" if folder else " (in memory)"))
 
     def _add_layers(self, image: Any) -> None:
         assert self.controller is not None
         name, ndim = self.controller.name, self.controller.ndim
-        where = {"scale": image.scale, "translate": image.translate}
+        where = {"scale": image.scale, "translate": image.translate, "rotate": image.rotate, "shear": image.shear,
+                 "affine": image.affine}  # the same data coordinates as the image  # fmt: skip
         for key in ("+", "-", "boxes", "labels"):
             old = f"{name} {key}"
             if old in self.viewer.layers:
@@ -202,6 +211,8 @@ class SegmentationWidget(QWidget):
         }  # fmt: skip
         self._shown = {z: self.controller.session.plane_version(z) for z in range(self.controller.session.shape[0])}
         self.layers["labels"].events.paint.connect(self._on_paint)
+        for key, action in (("Control-Z", self.undo), ("Control-Shift-Z", self.redo)):  # napari's own labels undo
+            self.layers["labels"].bind_key(key, lambda _layer, a=action: self._run(a), overwrite=True)  # would bypass
         for key, colour in (("+", "lime"), ("-", "red")):
             self.layers[key].current_face_color = colour  # an empty layer forgets face_color for the points to come
         self.layers["+"].mode = "add"
@@ -219,16 +230,23 @@ class SegmentationWidget(QWidget):
     def _show_object(self) -> None:
         """Put the current object's prompts into the prompt layers."""
         c = self._need()
-        prompts = c.layer_prompts()
-        self.layers["+"].data = prompts.positive
-        self.layers["-"].data = prompts.negative
-        self.layers["boxes"].data = list(prompts.boxes)
-        if prompts.boxes:
-            self.layers["boxes"].shape_type = ["rectangle"] * len(prompts.boxes)
-        self.layers["labels"].selected_label = c.current
-        self.object_label.setText(f"object {c.current} of {len(c.session.object_ids)}")
+        stored = (c.current, c.session.prompts.get(c.current) if c.current is not None else None)
+        if stored != self._prompts_shown:  # else leave the layers alone: clicks not segmented yet stay
+            prompts = c.layer_prompts()
+            self.layers["+"].data = prompts.positive
+            self.layers["-"].data = prompts.negative
+            self.layers["boxes"].data = list(prompts.boxes)
+            if prompts.boxes:
+                self.layers["boxes"].shape_type = ["rectangle"] * len(prompts.boxes)
+            self._prompts_shown = stored
+        new = c.current is None
+        self.layers["labels"].selected_label = max(c.session.object_ids, default=0) + 1 if new else c.current
+        self.object_label.setText(f"object {'(new)' if new else c.current} of {len(c.session.object_ids)}")
+        self._set_object_box(c.current)
+
+    def _set_object_box(self, value: int | None) -> None:
         self.object_box.blockSignals(True)
-        self.object_box.setValue(c.current)
+        self.object_box.setValue(value or 1)
         self.object_box.blockSignals(False)
 
     def new_object(self) -> None:
@@ -242,9 +260,7 @@ class SegmentationWidget(QWidget):
             self.controller.select(value)
         except FmscopeError as exc:
             self.say(str(exc))
-            self.object_box.blockSignals(True)
-            self.object_box.setValue(self.controller.current)
-            self.object_box.blockSignals(False)
+            self._set_object_box(self.controller.current)
             return
         self._show_object()
 
@@ -257,16 +273,25 @@ class SegmentationWidget(QWidget):
         self._refresh()
         self.say(f"object {c.current}: on {len(zs)} slice(s)")
 
-    def _on_paint(self, _event: Any = None) -> None:
+    def _on_paint(self, event: Any = None) -> None:
         # napari announces a single paint() call before it writes the pixels (a mouse stroke after): commit next turn
-        QTimer.singleShot(0, lambda: self._run(self._painted))
+        slices = _touched_slices(getattr(event, "value", None)) if self._need().ndim == 3 else [0]
+        QTimer.singleShot(0, lambda: self._run(lambda: self._painted(slices)))
 
-    def _painted(self) -> None:
+    def _painted(self, slices: list[int] | None = None) -> None:
         c = self._need()
-        zs = c.apply_labels(self.layers["labels"].data, layer=self.layers["labels"].name)
-        self._shown.update({z: c.session.plane_version(z) for z in zs})
-        if zs:
-            self._refresh()  # a painted new id is a new object now
+        layer = self.layers["labels"]
+        with c.session.lock:
+            zs, stale = c.apply_labels(layer.data, layer=layer.name, slices=slices, shown=self._shown)
+            self._shown.update({z: c.session.plane_version(z) for z in zs})
+        painted = int(layer.selected_label)
+        if zs and painted in c.session.prompts:
+            c.current = painted  # the object painted (a new label value is a new object) becomes current
+        self._refresh()
+        if stale:
+            self.say(f"slice(s) {stale} changed in the session while you painted (a propagation or a training round): "
+                     "reloaded, paint them again")  # fmt: skip
+        elif zs:
             self.say(f"painted slice(s) {zs} committed")
 
     # ---- through the stack, review ------------------------------------------------------------------------------
@@ -274,8 +299,9 @@ class SegmentationWidget(QWidget):
     def propagate(self) -> None:
         c = self._need()
         switches = {name: box.isChecked() for name, box in self.switches.items()}
-        everyone = self.all_objects.isChecked()
-        self._background("propagating", lambda p: c.propagate(switches, all_objects=everyone, progress=p),
+        everyone, oid = self.all_objects.isChecked(), c.current
+        self._background("propagating",
+                         lambda p: c.propagate(switches, all_objects=everyone, object_id=oid, progress=p),
                          lambda done: f"propagated {len(done['objects'])} object(s) into {len(done['slices'])} "
                                       f"slice(s); {len(done['skipped'])} edited meanwhile kept")  # fmt: skip
 
@@ -299,24 +325,28 @@ class SegmentationWidget(QWidget):
         self._refresh()
 
     def _z(self) -> int:
-        return int(self.viewer.dims.current_step[0]) if self._need().ndim == 3 else 0
+        """The image's slice under the viewer's current position (its own data coordinates)."""
+        if self._need().ndim == 2:
+            return 0
+        point = self.image_layer.world_to_data(self.viewer.dims.point[-self.image_layer.ndim :])
+        return int(round(float(point[0])))
 
     def _refresh(self) -> None:
         """Show in the Labels layer every slice whose session plane changed, and the current object's prompts."""
         c = self._need()
         layer = self.layers["labels"]
-        changed = [z for z in range(c.session.shape[0]) if c.session.plane_version(z) != self._shown.get(z)]
-        for z in changed:
-            plane = c.session.plane(z)
-            if c.ndim == 3:
-                layer.data[z] = plane
-            else:
-                layer.data[...] = plane
-            self._shown[z] = c.session.plane_version(z)
+        with c.session.lock:  # a worker's commit waits: no half-copied plane
+            changed = [z for z in range(c.session.shape[0]) if c.session.plane_version(z) != self._shown.get(z)]
+            for z in changed:
+                self._shown[z] = c.session.plane_version(z)
+                if c.ndim == 3:
+                    layer.data[z] = c.session.plane(z)
+                else:
+                    layer.data[...] = c.session.plane(z)
+            if c.current is not None and c.current not in c.session.prompts:  # undone away: never a new step here
+                c.current = c.session.object_ids[-1] if c.session.object_ids else None
         if changed:
             layer.refresh()
-        if c.current not in c.session.prompts:  # undone away
-            c.current = c.session.object_ids[-1] if c.session.object_ids else c.new_object()
         self._show_object()
 
     # ---- outputs ------------------------------------------------------------------------------------------------
@@ -328,7 +358,8 @@ class SegmentationWidget(QWidget):
         return str(QFileDialog.getSaveFileName(self, title, default, filters)[0])
 
     def _scale(self) -> list[float]:
-        return [float(s) for s in self.viewer.layers[self._need().name].scale]
+        self._need()
+        return [float(s) for s in self.image_layer.scale]
 
     def export_labels(self) -> None:
         c = self._need()
@@ -366,20 +397,23 @@ class SegmentationWidget(QWidget):
         bar = napari_progress(total=0, desc=what)
         ticks = _Ticks()
         ticks.tick.connect(lambda done, total, message: _show_tick(bar, what, done, total, message))
-        worker = create_worker(work, lambda done, total, message="": ticks.tick.emit(int(done), int(total), message))
-        worker.returned.connect(lambda result: self._finished(bar, report(result)))
-        worker.errored.connect(lambda exc: self._finished(bar, f"{what} failed: {exc}"))
+        worker = create_worker(work, lambda done, total=None, message="": ticks.tick.emit(
+            int(done), -1 if total is None else int(total), str(message)))  # fmt: skip
+        worker.returned.connect(lambda result: self._finished(bar, lambda: report(result)))
+        worker.errored.connect(lambda exc: self._finished(bar, lambda: f"{what} failed: {exc}"))
         self._worker = worker
         self._enable()
         self.say(f"{what}...")
         worker.start()
 
-    def _finished(self, bar: Any, text: str) -> None:
-        bar.close()
-        self._worker = None
-        self._enable()
-        self._refresh()
-        self.say(text)
+    def _finished(self, bar: Any, text: Callable[[], str]) -> None:
+        try:
+            bar.close()
+            self.say(text())
+            self._refresh()
+        finally:  # whatever happens, the widget is usable again
+            self._worker = None
+            self._enable()
 
 
 class _Ticks(QObject):
@@ -389,7 +423,23 @@ class _Ticks(QObject):
 
 
 def _show_tick(bar: Any, what: str, done: int, total: int, message: str) -> None:
-    bar.total = max(total, 1)
+    bar.total = max(total, 1) if total >= 0 else 0  # unknown total: a busy bar
     bar.n = done
     bar.set_description(f"{what}: {message}" if message else what)
     bar.refresh()
+
+
+def _touched_slices(atoms: Any) -> list[int] | None:
+    """The Z indices a Labels paint event's history atoms changed (None: unknown, check every slice)."""
+    if not atoms:
+        return None
+    zs: set[int] = set()
+    for atom in atoms:
+        key = getattr(atom, "slice_key", None)  # a masked paint: its bounding box
+        if key is not None and isinstance(key[0], slice):
+            zs.update(range(key[0].start or 0, key[0].stop))
+        elif isinstance(atom, tuple) and len(atom) == 3 and np.ndim(atom[0][0]) <= 1:  # (indices, old, new)
+            zs.update(int(z) for z in np.unique(np.asarray(atom[0][0])))
+        else:
+            return None
+    return sorted(zs)
