@@ -113,6 +113,12 @@ def test_click_segment_paint_propagate_undo_export_in_napari(
     assert (labels.data > 0).sum() == (labels.data[5] > 0).sum()  # back to the one segmented slice
     _button(widget, "Redo").click()
     assert dice(labels.data == oid, truth == 1) > 0.8
+    from app_model.types import KeyBinding
+
+    labels.keymap[KeyBinding.from_str("Control-Z")](labels)  # napari's undo key on the layer undoes the session's step
+    assert widget.message.text() == "undone" and (labels.data > 0).sum() == (labels.data[5] > 0).sum()
+    labels.keymap[KeyBinding.from_str("Control-Shift-Z")](labels)
+    assert widget.message.text() == "redone" and dice(labels.data == oid, truth == 1) > 0.8
 
     out, csv = tmp_path / "balls_labels.tif", tmp_path / "objects.csv"
     monkeypatch.setattr(widget, "ask_path", lambda title, *a, **k: str(csv if "Morphometry" in title else out))
