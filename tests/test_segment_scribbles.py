@@ -138,3 +138,7 @@ def test_cli_rf_in_memory_saves_a_forest_that_a_blockwise_run_on_a_cluster_appli
     np.testing.assert_array_equal(read_image(tmp_path / "b.zarr").numpy(), read_image(whole).numpy())
     code, _, err = run(capsys, "segment", source, "-o", tmp_path / "c.tif", "--labels", marks_path)
     assert code != 0 and "--labels / --forest / --save-forest: for --method rf" in err
+    code, _, err = run(capsys, "segment", source, "-o", tmp_path / "d.tif", "--method", "rf", "--forest",
+                       tmp_path / "forest", "--instances")  # fmt: skip
+    assert code != 0 and "--instances: --method rf writes the painted class" in err
+    assert not (tmp_path / "d.tif").exists()

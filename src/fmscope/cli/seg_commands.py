@@ -111,6 +111,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.overlay is not None:
         check_output_path(args.overlay, args.overwrite)
     scribbles = args.method == "rf" and (args.labels is not None or args.forest is not None)
+    if scribbles and args.instances:  # said, not silently ignored
+        raise InvalidInputError("--instances: --method rf writes the painted class of each voxel (1..K), not objects; "
+                                "drop --instances")  # fmt: skip
     if scribbles:
         code = _segment_scribbles_blockwise(args) if wants_blockwise(args) else _segment_scribbles(args)
     elif args.labels is not None or args.forest is not None or args.save_forest is not None:
