@@ -211,8 +211,9 @@ class SegmentationWidget(QWidget):
         }  # fmt: skip
         self._shown = {z: self.controller.session.plane_version(z) for z in range(self.controller.session.shape[0])}
         self.layers["labels"].events.paint.connect(self._on_paint)
-        for key, action in (("Control-Z", self.undo), ("Control-Shift-Z", self.redo)):  # napari's own labels undo
-            self.layers["labels"].bind_key(key, lambda _layer, a=action: self._run(a), overwrite=True)  # would bypass
+        # napari's own labels undo would bypass the session (and its history): these keys go to the session
+        for key, action in (("Control-Z", self.undo), ("Control-Shift-Z", self.redo)):
+            self.layers["labels"].bind_key(key, lambda _layer, a=action: self._run(a), overwrite=True)
         for key, colour in (("+", "lime"), ("-", "red")):
             self.layers[key].current_face_color = colour  # an empty layer forgets face_color for the points to come
         self.layers["+"].mode = "add"
