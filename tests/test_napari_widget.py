@@ -187,3 +187,29 @@ def _shot(viewer: Any) -> None:
     img.thumbnail((900, 900))
     img.quantize(colors=64).save(DOCS / "napari_widget.png", optimize=True)
     raw.unlink()
+
+
+def test_a_2d_sem_image_is_segmented_painted_and_undone(make_napari_viewer: Any, qtbot: Any) -> None:
+    """A single 2D image (an SEM micrograph): (y, x) clicks, a 2D Labels layer, the brush and undo."""
+    from fmscope.napari.widget import make_widget
+
+    image, truth = balls()
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(image[5], name="sem", scale=(0.5, 0.5))
+    widget = make_widget(viewer)
+    viewer.window.add_dock_widget(widget, name="fmscope")
+    widget.start_button.click()
+    labels = widget.layers["labels"]
+    assert labels.data.shape == (64, 64) and tuple(labels.scale) == (0.5, 0.5)
+    widget.layers["+"].add([20, 20])
+    _button(widget, "Segment slice").click()
+    assert dice(labels.data == widget.controller.current, truth[5] == 1) > 0.9
+    labels.selected_label = 4
+    labels.paint((55, 55), 4)
+    qtbot.waitUntil(lambda: 4 in widget.controller.session.object_ids, timeout=5000)
+    np.testing.assert_array_equal(labels.data, widget.controller.labels())
+    _button(widget, "Accept slice").click()
+    assert (4, 0) in widget.controller.session.accepted_slices
+    _button(widget, "Undo").click()
+    _button(widget, "Undo").click()
+    assert not (labels.data == 4).any() and (labels.data > 0).any()
