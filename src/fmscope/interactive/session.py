@@ -319,7 +319,7 @@ class Session(SessionCore):
         with ``create`` an unknown id becomes a new object (without prompts) in the same step, e.g. a painted one."""
         with self._lock:
             known = set(self._prompts) | {0}
-            checked = {}
+            checked, found = {}, set()
             for z, plane in planes.items():
                 arr = np.asarray(plane)
                 ids = set(np.unique(arr).tolist()) if arr.dtype.kind in "iu" else set()
@@ -329,7 +329,8 @@ class Session(SessionCore):
                 if min(ids, default=0) < 0 or max(ids, default=0) > np.iinfo(np.uint32).max:
                     raise InvalidInputError(f"planes[{z}]: ids must lie in 0..{np.iinfo(np.uint32).max}")
                 checked[self.check_z(z)] = arr.astype(np.uint32)
-            new = sorted({int(v) for arr in checked.values() for v in np.unique(arr)} - known)
+                found |= ids
+            new = sorted(found - known)
             meta = replace(self._meta, next_id=max(self._meta.next_id, *(oid + 1 for oid in new))) if new else None
             self._commit(action, checked, {oid: ObjectPrompt(oid) for oid in new}, meta)
 

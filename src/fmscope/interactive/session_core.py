@@ -60,7 +60,7 @@ class SessionCore:
         folder the session is written to at every change (:meth:`open` reopens it); ``settings``: what the caller
         wants to find again in the folder (e.g. the backend's options)."""
         shape = tuple(int(s) for s in np.shape(image))
-        dtype = np.dtype(getattr(image, "dtype", np.asarray(image).dtype))
+        dtype = np.dtype(image.dtype if hasattr(image, "dtype") else np.asarray(image).dtype)  # never read a lazy one
         if len(shape) not in (2, 3) or 0 in shape or dtype.kind not in "biuf":
             raise InvalidInputError(
                 f"image: expected a non-empty 2D (Y, X) or 3D (Z, Y, X) numeric array, got {shape} {dtype}"

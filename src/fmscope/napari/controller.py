@@ -51,7 +51,7 @@ def check_image(data: Any, name: str, *, rgb: bool = False, multiscale: bool = F
     (Z, Y, X), one channel, numeric; refused naming the layer otherwise."""
     array = data[0] if multiscale else data
     shape = tuple(int(s) for s in np.shape(array))
-    dtype = np.dtype(getattr(array, "dtype", np.asarray(array).dtype))
+    dtype = np.dtype(array.dtype if hasattr(array, "dtype") else np.asarray(array).dtype)  # never read a lazy one
     if rgb:
         raise InvalidInputError(f"layer '{name}': an RGB image; the widget segments one channel (split it first)")
     if len(shape) not in (2, 3):

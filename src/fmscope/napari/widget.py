@@ -193,15 +193,15 @@ class SegmentationWidget(QWidget):
         self.say(f"session on '{name}' with {backend}" + (f", kept in {folder}" if folder else " (in memory)"))
 
     def _add_layers(self, image: Any) -> None:
-        assert self.controller is not None
-        name, ndim = self.controller.name, self.controller.ndim
+        c = self._need()
+        name, ndim = c.name, c.ndim
         where = {"scale": image.scale, "translate": image.translate, "rotate": image.rotate, "shear": image.shear,
                  "affine": image.affine}  # the same data coordinates as the image  # fmt: skip
         for key in ("+", "-", "boxes", "labels"):
             old = f"{name} {key}"
             if old in self.viewer.layers:
                 self.viewer.layers.remove(old)
-        labels = self.controller.labels()
+        labels = c.labels()
         self.layers = {
             "labels": self.viewer.add_labels(labels, name=f"{name} labels", **where),
             "boxes": self.viewer.add_shapes(None, ndim=ndim, name=f"{name} boxes", shape_type="rectangle",
@@ -209,7 +209,7 @@ class SegmentationWidget(QWidget):
             "+": self.viewer.add_points(None, ndim=ndim, name=f"{name} +", face_color="lime", size=4, **where),
             "-": self.viewer.add_points(None, ndim=ndim, name=f"{name} -", face_color="red", size=4, **where),
         }  # fmt: skip
-        self._shown = {z: self.controller.session.plane_version(z) for z in range(self.controller.session.shape[0])}
+        self._shown = {z: c.session.plane_version(z) for z in range(c.session.shape[0])}
         self.layers["labels"].events.paint.connect(self._on_paint)
         # napari's own labels undo would bypass the session (and its history): these keys go to the session
         for key, action in (("Control-Z", self.undo), ("Control-Shift-Z", self.redo)):
