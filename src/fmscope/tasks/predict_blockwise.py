@@ -47,6 +47,7 @@ from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
 from fmscope.io import read_image
 from fmscope.segment import label_components
 from fmscope.tasks.model import TaskModel, load_task_model
+from fmscope.tasks.predict import predict_array
 from fmscope.utils.digest import files_sha256
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
@@ -71,8 +72,6 @@ class PredictBlock:
         model, data = _opened(self.record)
         overlap, batch = self.record["window"]["overlap"], self.record["window"]["batch_size"]
         if self.record["profile"] is None:  # a 2D model: whole slices, each windowed by its own percentiles
-            from fmscope.tasks.predict import predict_array
-
             zs = range(block.core[0].start, block.core[0].stop)
             result = np.stack([model.task.output_image(predict_array(model, np.asarray(data[z]), overlap=overlap,
                                                                      batch_size=batch))[0] for z in zs])  # fmt: skip
