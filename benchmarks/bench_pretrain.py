@@ -1,6 +1,10 @@
 """Pretraining throughput and peak memory: the fmscope method step against a plain MONAI forward/backward.
 
     python benchmarks/bench_pretrain.py [--config unet-cpu] [--batch 2] [--steps 10] [--json out.json]
+                                        [--set key=value ...]
+
+``--set`` overrides keys of the config as ``fmscope pretrain`` does (e.g. ``method.text_source=PATH`` for a local text
+model folder; the step's cost depends on the text model's architecture, not on its weights).
 
 Both run on the same backbone, input size and batch, each in a fresh process (peak RSS from the child's rusage; on CUDA
 also the peak allocated GPU memory):
@@ -38,8 +42,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_one(kind: str, config_name: str, batch: int, steps: int) -> dict[str, float]:
-    cfg = resolve_config(PretrainConfig, shipped_config_path(config_name))
+def run_one(kind: str, config_name: str, batch: int, steps: int, overrides: list[str]) -> dict[str, float]:
+    cfg = resolve_config(PretrainConfig, shipped_config_path(config_name), overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     method = MultimodalPretrainer(cfg.method).to(device)
@@ -101,10 +105,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--child", choices=("method", "plain"), default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child, args.config, args.batch, args.steps)))
+        print(json.dumps(run_one(args.child, args.config, args.batch, args.steps, args.set)))
         return
     results = {}
     for kind in ("plain", "method"):
@@ -119,6 +124,7 @@ def main() -> None:
             str(args.batch),
             "--steps",
             str(args.steps),
+            *(f"--set={item}" for item in args.set),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,7 +141,8 @@ def main() -> None:
     overhead = results["method"]["seconds_per_step"] / results["plain"]["seconds_per_step"]
     print(f"\nmethod overhead: {overhead:.2f}x the plain step time")
     if args.json:
-        args.json.write_text(json.dumps({"config": args.config, "batch": args.batch, **results}, indent=2))
+        summary = {"config": args.config, "batch": args.batch, "device": device, "overrides": args.set, **results}
+        args.json.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from conftest import RecordingArray
 from fmscope.errors import InvalidInputError
 from fmscope.inference.predict import (
     WindowConfig,
+    blend_device,
     count_windows,
     gaussian_importance,
     sliding_window_predict,
@@ -246,9 +247,20 @@ def test_agrees_with_monai_sliding_window_inference() -> None:
     np.testing.assert_allclose(ours_mean[inner], whole[inner], atol=1e-2)
 
 
+def test_accumulators_go_to_the_gpu_only_when_they_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4000, 8000))  # bytes free, total
+    cuda = torch.device("cuda")
+    assert blend_device(cuda, 1000) == cuda
+    assert blend_device(cuda, 1001) == torch.device("cpu")
+    assert blend_device(torch.device("cpu"), 1) == torch.device("cpu")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_device() -> None:
+@pytest.mark.parametrize("free", [None, 0])  # accumulators on the GPU; on the host (no room on the GPU)
+def test_cuda_device(monkeypatch: pytest.MonkeyPatch, free: int | None) -> None:
+    if free is not None:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, free))
     x = np.random.default_rng(7).random((12, 12, 12), dtype=np.float32)
     y = sliding_window_predict(x, mean_filter, WindowConfig((8, 8, 8)), out_channels=1, device="cuda")
     np.testing.assert_allclose(
