@@ -139,7 +139,7 @@ def blend_device(device: torch.device, nbytes: int) -> torch.device:
 def _predict_batch(
     predictor: Predictor, batch: torch.Tensor, config: WindowConfig, device: torch.device, result: torch.device
 ) -> torch.Tensor:
-    """Run the predictor (with flip averaging when asked) on a (B, C_in, *window) batch; return float32 on ``result``."""
+    """Run the predictor (with flip averaging when asked) on a (B, C_in, *window) batch; float32 on ``result``."""
     x = batch.to(device)
     ndim = len(config.window)
     flip_sets: list[tuple[int, ...]] = [()]
