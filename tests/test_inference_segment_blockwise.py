@@ -125,7 +125,7 @@ def test_components_stitched_across_faces_equal_whole_volume_components_and_resu
 def test_watershed_keeps_one_id_per_object_cut_by_a_face(tmp_path: Path) -> None:
     x = np.zeros((32, 48, 48), np.uint16) + 100
     grid = np.indices(x.shape)
-    centres = [(15, 10, 14), (16, 30, 17), (16, 24, 36), (8, 38, 40)]  # every ball crosses the face z = 16
+    centres = [(15, 10, 14), (16, 22, 16), (16, 24, 36), (8, 38, 40)]  # each crosses z = 16; the first two touch
     for c in centres:
         x[sum((g - ci) ** 2 for g, ci in zip(grid, c, strict=True)) < 7**2] = 1000
     path = tmp_path / "in.zarr"

@@ -203,14 +203,12 @@ def _predict_blockwise(args: argparse.Namespace) -> int:
     from fmscope.tasks.predict_blockwise import predict_blockwise
 
     given = [f for f in ("probabilities", "flips", "overlay") if getattr(args, f)]
-    if args.instances == "watershed":
-        given.append("instances watershed")
     if given or args.device != "cpu":
         raise InvalidInputError(f"blockwise prediction (--workers, --scheduler, --block-shape ...): drop "
                                 f"{', '.join('--' + g for g in given) or '--device'} (labels, --instances "
-                                "components or the restored image, on CPU workers)")  # fmt: skip
+                                "or the restored image, on CPU workers)")  # fmt: skip
     done = predict_blockwise(args.model, args.input, args.output, blockwise_config(args), mask=blockwise_mask(args),
-                             overlap=args.overlap, batch_size=args.batch_size, instances=args.instances is not None,
+                             overlap=args.overlap, batch_size=args.batch_size, instances=args.instances,
                              overwrite=args.overwrite, progress=True)  # fmt: skip
     extra = f", {done.objects} objects" if done.objects is not None else ""
     return report_blockwise(args.input, done.plan, done.result, done.output, extra)

@@ -165,7 +165,10 @@ def start_or_resume(
         if not overwrite:
             raise OutputExistsError(f"-o: '{out}' exists and has no matching run record; pass --overwrite")
         for path in (out, flags_path, *side):
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:  # a side file (the stitch's lookup table)
+                path.unlink(missing_ok=True)
         record_path(out).unlink(missing_ok=True)
     record = json.loads(json.dumps(make_record(None)))
     create(record)

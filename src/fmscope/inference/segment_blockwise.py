@@ -10,8 +10,9 @@ process or on a Dask cluster, resumable.
   default halo covers their Gaussian radii (4 sigma), so that cores equal the whole-volume result.
 * Instances (``instances=True``: connected components; watershed) are labelled per block, then stitched across block
   faces (:mod:`fmscope.inference.stitch`): components merge every pair touching across a face (equal to labelling the
-  whole mask); watershed merges mutual best contacts (a watershed is not local: seeds near a face see only the halo,
-  so it agrees with the whole-volume watershed up to the objects the halo cuts).
+  whole mask); watershed, labelled over core + halo, merges the ids that are each other's largest overlap on the
+  plane past each face (a watershed is not local: seeds near a face see only the halo, so it agrees with the
+  whole-volume watershed up to the objects the halo cuts).
 
 Not blockwise: ``li`` on float voxels (after ``--smooth`` too: scikit-image iterates over every voxel of a float
 image; on integer images it uses a histogram, and so do we), ``per_slice`` global thresholds, ``min_size`` and
@@ -44,6 +45,7 @@ from fmscope.inference.stitch import (
     instance_side,
     stitch_blocks,
     write_block_labels,
+    write_region_labels,
 )
 from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
@@ -130,6 +132,8 @@ class SegmentBlock:
         result = segment_classical(raw, config, instances=record["instances"], thresholds=thresholds)
         if result.labels is None:
             zarr.open_array(self.output, mode="r+")[block.core] = result.mask[block.inner].astype(np.uint8)
+        elif config.method == "watershed":  # the region's labels: the overlap rule pairs them past the faces
+            write_region_labels(self.output, block, result.labels)
         else:
             write_block_labels(self.output, block, result.labels[block.inner])
 
@@ -176,7 +180,7 @@ def segment_blockwise(
     def stitch(record: dict[str, Any], result: BlockwiseResult, client: Any) -> int | None:
         if not (labelled and result.complete):
             return None
-        return stitch_blocks(plan, out, "mutual" if classical.method == "watershed" else "touching", client,
+        return stitch_blocks(plan, out, "overlap" if classical.method == "watershed" else "touching", client,
                              config.retries)  # fmt: skip
 
     # the thresholds are streamed on the cluster too (make_record runs while it is up)

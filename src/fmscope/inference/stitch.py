@@ -9,7 +9,13 @@ into a counts array (before its done flag). Stitching then:
    pair (exact for connected components: the result equals labelling the whole mask at once, up to the order of the
    ids); ``rule="mutual"`` merges a pair only when each is the other's largest contact across that face (for
    watershed, whose objects may touch their neighbours: a nucleus cut by the face is one object, two nuclei that
-   merely touch at the face stay two);
+   merely touch at the face stay two); ``rule="overlap"`` (watershed labelled over core + halo) pairs, instead of
+   contacts, the ids that label *the same voxels*: a block that labelled its halo too keeps its labels of the first
+   plane past each of its far faces (``OUT.zarr.ahead/INDEX.npz``, see :func:`write_region_labels`), the
+   neighbour's own first plane is compared with it voxel for voxel, and pairs that are each other's largest overlap
+   are merged. Contacts mislead where an object's piece beyond the face is small and its neighbour's is large (two
+   touching nuclei both cut by the face); overlaps do not, wherever the two blocks split the objects alike. Along an
+   axis without halo the contact rule of ``mutual`` is used;
 3. finds the connected groups of merged ids (``scipy.sparse.csgraph``) and numbers them ``1..N`` in the order of
    their smallest id: a lookup table saved beside the output (``OUT.zarr.lut.npz``, atomic write);
 4. rewrites every block through the table into the output (a second blockwise pass with its own done flags).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +38,8 @@ from fmscope.inference.blockwise import Block, BlockPlan
 
 logger = logging.getLogger(__name__)
 
-MergeRule = Literal["touching", "mutual"]
-RULES = ("touching", "mutual")
+MergeRule = Literal["touching", "mutual", "overlap"]
+RULES = ("touching", "mutual", "overlap")
 
 
 def _face_neighbours(plan: BlockPlan) -> list[tuple[int, int, int]]:
@@ -68,24 +75,32 @@ def _mutual(pairs: np.ndarray, contact: np.ndarray) -> np.ndarray:
     return pairs[keep]
 
 
-def face_pairs(labels: Any, plan: BlockPlan, offsets: np.ndarray, rule: MergeRule = "touching") -> np.ndarray:
-    """``(k, 2)`` int64 pairs of volume-unique ids (``offsets[block] + local id``) to merge across block faces."""
+def face_pairs(labels: Any, plan: BlockPlan, offsets: np.ndarray, rule: MergeRule = "touching",
+               ahead: Path | None = None) -> np.ndarray:  # fmt: skip
+    """``(k, 2)`` int64 pairs of volume-unique ids (``offsets[block] + local id``) to merge across block faces;
+    ``ahead``: the folder of the blocks' planes past their faces (rule ``overlap``)."""
     if rule not in RULES:
         raise InvalidInputError(f"rule: expected one of {RULES}, got {rule!r}")
+    if rule == "overlap" and ahead is None:
+        raise InvalidInputError("ahead: the overlap rule needs the folder of the planes past the block faces")
     found = [np.zeros((0, 2), dtype=np.int64)]
     skipped = set(plan.skipped)
     for index, after, axis in _face_neighbours(plan):
         if index in skipped or after in skipped:
             continue
         a, b = plan.block_at(index), plan.block_at(after)
-        left = np.asarray(labels[_plane(a, axis, last=True)]).astype(np.int64).ravel()
         right = np.asarray(labels[_plane(b, axis, last=False)]).astype(np.int64).ravel()
+        if rule == "overlap" and ahead is not None and plan.halo[axis] > 0:  # the same voxels, labelled by a and b
+            with np.load(ahead / f"{index}.npz") as planes:
+                left = planes[f"axis{axis}"].astype(np.int64).ravel()
+        else:  # the voxels on either side of the face
+            left = np.asarray(labels[_plane(a, axis, last=True)]).astype(np.int64).ravel()
         both = (left > 0) & (right > 0)
         if not both.any():
             continue
         touching = np.stack([left[both] + offsets[index], right[both] + offsets[after]], axis=1)
         pairs, contact = np.unique(touching, axis=0, return_counts=True)
-        found.append(pairs if rule == "touching" else _mutual(pairs, contact))
+        found.append(pairs if rule == "touching" else _mutual(pairs, contact))  # mutual largest contact / overlap
     return np.concatenate(found)
 
 
@@ -114,7 +129,7 @@ def stitch_table(labels: Any, counts: Any, plan: BlockPlan, output: Path, rule: 
     ``output`` (atomically); returns the number of objects."""
     n_ids = np.asarray(counts, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
-    pairs = face_pairs(labels, plan, offsets, rule)
+    pairs = face_pairs(labels, plan, offsets, rule, ahead_path(output))
     table = lookup_table(int(n_ids.sum()), pairs)
     path = lut_path(output)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -151,9 +166,14 @@ def side_paths(output: Path) -> tuple[Path, Path, Path]:
             output.with_name(output.name + ".relabel.done.zarr"))  # fmt: skip
 
 
+def ahead_path(output: Path) -> Path:
+    """The folder of the blocks' labels of the planes past their faces (rule ``overlap``)."""
+    return output.with_name(output.name + ".ahead")
+
+
 def instance_side(output: Path) -> tuple[Path, ...]:
     """Everything besides the output that an instance run writes (removed with ``--overwrite``)."""
-    return (*side_paths(output), lut_path(output))
+    return (*side_paths(output), lut_path(output), ahead_path(output))
 
 
 def create_instance_arrays(output: Path, plan: BlockPlan) -> None:
@@ -166,15 +186,53 @@ def create_instance_arrays(output: Path, plan: BlockPlan) -> None:
     zarr.create_array(store=str(counts), shape=(len(plan),), chunks=(1,), dtype=np.int64, fill_value=0)
 
 
+def _sequential(core: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """The map from the ids of ``core`` to ``1..n`` in their order (0 and ids not in ``core`` to 0), and ``n``."""
+    ids = np.unique(core)
+    ids = ids[ids > 0]
+
+    def renumber(values: np.ndarray) -> np.ndarray:
+        if not len(ids):
+            return np.zeros(values.shape, dtype=np.uint32)
+        position = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+        return np.where((values > 0) & (ids[position] == values), position + 1, 0).astype(np.uint32)
+
+    return renumber, len(ids)
+
+
 def write_block_labels(output: str | os.PathLike[str], block: Block, labels: np.ndarray) -> None:
     """A block's labels of its core, renumbered ``1..n``, into the unstitched array, then ``n`` into the counts."""
-    import zarr
-    from skimage.segmentation import relabel_sequential
+    renumber, n = _sequential(np.asarray(labels))
+    _write_core(Path(output), block, renumber(np.asarray(labels)), n)
 
-    local, _, _ = relabel_sequential(np.asarray(labels))
-    unstitched, counts, _ = side_paths(Path(output))
-    zarr.open_array(str(unstitched), mode="r+")[block.core] = local.astype(np.uint32)
-    zarr.open_array(str(counts), mode="r+")[block.index] = int(local.max())
+
+def write_region_labels(output: str | os.PathLike[str], block: Block, labels: np.ndarray) -> None:
+    """A block's labels of the whole region it read (core + halo): the core as :func:`write_block_labels` does, and
+    before it, for the overlap rule, the labels of the first plane past each far face of the core that the region
+    holds (same numbering; ids found only in the halo become 0), saved atomically as ``OUT.zarr.ahead/INDEX.npz``."""
+    labels = np.asarray(labels)
+    core = labels[block.inner]
+    renumber, n = _sequential(core)
+    planes = {}
+    for axis, inner in enumerate(block.inner):
+        if inner.stop < labels.shape[axis]:  # the region reads past the face: a neighbour's plane
+            at = list(block.inner)
+            at[axis] = slice(inner.stop, inner.stop + 1)
+            planes[f"axis{axis}"] = renumber(labels[tuple(at)])
+    folder = ahead_path(Path(output))
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{block.index}.tmp.npz"
+    np.savez_compressed(tmp, allow_pickle=False, **planes)
+    os.replace(tmp, folder / f"{block.index}.npz")
+    _write_core(Path(output), block, renumber(core), n)
+
+
+def _write_core(output: Path, block: Block, local: np.ndarray, n: int) -> None:
+    import zarr
+
+    unstitched, counts, _ = side_paths(output)
+    zarr.open_array(str(unstitched), mode="r+")[block.core] = local
+    zarr.open_array(str(counts), mode="r+")[block.index] = n
 
 
 def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, retries: int) -> int | None:

@@ -16,6 +16,13 @@ A 2D model (e.g. one trained from a session's accepted slices) on a ``(Z, Y, X)`
 windowed by its own percentiles as its training images were: the blocks split the stack along Z only (a block covers
 every Y and X; halo 0), a block predicts one slice at a time (memory: one slice), and the output equals ``fmscope
 predict`` without the block flags, voxel for voxel.
+
+Instances (segmentation): ``components`` labels each block's core and merges every pair of ids touching across a face
+(the result equals the components of the blockwise class labels); ``watershed`` splits the class labels of the whole
+read region (core + halo: seeds and basins near a face see past it), keeps the core and the labels of the plane past
+each far face, and merges the ids of two blocks that are each other's largest overlap on that plane
+(:mod:`fmscope.inference.stitch`, rule ``overlap``), so that an object cut by a face keeps one id and two objects that
+touch at a face stay two.
 """
 
 from __future__ import annotations
@@ -42,10 +49,16 @@ from fmscope.inference.blockwise_output import (
     zarr_output,
 )
 from fmscope.inference.predict import WindowConfig, sliding_window_predict
-from fmscope.inference.stitch import create_instance_arrays, instance_side, stitch_blocks, write_block_labels
+from fmscope.inference.stitch import (
+    create_instance_arrays,
+    instance_side,
+    stitch_blocks,
+    write_block_labels,
+    write_region_labels,
+)
 from fmscope.intensity import IntensityProfile, apply_profile, fit_profile
 from fmscope.io import read_image
-from fmscope.segment import label_components
+from fmscope.segment import label_components, watershed_split
 from fmscope.tasks.model import TaskModel, load_task_model
 from fmscope.tasks.predict import predict_array
 from fmscope.utils.digest import files_sha256
@@ -71,10 +84,14 @@ class PredictBlock:
 
         model, data = _opened(self.record)
         overlap, batch = self.record["window"]["overlap"], self.record["window"]["batch_size"]
+        split = self.record.get("instances")  # None, True (components; the older records' form) or "watershed"
+        objects: np.ndarray | None = None  # watershed instances of the block's slices (a 2D model)
         if self.record["profile"] is None:  # a 2D model: whole slices, each windowed by its own percentiles
             zs = range(block.core[0].start, block.core[0].stop)
             result = np.stack([model.task.output_image(predict_array(model, np.asarray(data[z]), overlap=overlap,
                                                                      batch_size=batch))[0] for z in zs])  # fmt: skip
+            if split == "watershed":  # no halo: the block's whole slices
+                objects = watershed_split(result > 0)
         else:
             profile = IntensityProfile.from_dict(self.record["profile"])
             raw = np.asarray(data[block.read])
@@ -82,7 +99,13 @@ class PredictBlock:
             scores = sliding_window_predict(np.asarray(apply_profile(raw, profile), np.float32), model.dense, window,
                                             out_channels=model.spec.n_outputs)  # fmt: skip
             result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
-        if self.record.get("instances"):  # components of the foreground classes, stitched after the last block
+            if split == "watershed":  # split over core + halo, as in memory (fmscope predict --instances watershed)
+                region, _ = model.task.output_image(scores, instances="watershed")
+                write_region_labels(self.output, block, np.asarray(region))
+                return
+        if objects is not None:  # merged across faces after the last block
+            write_block_labels(self.output, block, objects)
+        elif split:  # components of the foreground classes, merged across faces after the last block
             write_block_labels(self.output, block, label_components(np.asarray(result) > 0))
         else:
             zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)
@@ -144,17 +167,20 @@ def predict_blockwise(
     mask: Any = None,
     overlap: float = 0.5,
     batch_size: int = 2,
-    instances: bool = False,
+    instances: str | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | bool | None = None,
 ) -> BlockwisePrediction:
     """Predict ``input_path`` into the Zarr ``output`` block by block (see the module doc); ``mask`` (any resolution)
-    skips empty blocks (their output stays 0); ``instances`` (segmentation): uint32 connected components of the
-    foreground classes, stitched across block faces (:mod:`fmscope.inference.stitch`), equal to the components of
-    the blockwise class labels. A bioimage.io package as ``model_dir``:
+    skips empty blocks (their output stays 0); ``instances`` (segmentation): ``"components"`` (uint32 connected
+    components of the foreground classes, equal to the components of the blockwise class labels) or ``"watershed"``
+    (touching objects split), stitched across block faces (see the module doc). A bioimage.io package as
+    ``model_dir``:
     :func:`fmscope.tasks.bioimageio_blockwise.predict_package_blockwise`."""
     from fmscope.tasks.bioimageio_package import is_package
 
+    if instances not in (None, "components", "watershed"):
+        raise InvalidInputError(f"--instances: expected components or watershed, got {instances!r}")
     if is_package(model_dir):
         from fmscope.tasks.bioimageio_blockwise import predict_package_blockwise
 
@@ -195,7 +221,9 @@ def predict_blockwise(
             else fit_profile(data, low_percentile=spec.low_percentile, high_percentile=spec.high_percentile)
         )
         record = _record(model_dir, input_path, dataset, data, model, plan, profile, overlap, batch_size)
-        return record | {"instances": True} if instances else record  # absent otherwise: older outputs resume
+        if instances is None:  # absent: older outputs resume
+            return record
+        return record | {"instances": True if instances == "components" else instances}  # True: the older form
 
     def create(record: dict[str, Any]) -> None:
         import zarr
@@ -208,7 +236,9 @@ def predict_blockwise(
                           fill_value=0)  # fmt: skip
 
     def stitch(record: dict[str, Any], result: BlockwiseResult, client: Any) -> int | None:
-        return stitch_blocks(plan, out, "touching", client, config.retries) if instances and result.complete else None
+        if instances is None or not result.complete:
+            return None
+        return stitch_blocks(plan, out, "overlap" if instances == "watershed" else "touching", client, config.retries)
 
     _, result, objects = run_plan(out, config, plan, make_record, create, lambda r: PredictBlock(r, str(out)),
                                   what="predict (blockwise)", inputs=(str(input_path), str(model_dir)),
