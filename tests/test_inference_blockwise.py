@@ -300,6 +300,11 @@ def test_blockwise_instances_are_the_components_of_the_blockwise_classes_across_
     got = read_image(tmp_path / "objects.zarr").numpy()
     assert classes.objects is None and done.objects == int(expected.max()) > 1
     assert got.dtype == np.uint32 and same_partition(got, expected)  # objects cut by block faces keep one id
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("objects.zarr"))  # the stitch's scratch
+    assert left == ["objects.zarr", "objects.zarr.done.zarr", "objects.zarr.fmscope.json", "objects.zarr.stitched.json"]
+    again = predict_blockwise(model, volume, tmp_path / "objects.zarr", SMALL, instances="components")
+    assert again.result.computed == () and again.objects == done.objects
+    np.testing.assert_array_equal(read_image(tmp_path / "objects.zarr").numpy(), got)
     flags = ["--block-shape", "16", "--chunks", "8", "16", "16", "--halo", "8"]
     code, out, err = run(capsys, "predict", model, volume, "-o", tmp_path / "c.zarr", "--instances", "components",
                          *flags)  # fmt: skip

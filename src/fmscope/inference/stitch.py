@@ -18,13 +18,17 @@ into a counts array (before its done flag). Stitching then:
    axis without halo the contact rule of ``mutual`` is used;
 3. finds the connected groups of merged ids (``scipy.sparse.csgraph``) and numbers them ``1..N`` in the order of
    their smallest id: a lookup table saved beside the output (``OUT.zarr.lut.npz``, atomic write);
-4. rewrites every block through the table into the output (a second blockwise pass with its own done flags).
+4. rewrites every block through the table into the output (a second blockwise pass with its own done flags);
+5. once every block is rewritten, records the number of objects (``OUT.zarr.stitched.json``, atomic) and removes the
+   unstitched labels, the counts, the planes, the table and the flags of step 4 (a second label volume's worth of
+   disk). A rerun finds the record and returns at once.
 
 The table is a function of the unstitched labels only, so a resumed run recomputes the same one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -171,9 +175,29 @@ def ahead_path(output: Path) -> Path:
     return output.with_name(output.name + ".ahead")
 
 
+def stitched_path(output: Path) -> Path:
+    """The record of a completed stitch: the number of objects."""
+    return output.with_name(output.name + ".stitched.json")
+
+
+def _scratch(output: Path) -> tuple[Path, ...]:
+    """What the stitch needs until it completes, and not after."""
+    return (*side_paths(output), lut_path(output), ahead_path(output))
+
+
 def instance_side(output: Path) -> tuple[Path, ...]:
     """Everything besides the output that an instance run writes (removed with ``--overwrite``)."""
-    return (*side_paths(output), lut_path(output), ahead_path(output))
+    return (*_scratch(output), stitched_path(output))
+
+
+def _remove(paths: tuple[Path, ...]) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def create_instance_arrays(output: Path, plan: BlockPlan) -> None:
@@ -242,6 +266,10 @@ def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, r
 
     from fmscope.inference.blockwise import DoneFlags, run_blocks
 
+    stitched = stitched_path(output)
+    if stitched.exists():  # completed before: only what a crash may have left behind is removed
+        _remove(_scratch(output))
+        return int(json.loads(stitched.read_text(encoding="utf-8"))["objects"])
     unstitched, counts_path, relabel_flags = side_paths(output)
     counts = np.asarray(zarr.open_array(str(counts_path), mode="r")[:])
     objects = stitch_table(zarr.open_array(str(unstitched), mode="r"), counts, plan, output, rule)
@@ -251,4 +279,8 @@ def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, r
     if not done.complete:
         logger.error("relabelling failed for blocks %s; rerun the same command", sorted(done.failed))
         return None
+    tmp = stitched.with_name(stitched.name + ".tmp")
+    tmp.write_text(json.dumps({"objects": objects}), encoding="utf-8")
+    os.replace(tmp, stitched)
+    _remove(_scratch(output))
     return objects
