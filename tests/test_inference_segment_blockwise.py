@@ -17,7 +17,7 @@ from fmscope.inference.blockwise_output import BlockwiseConfig
 from fmscope.inference.segment_blockwise import SegmentBlock, segment_blockwise
 from fmscope.io import ImageMetadata, read_image, write_image
 from fmscope.segment import ClassicalConfig, label_components, segment_classical
-from fmscope.segment.threshold import histogram_thresholds, streamed_histogram
+from fmscope.segment.threshold import histogram_thresholds, streamed_histogram, streamed_li
 
 SMALL = BlockwiseConfig(block_shape=(16, 16, 16), chunks=(8, 16, 16))
 
@@ -54,8 +54,13 @@ def test_streamed_thresholds_equal_scikit_image_on_the_whole_volume() -> None:
         f = y.astype(np.float32) * 0.37
         assert histogram_thresholds(streamed_histogram(da.from_array(f, chunks=(5, 24, 9))), "triangle")[0] == (
             pytest.approx(float(threshold_triangle(f)), rel=1e-6))  # fmt: skip
-    with pytest.raises(InvalidInputError, match="--method li: blockwise li needs an integer volume"):
+    with pytest.raises(InvalidInputError, match="hist: li of float voxels is iterated over the voxels"):
         histogram_thresholds(streamed_histogram(da.from_array(x.astype(np.float32))), "li")
+    for seed in range(3):  # li of float voxels: iterated over the chunks as scikit-image iterates over the voxels
+        g = np.random.default_rng(seed).gamma(2.0, 50.0, (16, 24, 32)) + balls((16, 24, 32), 8, seed)
+        g[0, 0, seed] = np.nan  # left out, as segment_classical leaves it out
+        assert streamed_li(da.from_array(g, chunks=(5, 24, 9))) == pytest.approx(
+            float(threshold_li(g[np.isfinite(g)])), rel=1e-9)  # fmt: skip
     assert histogram_thresholds(streamed_histogram(chunked), "multiotsu", 3) == tuple(threshold_multiotsu(x, 3))
     f = x.astype(np.float32) / 7.0
     f[3, 4, 5], f[0, 0, 0] = np.nan, np.inf  # non-finite voxels are left out, as segment_classical does
@@ -67,9 +72,9 @@ def test_streamed_thresholds_equal_scikit_image_on_the_whole_volume() -> None:
 @pytest.mark.parametrize(
     "classical",
     [ClassicalConfig("otsu"), ClassicalConfig("otsu", smooth_sigma=1.0), ClassicalConfig("multiotsu", classes=3),
-     ClassicalConfig("li"), ClassicalConfig("triangle"), ClassicalConfig("triangle", smooth_sigma=1.0),
-     ClassicalConfig("local", block_size=7, offset=-20.0)],
-    ids=["otsu", "otsu-smoothed", "multiotsu", "li", "triangle", "triangle-smoothed", "local"],
+     ClassicalConfig("li"), ClassicalConfig("li", smooth_sigma=1.0), ClassicalConfig("triangle"),
+     ClassicalConfig("triangle", smooth_sigma=1.0), ClassicalConfig("local", block_size=7, offset=-20.0)],
+    ids=["otsu", "otsu-smoothed", "multiotsu", "li", "li-smoothed", "triangle", "triangle-smoothed", "local"],
 )  # fmt: skip
 def test_a_blockwise_mask_equals_the_in_memory_one(
     volume: tuple[np.ndarray, Path], tmp_path: Path, classical: ClassicalConfig
@@ -142,7 +147,6 @@ def test_settings_without_a_blockwise_form_are_refused_naming_the_flag(volume: t
                                                                        tmp_path: Path) -> None:  # fmt: skip
     _, path = volume
     for classical, message in (
-        (ClassicalConfig("li", smooth_sigma=1.0), "--method li: blockwise li needs an integer volume"),
         (ClassicalConfig("otsu", min_size=5), "--min-size"),
         (ClassicalConfig("otsu", per_slice=True), "--per-slice"),
     ):

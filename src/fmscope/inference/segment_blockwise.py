@@ -14,9 +14,11 @@ process or on a Dask cluster, resumable.
   plane past each face (a watershed is not local: seeds near a face see only the halo, so it agrees with the
   whole-volume watershed up to the objects the halo cuts).
 
-Not blockwise: ``li`` on float voxels (after ``--smooth`` too: scikit-image iterates over every voxel of a float
-image; on integer images it uses a histogram, and so do we), ``per_slice`` global thresholds, ``min_size`` and
-``fill_holes`` (they need whole objects).
+``li`` on integer voxels comes from the streamed histogram, as scikit-image computes it; on float voxels (after
+``--smooth`` too) scikit-image iterates over the voxels, and so do we (:func:`~fmscope.segment.threshold.streamed_li`:
+one streamed pass per iteration).
+
+Not blockwise: ``per_slice`` global thresholds, ``min_size`` and ``fill_holes`` (they need whole objects).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from fmscope.inference.stitch import (
 from fmscope.io import read_image
 from fmscope.segment import ClassicalConfig, segment_classical
 from fmscope.segment.classical import smooth_finite
-from fmscope.segment.threshold import histogram_thresholds, streamed_histogram
+from fmscope.segment.threshold import histogram_thresholds, streamed_histogram, streamed_li
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import record_path
 
@@ -112,6 +114,8 @@ def volume_thresholds(data: Any, config: ClassicalConfig) -> tuple[float, ...]:
     if config.method == "local":
         return ()
     work = _smoothed(data, config.smooth_sigma) if config.smooth_sigma > 0 else data
+    if config.method == "li" and np.dtype(work.dtype).kind == "f":  # iterated over the voxels, as scikit-image does
+        return (streamed_li(work),)
     method = "otsu" if config.method == "watershed" else config.method
     return histogram_thresholds(streamed_histogram(work), method, config.classes)
 

@@ -227,12 +227,53 @@ def histogram_thresholds(hist: tuple[NDArray[Any], NDArray[Any]], method: str, c
         return (float(_triangle(counts, centers)),)
     if method == "li":
         if np.asarray(centers).dtype.kind not in "iu":
-            raise InvalidInputError("--method li: blockwise li needs an integer volume without --smooth (for float "
-                                    "voxels scikit-image iterates over every voxel, not a histogram)")  # fmt: skip
+            raise InvalidInputError("hist: li of float voxels is iterated over the voxels, not a histogram (as "
+                                    "scikit-image does); use streamed_li")  # fmt: skip
         return (float(_li_integer(counts, centers)),)
     raise InvalidInputError(
         f"method: expected 'otsu', 'multiotsu', 'triangle' or 'li' from a histogram, got {method!r}"
     )
+
+
+def _smallest_gap(block: NDArray[Any]) -> NDArray[np.float64]:
+    values = np.unique(block[np.isfinite(block)])
+    gap = float(np.diff(values).min()) if values.size > 1 else np.inf
+    return np.full((1,) * block.ndim, gap)
+
+
+def streamed_li(data: Any) -> float:
+    """Li's minimum cross-entropy threshold of the finite float voxels of a volume too large for memory, iterated as
+    ``skimage.filters.threshold_li`` iterates a float image (from the mean, on values shifted to start at 0), with the
+    two means of each iteration streamed over the chunks: one pass over the volume per iteration (typically 5-20).
+    Tolerance: half the smallest gap between distinct values *within a chunk* (scikit-image: within the image, which
+    cannot be had without sorting the volume; a chunk's gap is never smaller, so this stops at most a step earlier).
+    Sums are float64 (scikit-image's are in the image's dtype): equal to ``threshold_li`` to float rounding."""
+    import dask.array as da
+
+    x = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
+    x = x.astype(np.float64)
+    finite = da.isfinite(x)
+    lo, hi, n, total = da.compute(da.where(finite, x, np.inf).min(), da.where(finite, x, -np.inf).max(), finite.sum(),
+                                  da.where(finite, x, 0).sum())  # fmt: skip
+    if not np.isfinite(lo):
+        raise InvalidInputError(f"image: expected at least one finite voxel, got none (shape {x.shape})")
+    if lo == hi:
+        logger.warning("image is constant (%s): no threshold to find, empty mask", lo)
+        return float(lo)
+    gaps = x.map_blocks(_smallest_gap, chunks=tuple((1,) * len(c) for c in x.chunks), dtype=np.float64)
+    tolerance = float(gaps.min().compute()) / 2
+    shifted = da.where(finite, x - lo, -1.0)  # non-finite voxels: below every threshold, and left out of the sums
+    total -= n * lo
+    t_next, t_curr = total / n, -2 * tolerance
+    while abs(t_next - t_curr) > tolerance:
+        t_curr = t_next
+        above = shifted > t_curr
+        fore_sum, fore_n = da.compute(da.where(above, shifted, 0).sum(), above.sum())
+        mean_fore, mean_back = fore_sum / fore_n, (total - fore_sum) / (n - fore_n)
+        if mean_back == 0:
+            break
+        t_next = float((mean_back - mean_fore) / (np.log(mean_back) - np.log(mean_fore)))
+    return t_next + float(lo)
 
 
 def _triangle(counts: NDArray[Any], centers: NDArray[Any]) -> Any:
