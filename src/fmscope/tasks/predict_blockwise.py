@@ -98,11 +98,11 @@ class PredictBlock:
             window = WindowConfig(tuple(model.backbone.config.patch_size), overlap=overlap, batch_size=batch)
             scores = sliding_window_predict(np.asarray(apply_profile(raw, profile), np.float32), model.dense, window,
                                             out_channels=model.spec.n_outputs)  # fmt: skip
-            result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
             if split == "watershed":  # split over core + halo, as in memory (fmscope predict --instances watershed)
                 region, _ = model.task.output_image(scores, instances="watershed")
                 write_region_labels(self.output, block, np.asarray(region))
                 return
+            result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
         if objects is not None:  # merged across faces after the last block
             write_block_labels(self.output, block, objects)
         elif split:  # components of the foreground classes, merged across faces after the last block
