@@ -119,6 +119,9 @@ def test_every_method_datatype_size_and_fold_has_a_row(report: tuple[Path, Path,
         for k in ("dice", "iou", "accuracy", "instance_f1", "ssim", "macro_f1"):
             if r[k]:
                 assert 0.0 <= float(r[k]) <= 1.0
+    tuned = [r for r in ok if r["method"] == "scratch"]  # fine-tunings record their validation score for choices
+    assert tuned and all(0.0 <= float(r["val_score"]) <= 1.0 and int(r["best_epoch"]) >= 0 for r in tuned)
+    assert not any(r["val_score"] for r in ok if r["method"] in ("otsu", "rf", "pca-lr"))
     otsu = next(r for r in ok if r["method"] == "otsu")
     assert float(otsu["dice"]) > 0.8 and float(otsu["instance_f1"]) > 0.5  # bright disks: Otsu finds them
     rf = [float(r["dice"]) for r in ok if r["method"] == "rf"]

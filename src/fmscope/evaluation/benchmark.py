@@ -56,6 +56,8 @@ BASE_COLUMNS = (
     "status",
     "note",
     "seconds",
+    "val_score",  # a fine-tuning's best validation score (its task's main metric, on the fold's validation units)
+    "best_epoch",
 )
 
 
@@ -336,7 +338,7 @@ def _run_job(
     )
     predictions = run_method(job, samples, test)
     scores = score(dt, classes, test_units, test, predictions, own_instances=kind.own_instances)
-    row.update(n_train=len(train), n_val=len(distinct_val), **scores)
+    row.update(n_train=len(train), n_val=len(distinct_val), **job.report, **scores)
     largest = size == max(dt.train_sizes or config.protocol.train_sizes) or size == 0
     if config.examples and get_task(dt.task).label_output and fold == 0 and largest:
         i, z = _example(test)

@@ -54,7 +54,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """One method on one fold of one datatype. ``init`` is the resolved model folder or ``'scratch'``."""
+    """One method on one fold of one datatype. ``init`` is the resolved model folder or ``'scratch'``; ``report``
+    receives what a method says of its own run besides the predictions (a fine-tuning: its best validation score
+    and epoch), written into the job's row."""
 
     datatype: DatatypeConfig
     method: MethodSpec
@@ -66,6 +68,7 @@ class Job:
     finetune: dict[str, Any] = field(default_factory=dict)
     init: str = "scratch"
     keep_models: bool = False
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def finetune_config(job: Job) -> FinetuneConfig:
@@ -107,6 +110,7 @@ def _finetuned(job: Job, train: list[Sample], test: list[Sample]) -> list[Any]:
         for k, v in (("train", job.train), ("val", job.val))
     }
     result = finetune(config, task_set["train"], task_set["val"], run, init=job.init, overwrite=True)
+    job.report.update(val_score=result.best_score, best_epoch=result.best_epoch)  # what a choice of settings may use
     model = load_task_model(result.model_dir, task=job.datatype.task)
     device = resolve_device(config.device)
     model = model.to(device).eval()
