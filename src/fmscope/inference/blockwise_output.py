@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 
 from fmscope.errors import InvalidInputError, OutputExistsError
 from fmscope.inference.blockwise import Block, BlockPlan, BlockwiseResult, DoneFlags, done_path, run_blocks
+from fmscope.utils.atomic import remove_path
 from fmscope.utils.progress import ProgressCallback
 from fmscope.utils.provenance import RunRecord, record_path, write_run_record
 
@@ -164,11 +164,8 @@ def start_or_resume(
     if out.exists() or flags_path.exists():
         if not overwrite:
             raise OutputExistsError(f"-o: '{out}' exists and has no matching run record; pass --overwrite")
-        for path in (out, flags_path, *side):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:  # a side file (the stitch's lookup table)
-                path.unlink(missing_ok=True)
+        for path in (out, flags_path, *side):  # folders (Zarr stores) and files (the stitch's table and record)
+            remove_path(path)
         record_path(out).unlink(missing_ok=True)
     record = json.loads(json.dumps(make_record(None)))
     create(record)

@@ -39,6 +39,7 @@ import numpy as np
 
 from fmscope.errors import InvalidInputError
 from fmscope.inference.blockwise import Block, BlockPlan
+from fmscope.utils.atomic import atomic_output, remove_path
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,8 @@ def stitch_table(labels: Any, counts: Any, plan: BlockPlan, output: Path, rule: 
     offsets = np.concatenate([[0], np.cumsum(n_ids)[:-1]]).astype(np.int64)
     pairs = face_pairs(labels, plan, offsets, rule, ahead_path(output))
     table = lookup_table(int(n_ids.sum()), pairs)
-    path = lut_path(output)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, table=table, offsets=offsets)
-    os.replace(tmp, path)
+    with atomic_output(lut_path(output), overwrite=True) as tmp:
+        np.savez(tmp, table=table, offsets=offsets)
     n = int(table.max()) if table.size else 0
     logger.info("stitched %d block-local ids into %d objects (%d merges across faces)", int(n_ids.sum()), n,
                 len(pairs))  # fmt: skip
@@ -190,16 +189,6 @@ def instance_side(output: Path) -> tuple[Path, ...]:
     return (*_scratch(output), stitched_path(output))
 
 
-def _remove(paths: tuple[Path, ...]) -> None:
-    import shutil
-
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
 def create_instance_arrays(output: Path, plan: BlockPlan) -> None:
     """The uint32 output, its unstitched twin and the counts array, before any block runs."""
     import zarr
@@ -245,9 +234,8 @@ def write_region_labels(output: str | os.PathLike[str], block: Block, labels: np
             planes[f"axis{axis}"] = renumber(labels[tuple(at)])
     folder = ahead_path(Path(output))
     folder.mkdir(exist_ok=True)
-    tmp = folder / f"{block.index}.tmp.npz"
-    np.savez_compressed(tmp, allow_pickle=False, **planes)
-    os.replace(tmp, folder / f"{block.index}.npz")
+    with atomic_output(folder / f"{block.index}.npz", overwrite=True) as tmp:
+        np.savez_compressed(tmp, allow_pickle=False, **planes)
     _write_core(Path(output), block, renumber(core), n)
 
 
@@ -268,7 +256,8 @@ def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, r
 
     stitched = stitched_path(output)
     if stitched.exists():  # completed before: only what a crash may have left behind is removed
-        _remove(_scratch(output))
+        for path in _scratch(output):
+            remove_path(path)
         return int(json.loads(stitched.read_text(encoding="utf-8"))["objects"])
     unstitched, counts_path, relabel_flags = side_paths(output)
     counts = np.asarray(zarr.open_array(str(counts_path), mode="r")[:])
@@ -279,8 +268,8 @@ def stitch_blocks(plan: BlockPlan, output: Path, rule: MergeRule, client: Any, r
     if not done.complete:
         logger.error("relabelling failed for blocks %s; rerun the same command", sorted(done.failed))
         return None
-    tmp = stitched.with_name(stitched.name + ".tmp")
-    tmp.write_text(json.dumps({"objects": objects}), encoding="utf-8")
-    os.replace(tmp, stitched)
-    _remove(_scratch(output))
+    with atomic_output(stitched, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"objects": objects}), encoding="utf-8")
+    for path in _scratch(output):
+        remove_path(path)
     return objects

@@ -85,13 +85,13 @@ class PredictBlock:
         model, data = _opened(self.record)
         overlap, batch = self.record["window"]["overlap"], self.record["window"]["batch_size"]
         split = self.record.get("instances")  # None, True (components; the older records' form) or "watershed"
-        objects: np.ndarray | None = None  # watershed instances of the block's slices (a 2D model)
         if self.record["profile"] is None:  # a 2D model: whole slices, each windowed by its own percentiles
             zs = range(block.core[0].start, block.core[0].stop)
             result = np.stack([model.task.output_image(predict_array(model, np.asarray(data[z]), overlap=overlap,
                                                                      batch_size=batch))[0] for z in zs])  # fmt: skip
-            if split == "watershed":  # no halo: the block's whole slices
-                objects = watershed_split(result > 0)
+            if split == "watershed":  # no halo: the region read is the block's slices
+                write_region_labels(self.output, block, watershed_split(result > 0))
+                return
         else:
             profile = IntensityProfile.from_dict(self.record["profile"])
             raw = np.asarray(data[block.read])
@@ -103,9 +103,7 @@ class PredictBlock:
                 write_region_labels(self.output, block, np.asarray(region))
                 return
             result, _ = model.task.output_image(scores[(slice(None), *block.inner)])
-        if objects is not None:  # merged across faces after the last block
-            write_block_labels(self.output, block, objects)
-        elif split:  # components of the foreground classes, merged across faces after the last block
+        if split:  # components of the foreground classes, merged across faces after the last block
             write_block_labels(self.output, block, label_components(np.asarray(result) > 0))
         else:
             zarr.open_array(self.output, mode="r+")[block.core] = np.asarray(result)

@@ -26,7 +26,8 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return out
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, a link or a folder (a Zarr store) if it is there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -57,8 +58,8 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
             except BaseException:
                 os.replace(backup, out)
                 raise
-            _remove(backup)
+            remove_path(backup)
         else:
             os.replace(tmp, out)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
